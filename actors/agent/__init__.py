@@ -1,0 +1,1 @@
+"""Macro layer: the agent that turns events into incidents and verified, cited proposals."""

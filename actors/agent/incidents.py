@@ -1,0 +1,219 @@
+"""Incidents: related events grouped by topology and time, with the root cause that explains the rest.
+
+Grouping key: the cooling unit when the event names one (a unit's degradation explains the heat of every
+GPU it cools), else the node, else the subject. Deterministic: the same events in the same order give
+the same incidents with the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.twin.events import Event
+
+#: How strongly an event kind claims to be the cause of what it is grouped with (higher wins).
+CAUSE_RANK = {
+    "cooling_degraded": 100,
+    "network_bottleneck": 90,
+    "xid_error": 80,
+    "power_capped": 60,
+    "gpu_overheat": 50,
+    "thermal_slowdown": 45,
+    "thermal_slowdown_predicted": 40,
+    "straggler": 30,
+    "clock_drop": 20,
+    "sensor_fault": 10,
+}
+RECOVERY = {"thermal_recovered", "cooling_recovered"}
+FEEDBACK = {"action_executed", "action_failed", "action_rejected"}
+#: Kinds that make an incident worth proposing for (a cause alone may not hurt anything yet).
+IMPACT = {"thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat", "xid_error", "network_bottleneck",
+          "straggler", "power_capped", "sensor_fault"}
+
+
+class RootCause(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    subject: str
+    why: str
+
+
+class Incident(BaseModel):
+    """A group of events with one root cause; ``open`` until every affected subject has recovered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: str
+    key: str
+    opened_ts: float
+    last_ts: float
+    event_ids: list[str] = Field(default_factory=list)
+    kinds: dict[str, int] = Field(default_factory=dict)
+    subjects: list[str] = Field(default_factory=list)
+    hot: list[str] = Field(default_factory=list)  # subjects with an unrecovered impact event
+    root_cause: RootCause
+    root_event: dict[str, Any]
+    facts: dict[str, Any] = Field(default_factory=dict)
+    status: str = "open"
+    revision: int = 0  # bumped when the root cause changes; a proposal is made per revision
+    replanned: bool = False  # re-planned once after an operator's rejection
+
+
+THERMAL = {"thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat", "thermal_recovered"}
+PER_GPU = {"xid_error", "sensor_fault"}
+POWER = {"power_capped", "clock_drop"}
+
+
+def group_key(ev: Event) -> str:
+    """The topology key an event belongs under, by what kind of trouble it is:
+
+    - heat groups under the cooling unit (a unit's degradation explains the heat of every GPU it cools);
+    - network trouble under the link (a slow link explains the stragglers of every job crossing it);
+    - power capping under the node; a straggler under whatever its culprit is (link or GPU's node);
+    - hardware faults (XID, a broken sensor) stay with their GPU.
+    """
+    d = ev.data
+    node = d.get("node")
+    if ev.kind in ("cooling_degraded", "cooling_recovered"):
+        return f"unit:{ev.subject}"
+    if ev.kind in THERMAL:
+        unit = d.get("unit")
+        return f"unit:{unit}" if isinstance(unit, str) else f"node:{node or ev.subject}"
+    if ev.kind == "network_bottleneck":
+        return f"link:{ev.subject}"
+    if ev.kind == "straggler":
+        culprit = d.get("culprit")
+        if d.get("culprit_kind") == "link" and isinstance(culprit, str):
+            return f"link:{culprit}"
+        if isinstance(culprit, str) and "/gpu" in culprit:
+            return f"node:{culprit.split('/')[0]}"
+        return f"subject:{ev.subject}"
+    if ev.kind in POWER and isinstance(node, str):
+        return f"node:{node}"
+    if ev.kind in PER_GPU:
+        return f"gpu:{ev.subject}"
+    return f"node:{node}" if isinstance(node, str) else f"subject:{ev.subject}"
+
+
+class IncidentBook:
+    """Open incidents by key; pure and serialisable (``dump``/``load``) so the agent can resume."""
+
+    def __init__(self, window_s: float = 900.0) -> None:
+        self.window_s = window_s
+        self.open: dict[str, Incident] = {}
+        self.node_unit: dict[str, str] = {}  # learned from events that name both
+
+    def find(self, incident_id: str) -> Incident | None:
+        """An open incident by id."""
+        return next((i for i in self.open.values() if i.incident_id == incident_id), None)
+
+    def _explained_by(self, ev: Event) -> str | None:
+        """An open cooling incident that explains this event: a thermal clock drop on a GPU it cools, or a
+        straggler whose culprit GPU it cools (the heat spread into the job)."""
+        if ev.kind == "clock_drop" and ev.data.get("reason") == "thermal":
+            node = ev.data.get("node")
+        elif ev.kind == "straggler" and ev.data.get("culprit_kind") == "gpu":
+            node = str(ev.data.get("culprit", "")).split("/")[0]
+        else:
+            return None
+        unit = self.node_unit.get(str(node))
+        key = f"unit:{unit}"
+        return key if unit and key in self.open else None
+
+    def observe(self, ev: Event) -> tuple[Incident | None, bool]:
+        """Fold one event in. Returns the incident it touched and whether that incident now needs a
+        (new) proposal: it has impact and its root cause is new."""
+        if ev.kind in FEEDBACK:
+            return None, False
+        node, unit = ev.data.get("node"), ev.data.get("unit")
+        if isinstance(node, str) and isinstance(unit, str):
+            self.node_unit[node] = unit
+        key = self._explained_by(ev) or group_key(ev)
+        inc = self.open.get(key)
+        if inc is not None and ev.ts - inc.last_ts > self.window_s:
+            inc.status = "closed"
+            del self.open[key]
+            inc = None
+        if inc is None:
+            if ev.kind in RECOVERY:
+                return None, False
+            digest = hashlib.sha256(f"{key}|{ev.event_id}".encode()).hexdigest()[:12]
+            inc = Incident(
+                incident_id=f"inc-{digest}", key=key, opened_ts=ev.ts, last_ts=ev.ts,
+                root_cause=RootCause(kind=ev.kind, subject=ev.subject, why=_why(ev)),
+                root_event=ev.model_dump(mode="json"),
+            )
+            self.open[key] = inc
+        if ev.event_id in inc.event_ids:
+            return inc, False  # at-least-once delivery: seen already
+        had_impact = bool(inc.hot)
+        inc.event_ids.append(ev.event_id)
+        inc.last_ts = max(inc.last_ts, ev.ts)
+        inc.kinds[ev.kind] = inc.kinds.get(ev.kind, 0) + 1
+        if ev.subject not in inc.subjects:
+            inc.subjects.append(ev.subject)
+        if ev.kind in RECOVERY:
+            if ev.subject in inc.hot:
+                inc.hot.remove(ev.subject)
+            if not inc.hot:
+                inc.status = "resolved"
+                del self.open[key]
+            return inc, False
+        if ev.kind in IMPACT and ev.subject not in inc.hot:
+            inc.hot.append(ev.subject)
+        cause_changed = CAUSE_RANK.get(ev.kind, 0) > CAUSE_RANK.get(inc.root_cause.kind, 0)
+        if cause_changed:
+            why = f"{_why(ev)}; it ranks above {inc.root_cause.kind} on {inc.root_cause.subject} as a cause"
+            inc.root_cause = RootCause(kind=ev.kind, subject=ev.subject, why=why)
+            inc.root_event = ev.model_dump(mode="json")
+        self._update_facts(inc, ev)
+        needs = bool(inc.hot) and (cause_changed and had_impact or not had_impact)
+        if needs:
+            inc.revision += 1
+        return inc, needs
+
+    @staticmethod
+    def _update_facts(inc: Incident, ev: Event) -> None:
+        f = inc.facts
+        d = ev.data
+        for k in ("unit", "node", "setpoint_c", "supply_c", "flow_frac", "max_operating_c", "slowdown_c",
+                  "shutdown_c", "model", "link", "job", "xid", "resolution", "culprit"):
+            if d.get(k) is not None and (k not in f or ev.kind == "cooling_degraded"):
+                f[k] = d[k]
+        if ev.kind == "network_bottleneck":
+            f["link"] = ev.subject
+            jobs = d.get("jobs")
+            if isinstance(jobs, list) and jobs:
+                f.setdefault("job", jobs[0])
+        if ev.kind == "straggler":
+            f.setdefault("job", d.get("job", ev.subject))
+        if ev.kind in ("xid_error", "sensor_fault", "power_capped", "clock_drop"):
+            f.setdefault("gpu", d.get("gpu", ev.subject))
+        proj = d.get("projected_c")
+        if isinstance(proj, int | float) and proj >= f.get("peak_projected_c", float("-inf")):
+            f["peak_projected_c"] = proj
+            f["gpu"] = d.get("gpu", ev.subject)
+            for k in ("power_w", "est_c", "sensed_c", "model"):
+                f[k] = d.get(k)
+
+    def dump(self) -> dict[str, Any]:
+        return {"open": {k: v.model_dump(mode="json") for k, v in self.open.items()}, "node_unit": self.node_unit}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.open = {k: Incident.model_validate(v) for k, v in data.get("open", {}).items()}
+        self.node_unit = dict(data.get("node_unit", {}))
+
+
+def _why(ev: Event) -> str:
+    """Why this event is the root cause, in an operator's words."""
+    if ev.kind == "cooling_degraded":
+        return (
+            f"cooling unit {ev.subject} lost coolant flow to {ev.data.get('node')} "
+            f"(flow {ev.data.get('flow_frac')} of nominal, supply {ev.data.get('supply_c')} °C); "
+            "it cools every GPU grouped in this incident"
+        )
+    return f"{ev.kind} on {ev.subject} is the strongest cause seen in this group"

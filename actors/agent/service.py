@@ -1,0 +1,199 @@
+"""The agent's shell: read the event log through a consumer group, keep incidents, hand proposals on.
+
+At-least-once in, idempotent out: an event is acknowledged only after its proposal (if any) was accepted
+by the gateway; events already handled (by ``event_id``) are skipped; the incident book lives in Redis,
+so a restarted agent carries on where the last one stopped. Proposal ids are stable, so a repeat is a
+no-op at the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Collection, Mapping
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from actors.agent.incidents import FEEDBACK, Incident, IncidentBook
+from actors.agent.llm_planner import Completer, propose
+from actors.agent.planner import Knowledge
+from actors.agent.proposals import Proposal, proposal_id
+from actors.agent.traced import TracedCompleter, TracedKnowledge
+from actors.metrics import RATE_BUCKETS, Metrics
+from actors.tracing import stage_span, traceparent_of
+from actors.twin.eventlog import RedisEventLog
+from actors.twin.events import Event
+
+log = logging.getLogger("opsloop.agent")
+
+GROUP = "agent"
+READ_BLOCK_MS = 1000
+GATEWAY_TIMEOUT_S = 30.0
+
+
+class ProposalSink(Protocol):
+    async def submit(self, proposal: Proposal) -> list[dict]: ...
+
+
+class Fleet(Protocol):
+    async def topology(self) -> Mapping[str, Collection[str]]: ...
+
+
+class AgentService:
+    """Consumes events, groups them into incidents and submits verified proposals."""
+
+    def __init__(
+        self, redis_url: str, namespace: str, knowledge: Knowledge | Callable[[], Knowledge], gateway: ProposalSink,
+        fleet: Fleet,
+        consumer: str = "agent-1", batch: int = 100, llm: Completer | None = None,
+    ) -> None:
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.ns = namespace
+        self.log = RedisEventLog(self.redis, f"{namespace}:events")
+        # A factory is accepted so that a large index is built where it is used, not shipped between processes.
+        self.kb: Knowledge = knowledge if hasattr(knowledge, "for_event") else knowledge()  # type: ignore[operator]
+        self.gateway = gateway
+        self.fleet = fleet
+        self.llm = llm  # None: the deterministic runbook mapping only (`--llm none`)
+        self.consumer = consumer
+        self.batch = batch
+        self.book = IncidentBook()
+        self._loaded = False
+        self._stop = asyncio.Event()
+        self.handled = 0
+        self.proposals = 0
+        self.meter = Metrics()
+        for name in ("opsloop_retrieval_latency_seconds", "opsloop_llm_ttft_seconds"):
+            self.meter.declare(name)
+        self.meter.declare("opsloop_llm_tokens_per_second", RATE_BUCKETS)
+
+    async def _load(self) -> None:
+        if not self._loaded:
+            saved = await self.redis.get(f"{self.ns}:agent:book")
+            if saved:
+                self.book.load(json.loads(saved))
+            self._loaded = True
+
+    async def step(self, block_ms: int = READ_BLOCK_MS) -> int:
+        """Handle one batch from the log; returns how many entries it handled."""
+        await self._load()
+        entries = await self.log.pending_for(GROUP, self.consumer, self.batch)  # ours from before a restart
+        if not entries:
+            entries = await self.log.read(GROUP, self.consumer, self.batch, block_ms)
+        done_key = f"{self.ns}:agent:handled"
+        for entry_id, ev in entries:
+            if not await self.redis.sismember(done_key, ev.event_id):
+                if ev.kind in FEEDBACK:
+                    await self._feedback(ev)
+                inc, needs = self.book.observe(ev)
+                if inc is not None and needs:
+                    await self._submit(await self._proposal_for(inc, ev))
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.set(f"{self.ns}:agent:book", json.dumps(self.book.dump()))
+                    pipe.sadd(done_key, ev.event_id)
+                    await pipe.execute()
+            await self.log.ack(GROUP, [entry_id])
+            self.handled += 1
+        return len(entries)
+
+    async def set_llm(self, factory: Callable[[], Completer] | None) -> None:
+        """Use a model from now on (built here, in the agent's process); None: the runbook mapping only."""
+        self.llm = factory() if factory is not None else None
+
+    async def _submit(self, proposal: Proposal) -> None:
+        if not proposal.verified:  # nothing unverified reaches the gateway
+            log.warning("proposal %s not verified: %s", proposal.proposal_id, proposal.problems)
+            return
+        if not proposal.actions:
+            return
+        await self.redis.hset(f"{self.ns}:agent:action_proposal",
+                              mapping={a.action_id: proposal.proposal_id for a in proposal.actions})
+        await asyncio.wait_for(self.gateway.submit(proposal), GATEWAY_TIMEOUT_S)
+        self.proposals += 1
+
+    async def _feedback(self, ev: Event) -> None:
+        """An action of ours was executed, failed or rejected: record the decided incident as experience,
+        and after a rejection re-plan once with the operator's reason in context."""
+        pid = await self.redis.hget(f"{self.ns}:agent:action_proposal", str(ev.data.get("action_id")))
+        stored = await self.redis.get(f"{self.ns}:agent:proposal:{pid.decode()}") if pid else None
+        if not stored:
+            return  # not one of ours (an operator's edit, or another agent's)
+        proposal = Proposal.model_validate_json(stored)
+        detail = str(ev.data.get("detail") or "")
+        decision = "rejected" if ev.kind == "action_rejected" else "approved"
+        inc = self.book.find(proposal.incident_id)
+        events = [proposal.root_cause.model_dump(), *({"kind": k} for k in (inc.kinds if inc else {}))]
+        self.kb.add_experience(
+            proposal.incident_id, events,
+            {"actions": [a.action.model_dump(mode="json") for a in proposal.actions], "rationale": proposal.diagnosis},
+            decision, reason=detail if decision == "rejected" else "",
+            outcome=detail if decision == "approved" else "not executed",
+        )
+        if ev.kind == "action_rejected" and inc is not None and not inc.replanned:
+            inc.replanned = True
+            inc.revision += 1
+            topology = await self.fleet.topology()
+            again = await propose(inc, self.kb, topology, self.llm, feedback=detail or "rejected",
+                                  already=[a.action for a in proposal.actions])
+            await self.redis.set(f"{self.ns}:agent:proposal:{again.proposal_id}", again.model_dump_json())
+            await self._submit(again)
+
+    async def _proposal_for(self, inc: Incident, trigger: Event | None = None) -> Proposal:
+        """The proposal for this incident revision, made once: a restarted agent re-submits the stored one,
+        so a model's non-deterministic answer can never turn into a second, different proposal.
+
+        Traced as ``incident`` (continuing the root event's trace) with ``retrieval``, ``llm`` and ``proposal``
+        inside; the proposal carries its span's traceparent on to the gateway."""
+        key = f"{self.ns}:agent:proposal:{proposal_id(inc.incident_id, inc.revision)}"
+        stored = await self.redis.get(key)
+        if stored:
+            return Proposal.model_validate_json(stored)
+        topology = await self.fleet.topology()
+        ids = {"opsloop.incident_id": inc.incident_id, "opsloop.revision": inc.revision}
+        with stage_span("incident", "agent.incident", "agent", parent=inc.root_event.get("traceparent"),
+                        links=(trigger.traceparent if trigger else None,),
+                        attrs={**ids, "opsloop.root_cause": f"{inc.root_cause.kind} on {inc.root_cause.subject}",
+                               "opsloop.event_id": trigger.event_id if trigger else None}):
+            llm = TracedCompleter(self.llm, self.meter) if self.llm is not None else None
+            proposal = await propose(inc, TracedKnowledge(self.kb, self.meter), topology, llm)
+            attrs = {**ids, "opsloop.proposal_id": proposal.proposal_id, "opsloop.source": proposal.source,
+                     "opsloop.verified": proposal.verified, "opsloop.actions": len(proposal.actions)}
+            with stage_span("proposal", "agent.proposal", "agent", continue_current=True, attrs=attrs) as span:
+                tp = traceparent_of(span)
+        if tp:
+            proposal = proposal.model_copy(update={"traceparent": tp})
+        await self.redis.set(key, proposal.model_dump_json())
+        return proposal
+
+    async def run(self) -> None:
+        """Loop until ``stop``; a failing batch is logged and retried (its entries stay pending)."""
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - keep the loop alive; entries stay pending and are retried
+                log.exception("agent step failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def metrics(self) -> list[dict]:
+        """Open incidents, proposals, retrieval latency and the model's TTFT and tokens/s (``actors.metrics``)."""
+        await self._load()
+        self.meter.set("opsloop_incidents_open", len(self.book.open))
+        self.meter.set("opsloop_proposals_total", self.proposals)
+        return self.meter.dump()
+
+    async def status(self) -> dict:
+        await self._load()
+        return {
+            "handled": self.handled,
+            "proposals": self.proposals,
+            "open_incidents": [
+                {"incident_id": i.incident_id, "root_cause": i.root_cause.model_dump(), "hot": i.hot,
+                 "events": len(i.event_ids)}
+                for i in self.book.open.values()
+            ],
+        }

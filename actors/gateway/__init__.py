@@ -1,0 +1,1 @@
+"""Human layer: the approval gateway, its state machine, and execution through an actuator."""

@@ -1,0 +1,199 @@
+"""Approvals and their state machine (pure: no IO, no clock of its own; time is passed in).
+
+    pending ──approve×N──▶ approved ──▶ executing ──▶ executed | failed
+       │ │└──reject──▶ rejected
+       │ └──expire──▶ expired (counts as denied)          denied (by policy, never runs)
+       └──edit──▶ pending | approved | denied   (the edited action is verified and judged again)
+
+A decision binds to the hash of the exact action it was shown; the approvers must be distinct, hold a role
+the policy names, and none of them may be the proposer (the agent, or the operator who edited the action).
+Deciding a decided approval is refused, as data (``Refusal``), never as an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.agent.proposals import Cited, Prediction, Proposal, ProposedAction
+from policies.actions import Action, action_hash, describe
+from policies.policy import Verdict
+
+Status = Literal["pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed"]
+Channel = Literal["http", "cli", "dashboard", "slack", "policy", "agent", "gateway"]
+FINAL: frozenset[str] = frozenset({"rejected", "denied", "expired", "executed", "failed"})
+AGENT = "agent"
+
+
+class Decision(BaseModel):
+    """One operator's ✓ or ✗."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    by: str = Field(min_length=1, max_length=64)
+    role: str = "approver"
+    reason: str = Field("", max_length=2000)
+    channel: Channel = "http"
+    ts: float
+    action_hash: str | None = None  # what the operator saw; must match the approval's action
+
+
+class Edit(BaseModel):
+    """One operator's change of an action's parameters (kept in the approval's history)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    by: str
+    channel: Channel
+    reason: str
+    ts: float
+    before: dict[str, Any]
+    after: dict[str, Any]
+    verdict: str
+
+
+class Approval(BaseModel):
+    """One proposed action waiting for (or past) its decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval_id: str
+    proposal_id: str
+    incident_id: str
+    action_id: str
+    action: Action
+    action_hash: str
+    summary: str
+    rationale: str
+    citations: tuple[Cited, ...] = ()
+    root_cause: dict[str, Any] = Field(default_factory=dict)
+    status: Status
+    required: int = 0
+    roles: tuple[str, ...] = ("approver", "admin")
+    policy: str
+    proposer: str = AGENT
+    emergency: bool = False
+    decisions: list[Decision] = Field(default_factory=list)
+    edits: list[Edit] = Field(default_factory=list)
+    prediction: Prediction | None = None
+    result: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None
+    created_ts: float
+    updated_ts: float
+    expires_ts: float | None = None
+    traceparent: str | None = None  # the latest approval-stage span of the incident's trace (set by the shell)
+
+
+class Refusal(BaseModel):
+    """Why a decision was not taken; the serving layer maps ``code`` to an HTTP status."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Literal["not_found", "conflict", "stale", "forbidden", "blocked", "invalid"]
+    message: str
+
+
+def approval_id(action_id: str) -> str:
+    """The approval id of an action id (stable: a repeated proposal maps onto the same approval)."""
+    return "ap-" + hashlib.sha256(action_id.encode()).hexdigest()[:12]
+
+
+def _judged(verdict: Verdict, now: float, default_expiry_s: float) -> dict[str, Any]:
+    status = {"auto": "approved", "approve": "pending", "deny": "denied"}[verdict.mode]
+    expiry = verdict.expiry_s or default_expiry_s
+    return {"status": status, "required": verdict.approvers, "roles": tuple(verdict.roles), "policy": verdict.reason,
+            "emergency": verdict.emergency, "expires_ts": now + expiry if status == "pending" else None}
+
+
+def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now: float, expiry_s: float) -> Approval:
+    """The approval for one proposed action, in the state the policy's verdict puts it."""
+    return Approval(
+        approval_id=approval_id(pa.action_id), proposal_id=proposal.proposal_id, incident_id=proposal.incident_id,
+        action_id=pa.action_id, action=pa.action, action_hash=action_hash(pa.action), summary=describe(pa.action),
+        rationale=pa.rationale, citations=pa.citations, root_cause=proposal.root_cause.model_dump(),
+        prediction=pa.prediction, created_ts=now, updated_ts=now, **_judged(verdict, now, expiry_s),
+    )
+
+
+def check_decision(ap: Approval, d: Decision) -> Refusal | None:
+    """Why ``d`` may not be applied to ``ap`` (None: it may)."""
+    if ap.status != "pending":
+        return Refusal(code="conflict", message=f"approval {ap.approval_id} is already {ap.status}")
+    if ap.expires_ts is not None and d.ts >= ap.expires_ts:
+        return Refusal(code="conflict", message=f"approval {ap.approval_id} expired")
+    if d.action_hash is not None and d.action_hash != ap.action_hash:
+        return Refusal(code="stale", message="the action changed since it was shown; look again")
+    if d.decision == "approve" and d.by == ap.proposer:
+        return Refusal(code="forbidden", message=f"{d.by} proposed this action and cannot approve it")
+    if d.decision == "approve" and d.role not in ap.roles:
+        return Refusal(code="forbidden", message=f"role {d.role} may not approve {ap.action.kind} "
+                       f"(needs {' or '.join(ap.roles)})")
+    if any(x.by == d.by for x in ap.decisions):
+        return Refusal(code="conflict", message=f"{d.by} has already decided approval {ap.approval_id}")
+    return None
+
+
+def decide(ap: Approval, d: Decision) -> Approval | Refusal:
+    """Apply one decision; returns the new approval or a refusal (the input is never modified)."""
+    refusal = check_decision(ap, d)
+    if refusal is not None:
+        return refusal
+    decisions = [*ap.decisions, d]
+    if d.decision == "reject":
+        status: Status = "rejected"
+    else:
+        status = "approved" if sum(x.decision == "approve" for x in decisions) >= ap.required else "pending"
+    return ap.model_copy(update={"decisions": decisions, "status": status, "updated_ts": d.ts})
+
+
+def edit(
+    ap: Approval, action: Action, verdict: Verdict, *, by: str, channel: Channel, reason: str, now: float,
+    expiry_s: float,
+) -> Approval | Refusal:
+    """Replace a pending approval's action with an edited one, judged again by ``verdict``.
+
+    The earlier approvals are void (they approved another action); the editor becomes the proposer, so they
+    cannot approve their own edit; the action id changes with the action (actuators are idempotent by it).
+    """
+    if ap.status != "pending":
+        return Refusal(code="conflict", message=f"approval {ap.approval_id} is {ap.status}; only pending ones edit")
+    if ap.expires_ts is not None and now >= ap.expires_ts:
+        return Refusal(code="conflict", message=f"approval {ap.approval_id} expired")
+    if action.kind != ap.action.kind:
+        return Refusal(code="invalid", message=f"an edit keeps the kind ({ap.action.kind}); propose anew instead")
+    new_hash = action_hash(action)
+    if new_hash == ap.action_hash:
+        return Refusal(code="invalid", message="the edit changes nothing")
+    record = Edit(by=by, channel=channel, reason=reason, ts=now, before=ap.action.model_dump(mode="json"),
+                  after=action.model_dump(mode="json"), verdict=verdict.reason)
+    new_id = "act-" + hashlib.sha256(f"{ap.action_id}|edit|{new_hash}".encode()).hexdigest()[:12]
+    judged = _judged(verdict, now, expiry_s)
+    if judged["status"] == "approved" and not verdict.emergency:
+        # An operator's edit of an action that needs no approval still gets a second pair of eyes.
+        judged.update(status="pending", required=1, expires_ts=now + expiry_s)
+    return ap.model_copy(update={
+        "action": action, "action_hash": new_hash, "action_id": new_id, "summary": describe(action),
+        "proposer": by, "decisions": [], "edits": [*ap.edits, record], "updated_ts": now, **judged,
+    })
+
+
+def expire(ap: Approval, now: float) -> Approval | None:
+    """The expired approval if its time ran out while pending, else None."""
+    if ap.status == "pending" and ap.expires_ts is not None and now >= ap.expires_ts:
+        return ap.model_copy(update={"status": "expired", "updated_ts": now})
+    return None
+
+
+def with_status(ap: Approval, status: Status, now: float, result: dict[str, Any] | None = None) -> Approval:
+    """Move an approved action through execution.
+
+    Raises:
+        ValueError: the transition does not exist (a bug in the caller).
+    """
+    allowed = {"approved": {"executing"}, "executing": {"executed", "failed"}}
+    if status not in allowed.get(ap.status, set()):
+        raise ValueError(f"approval {ap.approval_id}: {ap.status} -> {status} is not a transition")
+    return ap.model_copy(update={"status": status, "updated_ts": now, "result": result or ap.result})

@@ -1,0 +1,1 @@
+"""Micro layer: the digital twin of GPUs, nodes, links and cooling units."""

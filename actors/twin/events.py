@@ -1,0 +1,63 @@
+"""Events: what the twin concludes, appended to the event log (the spine of opsloop).
+
+An event's id is derived from its content (kind, subject, timestamp), never from a clock or a counter, so
+replaying the same trace yields the same ids byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EventKind = Literal[
+    "thermal_slowdown_predicted",
+    "thermal_slowdown",
+    "gpu_overheat",
+    "thermal_recovered",
+    "power_capped",
+    "clock_drop",
+    "xid_error",
+    "network_bottleneck",
+    "straggler",
+    "sensor_fault",
+    "cooling_degraded",
+    "cooling_recovered",
+    "action_executed",
+    "action_failed",
+    "action_rejected",
+    "kv_cache_pressure",
+    "llm_queue_backlog",
+]
+Severity = Literal["info", "warning", "critical"]
+Scalar = str | int | float | bool | None
+
+
+class Event(BaseModel):
+    """One deterministic conclusion of the twin about one subject (a GPU, node, unit, link or job)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str
+    ts: float
+    kind: EventKind
+    subject: str
+    severity: Severity
+    data: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    traceparent: str | None = None
+
+    @classmethod
+    def make(
+        cls, kind: EventKind, subject: str, ts: float, severity: Severity, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Build an event whose id is a hash of what it says."""
+        data = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in (data or {}).items()}
+        ts = round(ts, 3)
+        digest = hashlib.sha256(f"{kind}|{subject}|{ts:.3f}".encode()).hexdigest()[:16]
+        return cls(event_id=f"ev-{digest}", ts=ts, kind=kind, subject=subject, severity=severity, data=data)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): two equal events serialise to the same bytes."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,281 @@
+"""The twin's model of the fleet, built from samples alone, and the detectors that turn it into events.
+
+Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a Kalman observer that knows
+the sensor's time constant and nothing about the die). Here the per-GPU estimates become events with
+confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per episode; an episode
+closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor faults)
+are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from actors.twin.estimator import EstimatorConfig, ThermalEstimator
+from actors.twin.events import Event
+from actors.twin.network import NetworkModel
+from actors.twin.profiles import profile
+from actors.twin.signals import GpuSignals
+from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
+
+#: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap).
+THERMAL_REASONS = ("hw_thermal_slowdown",)
+
+
+@dataclass
+class Thresholds:
+    """How sure the detectors must be before they speak (consecutive ticks) and when they fall silent."""
+
+    confirm_ticks: int = 3  # readings in a row; or confirm_min_ticks spanning confirm_s (slow sampling)
+    confirm_min_ticks: int = 2
+    confirm_s: float = 2.0
+    recover_margin_c: float = 3.0
+    recover_hold_s: float = 30.0
+    flow_degraded: float = 0.8
+    flow_recovered: float = 0.9
+    fan_degraded_pct: float = 40.0  # a cooling unit's fans below this are a degradation
+    fan_recovered_pct: float = 50.0
+    supply_excess_c: float = 3.0
+    # The early warning also needs the estimated true temperature within this of the slowdown line: a
+    # projection from far below is mostly extrapolated noise.
+    warn_margin_c: float = 3.0
+
+
+class TwinModel:
+    """Estimated state of every GPU and cooling unit seen so far, plus detector state for hysteresis."""
+
+    def __init__(
+        self, sensor_tau_s: float = 15.0, thresholds: Thresholds | None = None, estimator: EstimatorConfig | None = None
+    ) -> None:
+        self.sensor_tau_s = sensor_tau_s
+        self.th = thresholds or Thresholds()
+        self.est = ThermalEstimator(sensor_tau_s, estimator)
+        self.signals = GpuSignals()
+        self.net = NetworkModel()
+        self.names: list[str] = []
+        self.reasons: dict[int, tuple[str, ...]] = {}  # latest NVML-style throttle reasons per GPU index
+        self.index: dict[str, int] = {}
+        self.node_of: list[str] = []
+        self.models: list[str] = []
+        self.latest = np.zeros(0)  # latest raw reading
+        self.latest_t = np.zeros(0)
+        self.power_w = np.zeros(0)
+        self.clock_mhz = np.zeros(0)
+        self.slowdown_c = np.zeros(0)
+        self.max_op_c = np.zeros(0)
+        self.streak = np.zeros(0, int)
+        self.streak_t0 = np.zeros(0)
+        self.calm_since = np.zeros(0)
+        self.alarm = np.zeros(0, bool)  # a thermal episode is open (events fired, not yet recovered)
+        self.predicted = np.zeros(0, bool)
+        self.overheat = np.zeros(0, bool)
+        self.slowed = np.zeros(0, bool)
+        self.throttled = np.zeros(0, bool)
+        self.units: dict[str, CoolingSample] = {}
+        self.node_unit: dict[str, str] = {}
+        self.unit_streak: dict[str, int] = {}
+        self.unit_alarm: dict[str, bool] = {}
+        self.now = 0.0
+        self.samples_seen = 0
+
+    # --- registry ---------------------------------------------------------------------------------------
+    def _register(self, s: GpuSample) -> int:
+        i = len(self.names)
+        self.names.append(s.name)
+        self.index[s.name] = i
+        self.node_of.append(s.node)
+        self.models.append(s.model)
+        p = profile(s.model)
+        add = lambda a, v: np.append(a, np.array([v], dtype=a.dtype))  # noqa: E731
+        self.latest, self.latest_t = add(self.latest, s.temp_c), add(self.latest_t, s.ts)
+        self.power_w, self.clock_mhz = add(self.power_w, 0.0), add(self.clock_mhz, 0.0)
+        self.slowdown_c, self.max_op_c = add(self.slowdown_c, p.slowdown_c), add(self.max_op_c, p.max_operating_c)
+        self.streak, self.calm_since = add(self.streak, 0), add(self.calm_since, np.inf)
+        self.streak_t0 = add(self.streak_t0, 0.0)
+        for attr in ("alarm", "predicted", "overheat", "slowed", "throttled"):
+            setattr(self, attr, add(getattr(self, attr), False))
+        self.est.grow(i + 1)
+        self.signals.grow(i + 1, p.clock_max_mhz)
+        return i
+
+    # --- ingestion ----------------------------------------------------------------------------------------
+    def ingest(self, samples: list[Sample]) -> list[Event]:
+        """Fold one batch of samples into the model and return the events it gives rise to, in order.
+
+        GPU readings are folded in rounds holding at most one reading per GPU, so a batch may carry several
+        ticks of the same GPU; each round is one vectorised update of the observer.
+        """
+        events: list[Event] = []
+        round_: dict[int, GpuSample] = {}
+        for s in samples:
+            self.samples_seen += 1
+            if isinstance(s, GpuSample):
+                i = self.index.get(s.name)
+                if i is None:
+                    i = self._register(s)
+                if i in round_:
+                    events += self._fold(round_)
+                    round_ = {}
+                round_[i] = s
+                continue
+            if round_:
+                events += self._fold(round_)
+                round_ = {}
+            self.now = max(self.now, s.ts)
+            if isinstance(s, CoolingSample):
+                self.units[s.unit] = s
+                for node in s.serves:
+                    self.node_unit[node] = s.unit
+                events += self._detect_cooling(s)
+            elif isinstance(s, LinkSample | JobSample):
+                events += self.net.ingest(s, self.clock_mhz, self.index)
+            elif isinstance(s, ActionResult):
+                events.append(self._action_event(s))
+        if round_:
+            events += self._fold(round_)
+        return events
+
+    def _fold(self, round_: dict[int, GpuSample]) -> list[Event]:
+        idx = np.fromiter(round_.keys(), int, len(round_))
+        batch = list(round_.values())
+        ts = np.array([s.ts for s in batch])
+        y = np.array([s.temp_c for s in batch])
+        self.now = max(self.now, float(ts.max()))
+        dt = ts - self.latest_t[idx]
+        self.latest[idx], self.latest_t[idx] = y, ts
+        self.power_w[idx] = [s.power_w or 0.0 for s in batch]
+        self.clock_mhz[idx] = [s.sm_clock_mhz or 0.0 for s in batch]
+        self.throttled[idx] = [any(r in s.throttle_reasons for r in THERMAL_REASONS) for s in batch]
+        for i, s in zip(idx.tolist(), batch, strict=True):
+            self.reasons[i] = s.throttle_reasons
+        self.est.update(idx, ts, y)
+        events = self._detect_thermal(idx, ts)
+        events += self.signals.detect(self, idx, batch, dt)
+        return events
+
+    def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
+        th, est = self.th, self.est
+        sensed, filt, true_c, proj = self.latest[idx], est.sensor(idx), est.true_c(idx), est.proj[idx]
+        slowdown, max_op = self.slowdown_c[idx], self.max_op_c[idx]
+        heading = (proj >= slowdown) & (true_c >= slowdown - th.warn_margin_c)
+        self.streak[idx] = np.where(heading, self.streak[idx] + 1, 0)
+        self.streak_t0[idx] = np.where(self.streak[idx] == 1, ts, self.streak_t0[idx])
+        sure = (self.streak[idx] >= th.confirm_ticks) | (
+            (self.streak[idx] >= th.confirm_min_ticks) & (ts - self.streak_t0[idx] >= th.confirm_s))
+        events: list[Event] = []
+        fire = idx[sure & ~self.predicted[idx] & ~self.slowed[idx]
+                   & (sensed < slowdown) & (filt < slowdown)]
+        if len(fire):
+            etas = est.eta_s(fire, self.slowdown_c[fire])
+            for i, eta in zip(fire, etas, strict=True):
+                eta_v = round(float(eta), 1) if np.isfinite(eta) else None
+                events.append(self._gpu_event("thermal_slowdown_predicted", i, "warning", eta_s=eta_v))
+        self.predicted[fire] = True
+        self.alarm[fire] = True
+        slow = idx[((filt >= slowdown) | self.throttled[idx]) & ~self.slowed[idx]]
+        for i in slow:
+            events.append(self._gpu_event("thermal_slowdown", i, "critical"))
+        self.slowed[slow] = True
+        self.alarm[slow] = True
+        over = idx[(filt >= max_op) & (sensed >= max_op) & ~self.overheat[idx]]
+        for i in over:
+            events.append(self._gpu_event("gpu_overheat", i, "critical"))
+        self.overheat[over] = True
+        self.alarm[over] = True
+        # Recovery needs the sensed and the estimated true temperature below the line, no thermal throttling,
+        # all held for recover_hold_s: a throttling sawtooth must not open and close episodes.
+        line = max_op - th.recover_margin_c
+        calm = (sensed < line) & (true_c < line) & (proj < slowdown) & ~self.throttled[idx]
+        # The calm clock runs only inside an episode, so an episode never recovers the moment it opens.
+        self.calm_since[idx] = np.where(calm & self.alarm[idx], np.minimum(self.calm_since[idx], ts), np.inf)
+        recovered = idx[self.alarm[idx] & calm & (ts - self.calm_since[idx] >= th.recover_hold_s)]
+        for i in recovered:
+            events.append(self._gpu_event("thermal_recovered", i, "info"))
+        for attr in ("alarm", "predicted", "overheat", "slowed"):
+            getattr(self, attr)[recovered] = False
+        self.streak[recovered] = 0
+        return events
+
+    def gpu_data(self, i: int) -> dict:
+        """The facts every GPU event carries."""
+        node = self.node_of[i]
+        return {
+            "gpu": self.names[i],
+            "node": node,
+            "unit": self.node_unit.get(node),
+            "model": self.models[i],
+            "sensed_c": float(self.latest[i]),
+            "est_c": float(self.est.x[i, 1]),
+            "projected_c": float(self.est.proj[i]),
+            "slowdown_c": float(self.slowdown_c[i]),
+            "max_operating_c": float(self.max_op_c[i]),
+            "power_w": float(self.power_w[i]),
+        }
+
+    def _gpu_event(self, kind: str, i: int, severity: str, **extra: float | str | None) -> Event:
+        return Event.make(kind, self.names[i], float(self.latest_t[i]), severity, {**self.gpu_data(i), **extra})  # type: ignore[arg-type]
+
+    def _detect_cooling(self, s: CoolingSample) -> list[Event]:
+        th = self.th
+        flows = s.flow_frac or {}
+        worst_node, worst = min(flows.items(), key=lambda kv: (kv[1], kv[0]), default=(None, 1.0))
+        setpoint = s.setpoint_c if s.setpoint_c is not None else s.supply_c
+        fan = s.fan_pct if s.fan_pct is not None else 100.0
+        bad = worst < th.flow_degraded or s.supply_c > setpoint + th.supply_excess_c or fan < th.fan_degraded_pct
+        good = (worst >= th.flow_recovered and s.supply_c <= setpoint + th.supply_excess_c / 2
+                and fan >= th.fan_recovered_pct)
+        streak = self.unit_streak.get(s.unit, 0) + 1 if bad else 0
+        self.unit_streak[s.unit] = streak
+        data = {"unit": s.unit, "node": worst_node, "flow_frac": worst, "supply_c": s.supply_c, "setpoint_c": setpoint,
+                "fan_pct": s.fan_pct, "nodes": list(s.serves)}
+        if streak >= th.confirm_ticks and not self.unit_alarm.get(s.unit):
+            self.unit_alarm[s.unit] = True
+            return [Event.make("cooling_degraded", s.unit, s.ts, "warning", data)]
+        if good and self.unit_alarm.get(s.unit):
+            self.unit_alarm[s.unit] = False
+            return [Event.make("cooling_recovered", s.unit, s.ts, "info", data)]
+        return []
+
+    def _action_event(self, r: ActionResult) -> Event:
+        kind = {"executed": "action_executed", "failed": "action_failed", "rejected": "action_rejected"}[r.status]
+        subject = r.targets[0] if r.targets else r.action_kind
+        data = {"action_id": r.action_id, "approval_id": r.approval_id, "action_kind": r.action_kind,
+                "status": r.status, "detail": r.detail}
+        ev = Event.make(kind, subject, r.ts, "info" if r.status == "executed" else "warning", data)  # type: ignore[arg-type]
+        return ev.model_copy(update={"traceparent": r.traceparent})
+
+    # --- views ------------------------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """The twin as dashboards, the chat grounding and ``opsloop status`` see it."""
+        gpus = [
+            {"gpu": self.names[i], "node": self.node_of[i], "sensed_c": round(float(self.latest[i]), 2),
+             "est_c": round(float(self.est.x[i, 1]), 2), "projected_c": round(float(self.est.proj[i]), 2),
+             "power_w": round(float(self.power_w[i]), 1), "clock_mhz": round(float(self.clock_mhz[i]), 0),
+             "alarm": bool(self.alarm[i]), "max_operating_c": float(self.max_op_c[i]),
+             "slowdown_c": float(self.slowdown_c[i]), "energy_j": round(float(self.signals.energy_j[i]), 1),
+             "throttle_reasons": list(self.reasons.get(i, ()))}
+            for i in range(len(self.names))
+        ]
+        units = [
+            {"unit": u, "supply_c": s.supply_c, "setpoint_c": s.setpoint_c, "fan_pct": s.fan_pct,
+             "flow_frac": s.flow_frac, "serves": list(s.serves), "alarm": bool(self.unit_alarm.get(u))}
+            for u, s in sorted(self.units.items())
+        ]
+        return {
+            "ts": self.now,
+            "gpus": gpus,
+            "units": units,
+            "nodes": sorted(set(self.node_of)),
+            "hot_gpus": [g["gpu"] for g in gpus if g["alarm"]],
+            "max_sensed_c": round(float(self.latest.max()), 2) if len(self.latest) else None,
+            "samples_seen": self.samples_seen,
+            "energy": self.signals.energy_summary(self.node_of, self.net.job_gpus),
+            "network": self.net.snapshot(),
+        }
+
+    def topology(self) -> dict[str, list[str]]:
+        """Names the fleet knows, by kind: what an action may target."""
+        return {"gpu": list(self.names), "node": sorted(set(self.node_of)), "unit": sorted(self.units),
+                "link": sorted(self.net.links), "job": sorted(self.net.jobs)}

@@ -1,0 +1,239 @@
+"""The Ray shell of the sharded twin: ``TwinShard`` actors and a ``TwinCoordinator`` (no decorators here).
+
+The coordinator has the same async methods as :class:`~actors.twin.service.TwinService` (``run, stop,
+step, snapshot, topology, status, recent_events``); ``cluster/twin_deploy.py`` applies ``ray.remote``.
+
+**Resuming exactly** (the chaos bench kills these at random). Every tick is committed in one Redis
+transaction: its events and the coordinator's checkpoint (fleet model, barrier, tick, source position). What
+was read and not yet committed is written first as the *intent*, so a restarted coordinator redoes those
+ticks with the same samples instead of losing them. A shard checkpoints its model and its last result
+after every tick, and answers a repeated tick with that result: a tick redone after a crash gives the same
+events, byte for byte. The coordinator supervises its shards: a shard that fails is spawned again (on a live
+node, from its checkpoint) and the tick is retried. A checkpoint written with another shard layout is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from actors.metrics import Metrics
+from actors.twin.eventlog import RedisEventLog
+from actors.twin.service import count_samples, trace_events, twin_metrics
+from actors.twin.shards import ShardCore, ShardedTwin, ShardResult, merge_snapshots
+from cluster.telemetry.samples import TelemetrySource, source_position
+
+log = logging.getLogger("opsloop.twin")
+
+POLL_S = 0.25
+SOURCE_TIMEOUT_S = 10.0
+SHARD_TIMEOUT_S = 30.0
+
+
+class TwinShard:
+    """One shard's twin in its own actor; with ``redis_url`` it checkpoints every tick and resumes from it."""
+
+    def __init__(self, shard: str, nodes: list[str], sensor_tau_s: float = 15.0, redis_url: str | None = None,
+                 namespace: str = "opsloop") -> None:
+        self.core = ShardCore(shard, nodes, sensor_tau_s)
+        self.last: ShardResult | None = None
+        self.redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self.key = f"{namespace}:twin:shard:{shard}"
+        self._restored = self.redis is None
+
+    async def _restore(self) -> None:
+        if not self._restored:
+            raw = await self.redis.get(self.key)  # type: ignore[union-attr]
+            if raw is not None:
+                core, last = pickle.loads(raw)  # noqa: S301 - our own checkpoint in our own Redis
+                if core.nodes == self.core.nodes:
+                    self.core, self.last = core, last
+            self._restored = True
+
+    async def work(self, tick: int, samples: list) -> ShardResult:
+        """Fold this tick's samples; returns events, delta and barrier timestamps (a repeated tick: the same)."""
+        await self._restore()
+        if self.last is not None and tick == self.last.tick:
+            return self.last
+        if self.last is not None and tick < self.last.tick:
+            log.warning("shard %s is at tick %d and was asked for %d (Redis lost writes?): folding it anyway",
+                        self.core.shard, self.last.tick, tick)
+        result = self.core.work(tick, samples)
+        if self.redis is not None:
+            await self.redis.set(self.key, pickle.dumps((self.core, result)))
+        self.last = result
+        return result
+
+    async def snapshot(self) -> dict:
+        await self._restore()
+        return self.core.model.snapshot()
+
+    async def topology(self) -> dict[str, list[str]]:
+        await self._restore()
+        return self.core.model.topology()
+
+
+class TwinCoordinator:
+    """Reads the source, fans a tick out to the shards, waits at the barrier, appends the merged events.
+
+    Args:
+        source: The telemetry source; if it has ``position()``/``seek()`` it resumes where the last commit was.
+        spawn: Shard id → a port with async ``work``, ``snapshot`` and ``topology`` (a ``RemotePort`` to a new
+            or existing shard actor under Ray, a ``TwinShard`` in-process). Called at start and for a shard
+            that failed.
+        layout: Shard id → its nodes.
+        redis_url: Where the event log and the checkpoints live; ``namespace`` prefixes their keys.
+    """
+
+    def __init__(self, source: TelemetrySource, spawn: Callable[[str], Any], layout: dict[str, list[str]],
+                 redis_url: str, namespace: str, sensor_tau_s: float = 15.0) -> None:
+        self.source = source
+        self.spawn = spawn
+        self.layout = layout
+        self.sensor_tau_s = sensor_tau_s
+        self.shards: dict[str, Any] = {}
+        self.twin = ShardedTwin(layout, sensor_tau_s, with_cores=False)
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.log = RedisEventLog(self.redis, f"{namespace}:events")
+        self.ckpt_key = f"{namespace}:twin:ckpt"
+        self.intent_key = f"{namespace}:twin:intent"
+        self._stop = asyncio.Event()
+        self.meter = Metrics()
+        self.acted: dict[str, str] = {}  # action target -> its trace (outcome spans)
+        self.pending: list[tuple[int, list]] = []  # (tick, samples) read, written as intent, not yet committed
+        self.position: Any = None  # the source's position after the read that gave ``pending``
+        self.respawned = 0
+        self._restored = False
+
+    async def _restore(self) -> None:
+        """Load the last commit and the intent after it (a fresh start when there is none)."""
+        self.twin = ShardedTwin(self.layout, self.sensor_tau_s, with_cores=False)
+        self.acted, self.pending, self.position = {}, [], None
+        raw = await self.redis.get(self.ckpt_key)
+        if raw is not None:
+            state = pickle.loads(raw)  # noqa: S301 - our own checkpoint in our own Redis
+            if state["twin"].layout == self.layout:
+                self.twin, self.acted, self.position = state["twin"], state["acted"], state["source"]
+            else:
+                log.warning("the twin's checkpoint has another shard layout; starting afresh")
+        raw = await self.redis.get(self.intent_key)
+        if raw is not None:
+            intent = pickle.loads(raw)  # noqa: S301
+            todo = [(t, g) for t, g in intent["groups"] if t > self.twin.tick]
+            if todo and todo[0][0] == self.twin.tick + 1:
+                self.pending, self.position = todo, intent["source"]
+        seek = getattr(self.source, "seek", None)
+        if self.position is not None and callable(seek):
+            seek(self.position)
+        for s in self.layout:
+            if s not in self.shards:
+                self.shards[s] = self.spawn(s)
+        self._restored = True
+
+    async def _read(self) -> None:
+        """Read the source into ``pending`` (one barrier tick per instant) and write it down as the intent."""
+        samples = await asyncio.wait_for(self.source.read(), SOURCE_TIMEOUT_S)
+        count_samples(self.meter, self.source, samples)
+        groups: list[list] = []
+        for s in samples:  # a read may carry several ticks of a fast simulator
+            if not groups or s.ts != groups[-1][-1].ts:
+                groups.append([])
+            groups[-1].append(s)
+        if not groups:
+            return
+        self.pending = [(self.twin.tick + k + 1, g) for k, g in enumerate(groups)]
+        self.position = source_position(self.source)
+        await self.redis.set(self.intent_key, pickle.dumps({"groups": self.pending, "source": self.position}))
+
+    async def _fan_out(self, tick: int, per: dict[str, list]) -> list[ShardResult]:
+        """Every shard's work for ``tick``; a shard that failed is spawned again and the error re-raised."""
+        ids = list(self.layout)
+        got = await asyncio.gather(
+            *(asyncio.wait_for(self.shards[s].work(tick, per[s]), SHARD_TIMEOUT_S) for s in ids),
+            return_exceptions=True,
+        )
+        failed = [(s, r) for s, r in zip(ids, got, strict=True) if isinstance(r, BaseException)]
+        for s, err in failed:
+            log.warning("twin shard %s failed at tick %d (%r); spawning it again", s, tick, err)
+            self.shards[s] = self.spawn(s)
+            self.respawned += 1
+        if failed:
+            raise RuntimeError(f"tick {tick}: shards {', '.join(s for s, _ in failed)} failed") from failed[0][1]
+        return list(got)  # type: ignore[arg-type]
+
+    async def step(self) -> int:
+        """Commit the pending ticks, or read and commit new ones; returns the number of events appended.
+
+        If anything fails midway the in-memory state is dropped and the next step resumes from Redis.
+        """
+        if not self._restored:
+            await self._restore()
+        started = time.time_ns()
+        if not self.pending:
+            await self._read()
+        total = 0
+        try:
+            while self.pending:
+                tick, group = self.pending[0]
+                per, fleet = self.twin.route(group)
+                results = await self._fan_out(tick, per)
+                events = trace_events(self.twin.merge(results, fleet), started, self.acted)
+                self.twin.tick = tick
+                state = {"twin": self.twin, "acted": self.acted, "source": self.position}
+                await self.log.append(events, also={self.ckpt_key: pickle.dumps(state)})
+                self.pending.pop(0)
+                if self.twin.barrier.last is not None:
+                    self.meter.observe("opsloop_barrier_wait_seconds", self.twin.barrier.last.mean_wait_ms / 1000)
+                total += len(events)
+        except BaseException:
+            self._restored = False  # merge may have changed the model: resume from the last commit
+            raise
+        return total
+
+    async def run(self) -> None:
+        """Loop until ``stop``; a failed tick is logged and retried from the last commit."""
+        while not self._stop.is_set():
+            try:
+                await self.step()
+            except Exception:  # noqa: BLE001 - keep the twin alive through a source, shard or Redis hiccup
+                log.exception("sharded twin step failed; retrying")
+            await asyncio.sleep(POLL_S)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def snapshot(self) -> dict:
+        if not self._restored:
+            await self._restore()
+        snaps = await asyncio.gather(*(self.shards[s].snapshot() for s in self.twin.layout))
+        return merge_snapshots(list(snaps), self.twin.fleet.snapshot(), self.twin.barrier)
+
+    async def topology(self) -> dict[str, list[str]]:
+        if not self._restored:
+            await self._restore()
+        tops = await asyncio.gather(*(self.shards[s].topology() for s in self.twin.layout))
+        fleet = self.twin.fleet.topology()
+        return {"gpu": sorted(g for t in tops for g in t["gpu"]), "node": sorted(n for t in tops for n in t["node"]),
+                "unit": fleet["unit"], "link": fleet["link"], "job": fleet["job"]}
+
+    async def status(self) -> dict:
+        snap = await self.snapshot()
+        return {
+            "ts": snap["ts"], "gpus": len(snap["gpus"]), "nodes": snap["nodes"], "hot_gpus": snap["hot_gpus"],
+            "max_sensed_c": snap["max_sensed_c"], "units": snap["units"], "samples_seen": snap["samples_seen"],
+            "events_total": await self.log.length(), "events_by_kind": await self.log.counts(),
+            "shards": {s: nodes for s, nodes in self.twin.layout.items()}, "barrier": snap["barrier"],
+        }
+
+    async def metrics(self) -> list[dict]:
+        """Samples, quarantined records, events by kind and the barrier's wait (``actors.metrics`` dump)."""
+        return await twin_metrics(self.meter, self.source, self.log)
+
+    async def recent_events(self, count: int = 50) -> list[dict]:
+        return [e.model_dump(mode="json") for e in await self.log.recent(count)]

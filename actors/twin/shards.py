@@ -1,0 +1,152 @@
+"""The sharded twin (seed: parallel processing): modification work per shard, propagation, the barrier.
+
+The fleet is split across shards by node or by rack (a rack = the nodes one cooling unit serves). Each
+tick every shard folds its own GPUs' samples (the modification work), returns its delta (GPU clocks, which
+jobs spanning shards need; cooling units span shards too, so the coordinator owns them), then the tick
+waits at the :class:`~actors.twin.barrier.Barrier` until every shard has arrived. Pure: the Ray shell in
+:mod:`actors.twin.shard_service` calls the same methods across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from actors.twin.barrier import Barrier
+from actors.twin.events import Event
+from actors.twin.model import TwinModel
+from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
+
+COORDINATOR_KINDS = {"cooling_degraded", "cooling_recovered", "action_executed", "action_failed"}
+
+
+def partition(nodes: list[str], n_shards: int, by: Literal["node", "rack"] = "node",
+              node_unit: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Split nodes into shards ``s01…``: contiguous blocks of nodes, or whole racks (cooling units).
+
+    Raises:
+        ValueError: no shards, or more shards than nodes (or racks).
+    """
+    if by == "rack":
+        racks: dict[str, list[str]] = {}
+        for n in nodes:
+            racks.setdefault((node_unit or {}).get(n, "rack0"), []).append(n)
+        groups = [racks[k] for k in sorted(racks)]
+    else:
+        groups = [[n] for n in nodes]
+    if not 1 <= n_shards <= len(groups):
+        raise ValueError(f"{n_shards} shards for {len(groups)} {by}s: need 1..{len(groups)}")
+    bounds = np.linspace(0, len(groups), n_shards + 1).round().astype(int)
+    return {f"s{k + 1:02d}": [n for g in groups[bounds[k]:bounds[k + 1]] for n in g] for k in range(n_shards)}
+
+
+@dataclass
+class ShardResult:
+    """What one shard hands back for one tick: its events, its delta and its barrier timestamps."""
+
+    shard: str
+    tick: int
+    events: list[Event]
+    clocks: dict[str, float] = field(default_factory=dict)  # delta: GPU → SM clock, for jobs across shards
+    started: float = 0.0
+    arrived: float = 0.0
+
+
+class ShardCore:
+    """One shard's twin: the GPUs of its nodes (cooling samples only teach it which unit serves a node)."""
+
+    def __init__(self, shard: str, nodes: list[str], sensor_tau_s: float = 15.0) -> None:
+        self.shard = shard
+        self.nodes = set(nodes)
+        self.model = TwinModel(sensor_tau_s=sensor_tau_s)
+
+    def work(self, tick: int, samples: list[Sample]) -> ShardResult:
+        """Modification work for one tick, then the delta to propagate."""
+        started = time.time()
+        events = [e for e in self.model.ingest(samples) if e.kind not in COORDINATOR_KINDS]
+        touched = {s.name for s in samples if isinstance(s, GpuSample)}
+        m = self.model
+        clocks = {g: float(m.clock_mhz[m.index[g]]) for g in sorted(touched)}
+        return ShardResult(self.shard, tick, events, clocks, started, time.time())
+
+
+class ShardedTwin:
+    """Routes samples to shards, runs a tick, records barrier arrivals and merges the deltas.
+
+    In-process the shards run one after another (their arrivals are still recorded honestly); the Ray
+    shell runs the same ``ShardCore.work`` in parallel actors and feeds :meth:`merge` the results.
+    """
+
+    def __init__(self, shards: dict[str, list[str]], sensor_tau_s: float = 15.0, with_cores: bool = True) -> None:
+        self.layout = shards
+        self.shard_of = {n: s for s, nodes in shards.items() for n in nodes}
+        # Without cores when the shards run elsewhere (the Ray coordinator): only routing, merge and the fleet.
+        self.cores = {s: ShardCore(s, nodes, sensor_tau_s) for s, nodes in shards.items()} if with_cores else {}
+        self.barrier = Barrier(list(shards))
+        self.fleet = TwinModel(sensor_tau_s=sensor_tau_s)  # cooling, links, jobs, action results
+        self.clocks: dict[str, float] = {}
+        self.tick = 0
+
+    def route(self, samples: list[Sample]) -> tuple[dict[str, list[Sample]], list[Sample]]:
+        """Per-shard sample lists, plus the fleet-level samples the coordinator folds itself."""
+        per: dict[str, list[Sample]] = {s: [] for s in self.layout}
+        fleet: list[Sample] = []
+        for s in samples:
+            if isinstance(s, GpuSample):
+                per[self.shard_of.get(s.node, next(iter(self.layout)))].append(s)
+            elif isinstance(s, CoolingSample):
+                fleet.append(s)
+                for shard in sorted({self.shard_of[n] for n in s.serves if n in self.shard_of}):
+                    per[shard].append(s)
+            else:
+                fleet.append(s)
+        return per, fleet
+
+    def merge(self, results: list[ShardResult], fleet_samples: list[Sample]) -> list[Event]:
+        """Record arrivals, propagate the deltas and fold the fleet-level samples; events in a fixed order."""
+        for r in results:
+            self.barrier.arrive(r.shard, r.tick, r.started, r.arrived)
+            self.clocks.update(r.clocks)
+        names = sorted(self.clocks)
+        index = {g: k for k, g in enumerate(names)}
+        clock = np.array([self.clocks[g] for g in names])
+        events: list[Event] = [e for r in sorted(results, key=lambda r: r.shard) for e in r.events]
+        for s in fleet_samples:
+            if isinstance(s, LinkSample | JobSample):
+                events += self.fleet.net.ingest(s, clock, index)
+            elif isinstance(s, CoolingSample | ActionResult):
+                events += self.fleet.ingest([s])
+        return sorted(events, key=lambda e: (e.ts, e.kind != "cooling_degraded", e.subject, e.kind))
+
+    def ingest(self, samples: list[Sample]) -> list[Event]:
+        """One tick in-process: every shard works, arrives at the barrier, then the deltas merge."""
+        self.tick += 1
+        per, fleet = self.route(samples)
+        results = [self.cores[s].work(self.tick, per[s]) for s in self.layout]
+        return self.merge(results, fleet)
+
+    def snapshot(self, shard_snaps: list[dict] | None = None) -> dict:
+        """The fleet as one snapshot (the shards' GPUs merged) with the barrier's wait cost."""
+        snaps = shard_snaps if shard_snaps is not None else [c.model.snapshot() for c in self.cores.values()]
+        return merge_snapshots(snaps, self.fleet.snapshot(), self.barrier)
+
+
+def merge_snapshots(snaps: list[dict], fleet: dict, barrier: Barrier) -> dict:
+    """One snapshot from the shards' snapshots plus the coordinator's fleet-level view."""
+    gpus = sorted((g for s in snaps for g in s["gpus"]), key=lambda g: g["gpu"])
+    sensed = [g["sensed_c"] for g in gpus]
+    last = barrier.last
+    return {
+        "ts": max([s["ts"] for s in snaps] + [fleet["ts"]]),
+        "gpus": gpus,
+        "units": fleet["units"],
+        "nodes": sorted({n for s in snaps for n in s["nodes"]}),
+        "hot_gpus": [g["gpu"] for g in gpus if g["alarm"]],
+        "max_sensed_c": max(sensed) if sensed else None,
+        "samples_seen": sum(s["samples_seen"] for s in snaps) + fleet["samples_seen"],
+        "network": fleet["network"],
+        "barrier": {**barrier.summary(), "last_tick": last.model_dump() if last else None},
+    }

@@ -1,0 +1,1 @@
+"""The boundary to the data center and to Ray: telemetry, actuators, settings, deployment, CLI."""

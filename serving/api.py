@@ -1,0 +1,345 @@
+"""The REST API: health, status, events, approvals, users and the audit trail. Exceptions become HTTP
+errors only here.
+
+Every error is JSON: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx status for anything the
+caller can fix, so a script can act on it. Every route but ``/healthz`` needs ``Authorization: Bearer
+<token>``: reads need ``viewer``, edits ``operator``, decisions ``approver``, users ``admin`` (401
+``unauthorized`` without a valid token, 403 ``forbidden`` with too small a role). The ingress asks the
+gateway who a token belongs to, so serving holds no secrets and needs no Redis.
+
+Before any route, ``serving.limits`` refuses bodies over ``max_body_bytes`` (413 ``too_large``) and callers over
+their rate (429 ``rate_limited`` with ``Retry-After``). ``/metrics`` renders every process's metrics in the
+Prometheus text format; ``/api/traces/{incident_id}`` reads the incident's spans from the JSON Lines files
+that ``cluster.tracing`` writes (``traces_dir``; on a multi-node cluster only the spans of the processes that
+share the ingress's data directory: use OTLP there). Every route documents its answers in ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from actors.gateway.auth import ROLES, allows, bearer
+from actors.metrics import Metrics
+from actors.tracing import incident_timeline
+from serving import limits
+from serving.metrics import CONTENT_TYPE, gather, render
+
+REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "stale": 409, "forbidden": 403, "blocked": 409, "invalid": 400}
+NAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+APPROVAL_STATES = ("pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed")
+
+
+class Gateway(Protocol):
+    async def list(self, status: str | None = None, limit: int = 500) -> list[dict]: ...
+    async def get(self, approval_id: str) -> dict | None: ...
+    async def decide(self, approval_id: str, decision: dict) -> dict: ...
+    async def counts(self) -> dict[str, int]: ...
+    async def authenticate(self, token: str) -> dict | None: ...
+    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> dict: ...
+    async def create_user(self, name: str, role: str, by: str, channel: str = "http") -> dict: ...
+    async def list_users(self) -> list[dict]: ...
+    async def audit_entries(self, incident_id: str | None = None, approval_id: str | None = None) -> list[dict]: ...
+    async def audit_verify(self) -> dict: ...
+
+
+class Twin(Protocol):
+    async def status(self) -> dict: ...
+    async def snapshot(self) -> dict: ...
+    async def recent_events(self, count: int = 50) -> list[dict]: ...
+
+
+class Agent(Protocol):
+    async def status(self) -> dict: ...
+
+
+class DecisionBody(BaseModel):
+    """An operator's decision on one approval."""
+
+    # The rule below, in the schema too (a rejection's reason has a non-blank character), so clients see it.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
+        "then": {"properties": {"reason": {"pattern": r"\S"}}, "required": ["reason"]},
+    })
+
+    decision: Literal["approve", "reject"]
+    reason: str = Field("", max_length=2000)
+    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
+    action_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _reason_for_reject(self) -> DecisionBody:
+        if self.decision == "reject" and not self.reason.strip():
+            raise ValueError("a rejection needs a reason (it goes back to the agent)")
+        return self
+
+
+class EditBody(BaseModel):
+    """An operator's change of a pending action's parameters (the action is verified and judged again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=2000)
+    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
+
+
+class UserBody(BaseModel):
+    """A user to create (or to give a new token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable ``code`` for scripts, a ``message`` for people (and ``problems`` per field)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+class Me(BaseModel):
+    """Who a token belongs to."""
+
+    name: str
+    role: str
+
+
+class Health(BaseModel):
+    """Liveness of the ingress and whether the twin has seen telemetry."""
+
+    status: Literal["ok"]
+    samples_seen: int
+    ts: float
+
+
+class SpanRecord(BaseModel):
+    """One span of an incident's trace (``actors.tracing.span_record``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None = None
+    name: str
+    stage: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    process: dict[str, Any] = Field(default_factory=dict)
+
+
+class Timeline(BaseModel):
+    """An incident's trace: its spans in start order, from the sample to the observed outcome."""
+
+    incident_id: str
+    trace_ids: list[str]
+    spans: list[SpanRecord]
+
+
+_WHY = {400: "Malformed request", 401: "No valid token", 403: "Role too small or refused by policy",
+        404: "Not found", 409: "Conflict (decided, expired, stale or blocked)", 413: "Request body too large",
+        429: "Too many requests (see Retry-After)"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error codes plus the limits every route has (413, 429)."""
+    out: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody, "description": _WHY[c]} for c in (*codes, 413)}
+    out[429] = {"model": ErrorBody, "description": _WHY[429],
+                "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}}
+    return out
+
+
+AUTH = (401, 403)
+INCIDENT_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class ApiError(Exception):
+    """A 4xx answer raised from a dependency (authentication, roles)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+def _refused(out: dict) -> JSONResponse | None:
+    if "refusal" not in out:
+        return None
+    r = out["refusal"]
+    return _error(REFUSAL_STATUS[r["code"]], r["code"], r["message"])
+
+
+def build_app(
+    gateway: Gateway, twin: Twin, agent: Agent, *, traces_dir: str | Path | None = None,
+    max_body_bytes: int = limits.MAX_BODY_BYTES, rate_per_s: float = limits.RATE_PER_S, burst: int = limits.BURST,
+    routers: Sequence[tuple[APIRouter, str | None]] = (),
+) -> FastAPI:
+    """The FastAPI app over the three layers' ports.
+
+    Args:
+        gateway, twin, agent: the layers (service objects in-process, ``RemotePort`` s under Ray).
+        traces_dir: where ``cluster.tracing`` writes JSON Lines spans (None: no incident timelines here).
+        max_body_bytes: larger request bodies get 413.
+        rate_per_s, burst: each caller's token bucket (429 beyond it).
+        routers: more routes (chat, dashboard, Slack), each with the role a token needs for it (None: the
+            router checks its callers itself).
+    """
+    app = FastAPI(title="opsloop", version="0.1.0", description="Closed-loop AI operations for GPU data centers.")
+    meter = Metrics()
+    app.add_middleware(limits.LimitsMiddleware, max_body_bytes=max_body_bytes, rate_per_s=rate_per_s, burst=burst,
+                       meter=meter)
+    spans_dir = Path(traces_dir) if traces_dir is not None else None
+
+    def role(needed: str) -> Any:
+        async def check(request: Request) -> dict:
+            token = bearer(request.headers.get("authorization"))
+            if token is None:
+                raise ApiError(401, "unauthorized", "send Authorization: Bearer <token> (opsloop users add NAME)")
+            user = await gateway.authenticate(token)
+            if user is None:
+                raise ApiError(401, "unauthorized", "unknown or replaced token")
+            if not allows(user["role"], needed):
+                raise ApiError(403, "forbidden", f"{user['name']} is {user['role']}; this needs {needed}")
+            return user
+
+        return Depends(check)
+
+    viewer, operator, approver, admin = (role(r) for r in ROLES)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        text = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
+        return _error(400, "bad_request", f"invalid request: {text}", problems=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        return response
+
+    @app.get("/healthz", response_model=Health, responses=errors())
+    async def healthz() -> dict:
+        """Liveness: the ingress answers and the twin has seen telemetry."""
+        st = await twin.status()
+        return {"status": "ok", "samples_seen": st["samples_seen"], "ts": st["ts"]}
+
+    @app.get("/api/me", response_model=Me, responses=errors(*AUTH))
+    async def me(user: dict = viewer) -> dict:
+        """Who the token belongs to."""
+        return user
+
+    @app.get("/api/status", responses=errors(*AUTH))
+    async def status(_: dict = viewer) -> dict:
+        """Fleet summary, approvals by state, event counts and open incidents."""
+        return {"twin": await twin.status(), "approvals": await gateway.counts(), "agent": await agent.status()}
+
+    @app.get("/api/snapshot", responses=errors(*AUTH))
+    async def snapshot(_: dict = viewer) -> dict:
+        """The twin's full view of every GPU and cooling unit."""
+        return await twin.snapshot()
+
+    @app.get("/api/events", responses=errors(400, *AUTH))
+    async def events(limit: int = Query(50, ge=1, le=1000), _: dict = viewer) -> list[dict]:
+        """The newest events of the log, oldest first."""
+        return await twin.recent_events(limit)
+
+    @app.get("/api/approvals", responses=errors(400, *AUTH))
+    async def approvals(status: Literal[APPROVAL_STATES] | None = None, _: dict = viewer) -> list[dict]:  # type: ignore[valid-type]
+        """Approvals, newest first, optionally only those in one state."""
+        return await gateway.list(status)
+
+    @app.get("/api/approvals/{approval_id}", responses=errors(*AUTH, 404))
+    async def approval(approval_id: str, _: dict = viewer) -> Any:
+        """One approval."""
+        ap = await gateway.get(approval_id)
+        return ap if ap is not None else _error(404, "not_found", f"no approval {approval_id}")
+
+    @app.post("/api/approvals/{approval_id}/decision", responses=errors(400, *AUTH, 404, 409))
+    async def decision(approval_id: str, body: DecisionBody, user: dict = approver) -> Any:
+        """Approve or reject as the token's user; an approval that becomes approved executes before the
+        answer returns (409 ``blocked`` when a change window or blast-radius limit holds it back)."""
+        out = await gateway.decide(approval_id, {**body.model_dump(), "by": user["name"], "role": user["role"]})
+        return _refused(out) or out["approval"]
+
+    @app.post("/api/approvals/{approval_id}/edit", responses=errors(400, *AUTH, 404, 409))
+    async def edit(approval_id: str, body: EditBody, user: dict = operator) -> Any:
+        """Change a pending action's parameters; it is verified and judged again, earlier approvals void."""
+        out = await gateway.edit(approval_id, body.params, user["name"], body.channel, body.reason)
+        return _refused(out) or out["approval"]
+
+    @app.get("/api/users", responses=errors(*AUTH))
+    async def users(_: dict = admin) -> list[dict]:
+        """Every user (names and roles; tokens are never shown again)."""
+        return await gateway.list_users()
+
+    @app.post("/api/users", responses=errors(400, *AUTH))
+    async def add_user(body: UserBody, user: dict = admin) -> dict:
+        """Create a user (or replace its token); the answer carries the token, once."""
+        return await gateway.create_user(body.name, body.role, user["name"], body.channel)
+
+    @app.get("/api/audit", responses=errors(400, *AUTH))
+    async def audit(incident: str | None = None, approval: str | None = None, _: dict = viewer) -> list[dict]:
+        """Audit entries, oldest first, optionally of one incident or approval."""
+        return await gateway.audit_entries(incident, approval)
+
+    @app.get("/api/audit/verify", responses=errors(*AUTH))
+    async def audit_verify(_: dict = viewer) -> dict:
+        """Check the hash chain; ``problem`` names the first bad entry by seq and stream id."""
+        return await gateway.audit_verify()
+
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+              "description": "Prometheus text format"}, **errors(*AUTH)})
+    async def metrics(_: dict = viewer) -> Response:
+        """Every process's metrics in the Prometheus text format (send the token as a bearer token)."""
+        ports = [("twin", twin), ("agent", agent), ("gateway", gateway)]
+        dumps = [*await gather(ports), meter.dump()]
+        return Response(render(dumps), media_type=CONTENT_TYPE)
+
+    @app.get("/api/traces/{incident_id}", response_model=Timeline, responses=errors(400, *AUTH, 404))
+    async def traces(incident_id: str = PathParam(pattern=INCIDENT_ID), _: dict = viewer) -> Any:
+        """The incident's trace (sample → event → incident → retrieval → LLM → proposal → approval → action →
+        outcome), its spans in start order; 404 when tracing is off or no span of it is here."""
+        if spans_dir is None:
+            return _error(404, "not_found", "tracing is off here (no span files to read)")
+        spans = await run_in_threadpool(incident_timeline, spans_dir, incident_id)
+        if not spans:
+            return _error(404, "not_found", f"no spans of incident {incident_id} in {spans_dir.name}/")
+        return {"incident_id": incident_id, "trace_ids": sorted({s["trace_id"] for s in spans}), "spans": spans}
+
+    for router, needed in routers:
+        app.include_router(router, dependencies=[role(needed)] if needed else [])
+    return app

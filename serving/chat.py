@@ -1,0 +1,397 @@
+"""The OpenAI-compatible chat endpoint: ``POST /v1/chat/completions`` (plain and SSE) and ``GET /v1/models``.
+
+Two models are listed: ``opsloop`` answers an operator's question grounded in the live twin, the open
+incidents and retrieved runbook steps, with citations in the text and in a ``citations`` field; the raw
+model (when there is one) is plain chat. The router is built from ports: a :class:`ChatModel` (backends in
+``serving/llm.py``) and the twin, agent and knowledge ports, so it runs in-process in tests.
+Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.grounding import (
+    Grounding,
+    build_grounding,
+    grounded_messages,
+    last_user_text,
+    retrieval_query,
+    sources_line,
+    template_answer,
+)
+
+log = logging.getLogger("opsloop.chat")
+
+
+def approx_tokens(text: str) -> int:
+    """A cheap token count (words and punctuation), used where no tokenizer is at hand (``llm=none``)."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+OPSLOOP_MODEL = "opsloop"
+#: Each grounding call (twin, agent) gets this long; a slow twin makes a thinner answer, not a hung one.
+GROUNDING_TIMEOUT_S = 5.0
+PASSAGES = 3
+
+
+class ChatError(Exception):
+    """A request the caller can fix (or a dead backend), carried to the HTTP layer as an OpenAI error."""
+
+    def __init__(
+        self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        """The error as OpenAI sends it."""
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters passed through to the model."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool | None = None  # vLLM's extension: generate exactly max_tokens (benchmarks)
+
+
+@dataclass
+class Delta:
+    """A piece of an answer; the last one carries ``finish_reason`` and, when known, token usage."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = field(default=None)
+
+
+class ChatModel(Protocol):
+    """A language model behind the chat endpoint (vLLM on Serve, an external OpenAI server, or none)."""
+
+    @property
+    def name(self) -> str | None:
+        """The raw model's id as listed by ``/v1/models``; ``None`` when there is no model."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Most prompt + answer tokens one request may use."""
+        ...
+
+    async def start(self) -> None:
+        """Resolve what must be asked once (an external server's model name); idempotent."""
+        ...
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Delta]:
+        """Generate an answer piece by piece; raises :class:`ChatError` for bad requests (too long …)."""
+        ...
+
+
+class TwinPort(Protocol):
+    async def snapshot(self) -> dict: ...
+    async def recent_events(self, count: int = 50) -> list[dict]: ...
+
+
+class AgentPort(Protocol):
+    async def status(self) -> dict: ...
+
+
+class KnowledgePort(Protocol):
+    def search(self, query: str, top_k: int = 5) -> list[Any]: ...
+
+
+class LLMFacilityPort(Protocol):
+    async def latest(self) -> dict | None: ...
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(pattern=r"^(system|user|assistant|developer|tool)$")
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The part of OpenAI's chat request we act on; other fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool | None = None
+    n: int = Field(1, ge=1, le=1)
+    stream_options: dict[str, Any] | None = None
+
+    def params(self, default_max_tokens: int) -> GenParams:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return GenParams(
+            max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
+            temperature=self.temperature, top_p=self.top_p, stop=stop, seed=self.seed, ignore_eos=self.ignore_eos,
+        )
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` substituted in place (OpenAPI resolves ``$ref`` from the document root)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)
+
+
+_OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "integer", "null"]}}}}}
+#: Chat's body is parsed by hand (so that errors keep OpenAI's shape) and documented here for clients and fuzzers.
+_CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True,
+                    "content": {"application/json": {"schema": _inline(ChatRequest.model_json_schema())}}},
+    "responses": {
+        "200": {"description": "a chat completion, or server-sent events with `stream: true`",
+                "content": {"application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}}}},
+        **{str(code): {"description": why, "content": {"application/json": {"schema": _OPENAI_ERROR}}}
+           for code, why in ((400, "malformed JSON, an invalid field, or a prompt longer than the context"),
+                             (404, "unknown model"), (422, "invalid request"), (500, "the model failed"),
+                             (502, "the external model server failed"), (503, "the model is not ready"))},
+    },
+}
+
+
+async def parse_request(request: Request) -> ChatRequest:
+    """The body as a :class:`ChatRequest`, or a :class:`ChatError` naming what is wrong."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ChatError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise ChatError(400, "the request body must be a JSON object", code="invalid_json")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ()))
+        raise ChatError(400, f"{param or 'body'}: {first.get('msg', 'invalid')}", param=param or None,
+                        code="invalid_value") from exc
+
+
+class ChatService:
+    """Grounding and wire format over the ports; :func:`build_chat_router` exposes it over HTTP."""
+
+    def __init__(
+        self, model: ChatModel, twin: TwinPort | None, agent: AgentPort | None, knowledge: KnowledgePort | None,
+        llm_facility: LLMFacilityPort | None = None, default_max_tokens: int = 256,
+    ) -> None:
+        self.model = model
+        self.twin, self.agent, self.knowledge, self.llm_facility = twin, agent, knowledge, llm_facility
+        self.default_max_tokens = default_max_tokens
+        self.created = int(time.time())
+
+    async def models(self) -> dict[str, Any]:
+        """The ``/v1/models`` list."""
+        await self.model.start()
+        ids = [OPSLOOP_MODEL] + ([self.model.name] if self.model.name else [])
+        return {"object": "list", "data": [
+            {"id": i, "object": "model", "created": self.created, "owned_by": "opsloop",
+             **({"max_model_len": self.model.context_length} if i != OPSLOOP_MODEL else {})}
+            for i in ids
+        ]}
+
+    async def _call(self, coro: Any, default: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, GROUNDING_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a missing fact thins the answer; it does not fail it
+            log.warning("grounding call failed", exc_info=True)
+            return default
+
+    async def ground(self, messages: Sequence[Mapping[str, Any]]) -> Grounding:
+        """Gather the live facts and the runbook passages for the latest question."""
+        snapshot = await self._call(self.twin.snapshot(), None) if self.twin else None
+        events = await self._call(self.twin.recent_events(20), []) if self.twin else []
+        status = await self._call(self.agent.status(), None) if self.agent else None
+        if self.llm_facility is not None and snapshot is not None:
+            llm = await self._call(self.llm_facility.latest(), None)
+            if llm:
+                snapshot = {**snapshot, "llm": llm}
+        passages: list[Any] = []
+        question = last_user_text(messages)
+        if self.knowledge is not None and question.strip():
+            query = retrieval_query(question, status)
+            passages = await asyncio.to_thread(self.knowledge.search, query, PASSAGES)
+        return build_grounding(snapshot, events, status, passages)
+
+    async def answer(self, req: ChatRequest) -> tuple[AsyncIterator[Delta], Grounding | None]:
+        """Pick the model, ground when it is ``opsloop``, and start generating (errors raise before any output)."""
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        await self.model.start()
+        if req.model not in (OPSLOOP_MODEL, self.model.name):
+            known = ", ".join(m["id"] for m in (await self.models())["data"])
+            raise ChatError(404, f"The model `{req.model}` does not exist. Models: {known}", param="model",
+                            code="model_not_found")
+        params = req.params(self.default_max_tokens)
+        if req.model != OPSLOOP_MODEL:
+            return await _primed(self.model.stream([_plain(m) for m in messages], params)), None
+        grounding = await self.ground(messages)
+        if self.model.name is None:
+            used = sum(approx_tokens(_plain(m)["content"]) for m in messages)
+            if used > self.model.context_length:
+                raise ChatError(
+                    400, f"This model's maximum context length is {self.model.context_length} tokens; the "
+                    f"messages have about {used}. Shorten them.", param="messages", code="context_length_exceeded")
+            text = template_answer(last_user_text(messages), grounding)
+            return await _primed(self.model.stream([{"role": "assistant", "content": text}], params)), grounding
+        deltas = self.model.stream(grounded_messages(grounding, messages), params)
+        return await _primed(_with_sources(deltas, sources_line(grounding))), grounding
+
+
+def _plain(m: Mapping[str, Any]) -> dict[str, str]:
+    content = m.get("content")
+    if isinstance(content, list):
+        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return {"role": str(m["role"]), "content": content or ""}
+
+
+async def _with_sources(deltas: AsyncIterator[Delta], sources: str) -> AsyncIterator[Delta]:
+    last: Delta | None = None
+    async for d in deltas:
+        if last is not None:
+            yield last
+        last = d
+    finish = last.finish_reason if last else "stop"
+    usage = last.usage if last else None
+    if last is not None and last.text:
+        yield Delta(last.text)
+    yield Delta(sources, finish_reason=finish or "stop", usage=usage)
+
+
+async def _primed(it: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    """Pull the first piece now, so a bad request fails before the HTTP status is sent."""
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        first = None
+
+    async def rest() -> AsyncIterator[Delta]:
+        if first is not None:
+            yield first
+        async for d in it:
+            yield d
+
+    return rest()
+
+
+def _citations(grounding: Grounding | None) -> list[dict[str, Any]] | None:
+    if grounding is None:
+        return None
+    return [c.model_dump(exclude={"tag"}) | {"tag": c.tag} for c in grounding.citations]
+
+
+def build_chat_router(service: ChatService) -> APIRouter:
+    """The ``/v1`` routes over a :class:`ChatService`."""
+    router = APIRouter(prefix="/v1", tags=["chat"])
+
+    @router.get("/models", response_model=None)
+    async def models() -> Any:
+        """The models this endpoint answers as."""
+        try:
+            return await service.models()
+        except ChatError as exc:
+            return exc.response()
+
+    @router.post("/chat/completions", response_model=None, openapi_extra=_CHAT_OPENAPI)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        """OpenAI chat completions; ``model: opsloop`` is grounded in the fleet and the runbooks."""
+        try:
+            req = await parse_request(request)
+            deltas, grounding = await service.answer(req)
+        except ChatError as exc:
+            return exc.response()
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        citations = _citations(grounding)
+        if req.stream:
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(
+                _sse(deltas, cid, created, req.model, citations, include_usage), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            text, finish, usage = [], "stop", None
+            async for d in deltas:
+                text.append(d.text)
+                finish = d.finish_reason or finish
+                usage = d.usage or usage
+        except ChatError as exc:
+            return exc.response()
+        body: dict[str, Any] = {
+            "id": cid, "object": "chat.completion", "created": created, "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+        if citations is not None:
+            body["citations"] = citations
+            body["choices"][0]["citations"] = citations
+        return JSONResponse(body)
+
+    return router
+
+
+async def _sse(
+    deltas: AsyncIterator[Delta], cid: str, created: int, model: str, citations: list[dict] | None,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    cite = {"citations": citations} if citations is not None else {}
+    yield chunk({"role": "assistant", "content": ""}, None, **cite)
+    usage = None
+    try:
+        async for d in deltas:
+            usage = d.usage or usage
+            if d.text or d.finish_reason:
+                yield chunk({"content": d.text} if d.text else {}, d.finish_reason, **(cite if d.finish_reason else {}))
+    except ChatError as exc:  # after the status went out: the error travels as an event
+        err = {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
+        yield f"data: {json.dumps(err)}\n\n".encode()
+    if include_usage:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        yield f"data: {json.dumps(body)}\n\n".encode()
+    yield b"data: [DONE]\n\n"

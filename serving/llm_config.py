@@ -1,0 +1,163 @@
+"""From opsloop's settings to a ``ray.serve.llm`` ``LLMConfig``: pure dict building, rendered by ``opsloop llm render``.
+
+The engine knobs map one to one onto vLLM engine arguments. A GPU accelerator asks for one bundle per
+tensor x pipeline rank, each with one GPU, packed strictly onto one node (``STRICT_PACK``) so tensor
+parallel ranks talk over NVLink, not the network. On CPU the engine runs eagerly in the replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from cluster.settings import Settings
+
+#: Engine arguments that only some vLLM versions accept (v1 engines recompute; swapping was removed).
+VERSION_DEPENDENT = ("swap_space", "preemption_mode")
+#: Serve's default is one whole CPU per replica; on a 2-core machine that starves the cluster (DESIGN).
+REPLICA_NUM_CPUS = 0
+#: Logical CPUs per engine bundle on CPU: the placement group must leave room for the rest of opsloop.
+CPU_BUNDLE_CPUS = 1
+GPU_BUNDLE_CPUS = 1
+#: KV cache on CPU when not set: ~11k tokens of SmolLM2-135M (23 KiB per token), a few sequences of 4k.
+CPU_KV_CACHE_BYTES = 256 * 1024**2
+
+
+def is_cpu(settings: Settings) -> bool:
+    """Whether the LLM runs on CPU."""
+    return settings.accelerator.lower() == "cpu"
+
+
+def supported_engine_args() -> set[str] | None:
+    """Names ``vllm.AsyncEngineArgs`` accepts here, or ``None`` when vLLM is not installed."""
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+    except ImportError:
+        return None
+    return {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+
+
+def engine_kwargs(settings: Settings, supported: set[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The vLLM engine arguments from the settings, and the ones left out with why.
+
+    Args:
+        settings: the LLM block of the settings.
+        supported: argument names the installed vLLM accepts (``None``: keep all).
+    """
+    kw: dict[str, Any] = {
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        "max_model_len": settings.max_model_len,
+        "dtype": settings.llm_dtype,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "max_num_seqs": settings.max_num_seqs,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "swap_space": settings.swap_space,
+        "preemption_mode": settings.preemption_mode,
+        "disable_log_stats": False,  # the engine metrics opsloop watches
+        "trust_remote_code": False,
+    }
+    if settings.block_size is not None:
+        kw["block_size"] = settings.block_size
+    if settings.kv_cache_memory_bytes is not None:
+        kw["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
+    elif is_cpu(settings):
+        kw["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    if settings.max_num_batched_tokens is not None:
+        kw["max_num_batched_tokens"] = settings.max_num_batched_tokens
+    if is_cpu(settings):
+        kw["enforce_eager"] = True  # torch.compile on 2 cores costs minutes of start-up
+    dropped: dict[str, str] = {}
+    if supported is not None:
+        for name in [k for k in kw if k not in supported]:
+            dropped[name] = f"this vLLM has no {name} argument (value {kw.pop(name)!r} not passed)"
+    return kw, dropped
+
+
+def placement_group_config(settings: Settings) -> dict[str, Any]:
+    """One bundle per rank (tensor x pipeline), strictly packed onto one node."""
+    ranks = settings.tensor_parallel_size * settings.pipeline_parallel_size
+    bundle = {"CPU": CPU_BUNDLE_CPUS} if is_cpu(settings) else {"CPU": GPU_BUNDLE_CPUS, "GPU": 1}
+    return {"bundles": [dict(bundle) for _ in range(ranks)], "strategy": "STRICT_PACK"}
+
+
+def llm_config_dict(
+    settings: Settings, model_source: str, model_id: str, supported: set[str] | None = None
+) -> dict[str, Any]:
+    """The ``ray.serve.llm.LLMConfig`` for the settings, as a plain dict (validated by :func:`build_llm_config`).
+
+    Args:
+        settings: opsloop's settings.
+        model_source: the model folder (or a locally cached id).
+        model_id: the name the model is served as.
+        supported: vLLM argument names accepted here (``None``: keep all).
+    """
+    kw, _dropped = engine_kwargs(settings, supported)
+    hi = max(settings.llm_max_replicas or settings.llm_replicas, settings.llm_replicas)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if is_cpu(settings):
+        # The cluster runs everything else with one OpenMP thread; the engine gets the cores.
+        env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    cfg: dict[str, Any] = {
+        "model_loading_config": {"model_id": model_id, "model_source": model_source},
+        "llm_engine": "vLLM",
+        "engine_kwargs": kw,
+        "placement_group_config": placement_group_config(settings),
+        "deployment_config": {
+            "autoscaling_config": {
+                "min_replicas": settings.llm_replicas, "initial_replicas": settings.llm_replicas, "max_replicas": hi,
+                "target_ongoing_requests": max(1, settings.max_num_seqs // 2),
+            },
+            "max_ongoing_requests": settings.max_num_seqs * 2,
+            "ray_actor_options": {"num_cpus": REPLICA_NUM_CPUS},
+        },
+        "runtime_env": {"env_vars": env},
+        "log_engine_metrics": False,
+    }
+    if is_cpu(settings):
+        cfg["accelerator_config"] = {"kind": "cpu"}
+    else:
+        cfg["accelerator_type"] = settings.accelerator
+    return cfg
+
+
+def build_llm_config(cfg: dict[str, Any]) -> Any:
+    """Validate a config dict into ``ray.serve.llm.LLMConfig``."""
+    from ray.serve.llm import LLMConfig
+
+    return LLMConfig(**cfg)
+
+
+def render(settings: Settings, model_source: str, model_id: str) -> dict[str, Any]:
+    """What ``opsloop llm render`` prints: the LLMConfig and, when vLLM is installed, the Serve options it implies.
+
+    The Serve options (``placement_group_bundles``, ``placement_group_strategy``) are what Ray schedules.
+    """
+    supported = supported_engine_args()
+    cfg = llm_config_dict(settings, model_source, model_id, supported)
+    _kw, dropped = engine_kwargs(settings, supported)
+    build_llm_config(cfg)  # validated by ray.serve.llm itself
+    out: dict[str, Any] = {"llm_config": cfg}
+    if dropped:
+        out["not_passed"] = dropped
+    if supported is not None:
+        out["serve_options"] = serve_placement(build_llm_config(cfg))
+        out["serve_options"]["autoscaling_config"] = cfg["deployment_config"]["autoscaling_config"]
+    return out
+
+
+def serve_placement(llm_config: Any) -> dict[str, Any]:
+    """The placement group Serve will reserve per replica (engine bundles with the replica actor merged in).
+
+    The same computation as ``LLMServer.get_deployment_options`` without its runtime-env lookup, which would
+    start a local Ray just to print a config.
+    """
+    from ray.llm._internal.serve.core.server.llm_server import _merge_replica_actor_and_child_actor_bundles
+
+    engine = llm_config.get_engine_config()
+    actor = llm_config.deployment_config.get("ray_actor_options", {})
+    replica = {"CPU": actor.get("num_cpus", 1), "GPU": actor.get("num_gpus", 0), **actor.get("resources", {})}
+    bundles = _merge_replica_actor_and_child_actor_bundles(engine.placement_bundles, replica)
+    return {"placement_group_bundles": bundles, "placement_group_strategy": engine.placement_strategy}

@@ -1,0 +1,139 @@
+// Approvals: pending ones with ✓ / ✗ (approvers only), decided ones with who and when; the runbook viewer.
+
+import { api } from "./api.js";
+import { $, fmtTime, h, kv } from "./dom.js";
+
+const DECIDERS = new Set(["approver", "admin"]);
+
+function describeAction(action) {
+  const { kind, ...params } = action || {};
+  return `${kind}(${kv(params)})`;
+}
+
+function describePrediction(p) {
+  if (!p) return null;
+  if (p.text) return p.text;
+  const bounds = [p.below != null ? `below ${p.below}` : null, p.above != null ? `above ${p.above}` : null]
+    .filter(Boolean).join(" and ");
+  return `${p.metric} of ${p.subject} ${bounds} within ${p.within_s} s`;
+}
+
+function citationLinks(citations) {
+  return (citations || []).map((c) => h("div", {},
+    h("button", { class: "cite", type: "button", dataset: { doc: c.doc_id, step: c.step_id || "" },
+      onclick: () => openRunbook(c.doc_id, c.step_id) }, `${c.doc_id}${c.step_id ? " § " + c.step_id : ""}`),
+    " ", c.title));
+}
+
+function decisionsList(ap) {
+  return (ap.decisions || []).map((d) => h("div", { class: "decision" },
+    `${d.decision === "approve" ? "✓" : "✗"} ${d.by} via ${d.channel} at ${fmtTime(d.ts)}`,
+    d.reason ? ` — “${d.reason}”` : ""));
+}
+
+function card(ap, user, onDecided) {
+  const rc = ap.root_cause || {};
+  const prediction = describePrediction(ap.prediction || (ap.result && ap.result.prediction));
+  const rows = [
+    ["action", h("code", {}, describeAction(ap.action))],
+    ["root cause", rc.kind ? `${rc.kind} on ${rc.subject}${rc.why ? ": " + rc.why : ""}` : "—"],
+    ["rationale", ap.rationale || "—"],
+    ["citations", citationLinks(ap.citations)],
+    ["what-if", prediction || "no prediction attached"],
+    ["policy", `${ap.policy}${ap.required ? ` (${ap.required} approver${ap.required > 1 ? "s" : ""})` : ""}`],
+    ["opened", fmtTime(ap.created_ts)],
+  ];
+  if ((ap.decisions || []).length) rows.push(["decided", decisionsList(ap)]);
+  if (ap.result) rows.push(["result", `${ap.result.status || ""} ${ap.result.detail || ""}`]);
+  const node = h("div", { class: `approval ${ap.status}`, dataset: { id: ap.approval_id } },
+    h("div", { class: "head" }, h("span", { class: "summary" }, ap.summary),
+      h("span", { class: `status ${ap.status}` }, ap.status)),
+    h("dl", {}, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+  if (ap.status === "pending" && user && DECIDERS.has(user.role)) node.append(decideForm(ap, user, onDecided));
+  else if (ap.status === "pending") node.append(h("p", { class: "muted" }, "Waiting for an approver."));
+  return node;
+}
+
+function decideForm(ap, user, onDecided) {
+  const reason = h("input", { class: "reason", placeholder: "reason (needed to reject)", maxlength: "2000" });
+  const error = h("div", { class: "error", role: "alert" });
+  const send = async (decision, buttons) => {
+    if (decision === "reject" && !reason.value.trim()) { error.textContent = "A rejection needs a reason."; return; }
+    const was = buttons.map((b) => b.disabled);
+    buttons.forEach((b) => { b.disabled = true; });
+    error.textContent = "";
+    try {
+      const out = await api(`/api/approvals/${encodeURIComponent(ap.approval_id)}/decision`, {
+        method: "POST",
+        body: { decision, reason: reason.value.trim(), channel: "dashboard", action_hash: ap.action_hash },
+      });
+      onDecided(out);
+    } catch (e) {
+      error.textContent = e.message;
+      buttons.forEach((b, i) => { b.disabled = was[i]; });
+    }
+  };
+  const mayApprove = !ap.roles || ap.roles.includes(user.role);
+  const approve = h("button", { class: "approve", type: "button", disabled: !mayApprove,
+    title: mayApprove ? "approve" : `needs ${(ap.roles || []).join(" or ")}` }, "✓ Approve");
+  const reject = h("button", { class: "reject", type: "button", title: "reject" }, "✗ Reject");
+  approve.addEventListener("click", () => send("approve", [approve, reject]));
+  reject.addEventListener("click", () => send("reject", [approve, reject]));
+  return h("div", {}, h("div", { class: "decide" }, reason, approve, reject), error);
+}
+
+/** Keeps the approvals by id and draws both lists. */
+export class Approvals {
+  constructor() { this.byId = new Map(); this.user = null; }
+
+  setAll(list) {
+    this.byId = new Map(list.map((a) => [a.approval_id, a]));
+    this.render();
+  }
+
+  upsert(ap) {
+    const known = this.byId.get(ap.approval_id);
+    if (!known || (ap.updated_ts || 0) >= (known.updated_ts || 0)) this.byId.set(ap.approval_id, ap);
+    this.render();
+  }
+
+  render() {
+    const all = [...this.byId.values()].sort((a, b) => b.created_ts - a.created_ts);
+    const pending = all.filter((a) => a.status === "pending");
+    const decided = all.filter((a) => a.status !== "pending").slice(0, 30);
+    const onDecided = (ap) => this.upsert(ap);
+    // keep a half-typed reason across re-renders of the same pending card
+    const typed = new Map([...document.querySelectorAll("#pending .approval")].map((n) => [n.dataset.id,
+      n.querySelector(".reason") && n.querySelector(".reason").value]));
+    $("#pending").replaceChildren(...(pending.length ? pending.map((a) => card(a, this.user, onDecided))
+      : [h("p", { class: "muted" }, "Nothing waits for a decision.")]));
+    for (const [id, value] of typed) {
+      const input = document.querySelector(`#pending .approval[data-id="${CSS.escape(id)}"] .reason`);
+      if (input && value) input.value = value;
+    }
+    $("#decided").replaceChildren(...decided.map((a) => card(a, this.user, onDecided)));
+    $("#pending-count").textContent = String(pending.length);
+  }
+}
+
+/** Open the runbook viewer on `docId`, scrolled to `stepId`. */
+export async function openRunbook(docId, stepId) {
+  const dialog = $("#runbook");
+  $("#runbook-title").textContent = docId;
+  $("#runbook-meta").textContent = "loading…";
+  $("#runbook-steps").replaceChildren();
+  if (!dialog.open) dialog.showModal();
+  try {
+    const doc = await api(`/api/knowledge/${encodeURIComponent(docId)}`);
+    $("#runbook-title").textContent = doc.title;
+    $("#runbook-meta").textContent = `${doc.doc_id} · ${doc.type} · risk ${doc.risk}`;
+    const steps = (doc.steps || []).map((s) => h("div", { class: `step${s.step_id === stepId ? " target" : ""}`,
+      id: `step-${s.step_id}`, dataset: { step: s.step_id } },
+      h("h4", {}, `${s.step_id}. ${s.title}`), h("p", {}, s.text)));
+    $("#runbook-steps").replaceChildren(...(steps.length ? steps : [h("p", { class: "step" }, doc.body)]));
+    const target = document.getElementById(`step-${stepId}`);
+    if (target) target.scrollIntoView({ block: "center" });
+  } catch (e) {
+    $("#runbook-meta").textContent = `could not open ${docId}: ${e.message}`;
+  }
+}

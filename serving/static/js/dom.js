@@ -1,0 +1,34 @@
+// Small DOM helpers: every value from the server reaches the page through textContent, never innerHTML.
+
+/** Build an element: h("div", {class: "x", onclick}, child, "text", …). */
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c == null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+export const $ = (sel) => document.querySelector(sel);
+
+export function fmtTime(epochS) {
+  if (epochS == null) return "";
+  return new Date(epochS * 1000).toLocaleString(undefined, { hour12: false });
+}
+
+export function fmtNum(v, digits = 1) {
+  return v == null || Number.isNaN(v) ? "—" : Number(v).toFixed(digits);
+}
+
+/** Short "k=v, …" text of a flat object. */
+export function kv(obj) {
+  return Object.entries(obj || {}).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("|") : v}`).join(", ");
+}

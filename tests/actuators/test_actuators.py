@@ -1,0 +1,141 @@
+"""Actuators behind one protocol: webhook (against a local HTTP server), nvml (clear error without a GPU),
+dry-run; the feedback source; the admin token file."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+
+from cluster.actuators import DryRunActuator, NvmlActuator, WebhookActuator, build_actuator
+from cluster.actuators.feedback import FeedbackSource
+from cluster.settings import Settings
+from cluster.telemetry.samples import ActionResult
+from cluster.tokens import admin_token, cli_token
+from policies.actions import parse_action
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+CAP = parse_action({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 400})
+
+
+class Hook:
+    """A BMS/Slurm-style hook on 127.0.0.1 that applies each Idempotency-Key once."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.effects: dict[str, dict] = {}
+        self.fail_next = 0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                key = self.headers.get("Idempotency-Key")
+                hook.requests.append({"key": key, "body": body, "auth": self.headers.get("Authorization")})
+                if hook.fail_next:
+                    hook.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"busy")
+                    return
+                hook.effects.setdefault(key, body)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.server.shutdown()
+    h.server.server_close()
+
+
+async def test_webhook_posts_the_action_once_per_action_id(hook: Hook) -> None:
+    act = WebhookActuator(hook.url, token="hook-secret")
+    r1 = await act.execute(CAP, "act-1", "ap-1", None)
+    r2 = await act.execute(CAP, "act-1", "ap-1", None)
+    assert r1.status == r2.status == "executed" and "200" in r1.detail
+    assert len(hook.effects) == 1 and len(hook.requests) == 1, "same action id twice: one effect"
+    req = hook.requests[0]
+    assert req["key"] == "act-1" and req["auth"] == "Bearer hook-secret"
+    assert req["body"]["action"] == CAP.model_dump(mode="json") and req["body"]["approval_id"] == "ap-1"
+
+
+async def test_webhook_failure_is_data_and_a_retry_carries_the_same_key(hook: Hook) -> None:
+    hook.fail_next = 1
+    act = WebhookActuator(hook.url)
+    failed = await act.execute(CAP, "act-2", "ap-2", None)
+    assert failed.status == "failed" and "503" in failed.detail
+    ok = await act.execute(CAP, "act-2", "ap-2", None)
+    assert ok.status == "executed" and [r["key"] for r in hook.requests] == ["act-2", "act-2"]
+    assert list(hook.effects) == ["act-2"]
+
+
+async def test_webhook_unreachable_is_a_failed_result() -> None:
+    r = await WebhookActuator("http://127.0.0.1:1/hook", timeout_s=2).execute(CAP, "act-3", "ap-3", None)
+    assert r.status == "failed" and "unreachable" in r.detail
+
+
+async def test_nvml_without_a_gpu_fails_clearly() -> None:
+    pytest.importorskip("pynvml")
+    r = await NvmlActuator().execute(CAP, "act-4", "ap-4", None)
+    if r.status == "executed":
+        pytest.skip("this host has a GPU and NVML permission")
+    assert r.status == "failed" and ("NVML" in r.detail or "GPU" in r.detail), r.detail
+    other = await NvmlActuator().execute(parse_action({"kind": "drain_node", "node": "n01"}), "act-5", "ap-5", None)
+    assert other.status == "failed" and "only sets power limits" in other.detail
+
+
+@pytest.mark.gpu
+async def test_nvml_sets_a_power_limit_on_a_real_gpu() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pytest.skip("no NVIDIA GPU on this host")
+    r = await NvmlActuator().execute(CAP, "act-gpu", "ap-gpu", None)
+    assert r.status == "executed" or "root" in r.detail
+
+
+async def test_dry_run_and_registry(tmp_path: Path) -> None:
+    r = await DryRunActuator().execute(CAP, "act-6", "ap-6", None)
+    assert r.status == "executed" and r.detail.startswith("dry-run")
+    assert isinstance(build_actuator(Settings(data_dir=tmp_path, actuator="nvml")), NvmlActuator)
+    with pytest.raises(ValueError, match="webhook_url"):
+        build_actuator(Settings(data_dir=tmp_path, actuator="webhook"))
+
+
+async def test_feedback_source_reads_each_sample_once_across_restarts(redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    sample = ActionResult(ts=5.0, action_id="a", approval_id="ap", action_kind="notify", status="failed",
+                          detail="outcome missed")
+    r.xadd("f:feedback", {"sample": sample.model_dump_json()})
+    assert await FeedbackSource(redis_url, "f").read() == [sample]
+    assert await FeedbackSource(redis_url, "f").read() == [], "a restarted twin does not repeat feedback"
+    r.xadd("f:feedback", {"sample": sample.model_copy(update={"ts": 6.0}).model_dump_json()})
+    assert [s.ts for s in await FeedbackSource(redis_url, "f").read()] == [6.0]
+
+
+def test_admin_token_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path / "d")
+    assert cli_token(s) is None
+    token, created = admin_token(s)
+    assert created and s.token_file.read_text().strip() == token
+    assert stat.S_IMODE(s.token_file.stat().st_mode) == 0o600
+    assert admin_token(s) == (token, False) and cli_token(s) == token
+    assert cli_token(Settings(data_dir=tmp_path / "d", admin_token="olp_other")) == "olp_other"

@@ -1,0 +1,120 @@
+"""Incident grouping and the deterministic planner, on twin events from the simulator and the real corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.agent.incidents import IncidentBook
+from actors.agent.planner import bind, incident_facts, plan
+from actors.twin.events import Event
+from actors.twin.model import TwinModel
+from actors.twin.physics import Topology
+from cluster.telemetry.sim import Fault, Simulator
+from knowledge.documents import ActionTemplate
+from knowledge.retrieval import KnowledgeBase
+
+TOPOLOGY = {"gpu": [f"n0{n}/gpu{g}" for n in (1, 2) for g in range(4)], "unit": ["cu01"], "node": ["n01", "n02"]}
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.bundled(dense=False)
+
+
+def fault_events(seconds: int = 120) -> list[Event]:
+    sim = Simulator(Topology.build(2, 4), faults=[Fault.parse("cooling_degradation@20:n01=0.5")])
+    twin = TwinModel()
+    return [e for _ in range(seconds) for e in twin.ingest(sim.step())]
+
+
+def test_cooling_fault_is_one_incident_with_the_unit_as_root_cause() -> None:
+    book = IncidentBook()
+    needs = [book.observe(e) for e in fault_events()]
+    incidents = {inc.incident_id for inc, _ in needs if inc}
+    assert len(incidents) == 1
+    assert sum(n for _, n in needs) == 1, "one proposal per incident revision"
+    inc = next(iter(book.open.values()))
+    assert (inc.root_cause.kind, inc.root_cause.subject) == ("cooling_degraded", "cu01")
+    assert "n01" in inc.root_cause.why
+    assert set(inc.hot) == {f"n01/gpu{g}" for g in range(4)}
+
+
+def test_redelivered_events_change_nothing() -> None:
+    events = fault_events()
+    book = IncidentBook()
+    for e in events:
+        book.observe(e)
+    before = book.dump()
+    assert all(book.observe(e)[1] is False for e in events)
+    assert book.dump() == before
+    again = IncidentBook()
+    again.load(before)
+    assert again.dump() == before
+
+
+def test_plan_cites_the_cooling_eop_and_binds_the_unit(kb: KnowledgeBase) -> None:
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    p = plan(inc, kb, TOPOLOGY)
+    assert p.verified and p.source == "fallback"
+    first = p.actions[0]
+    assert first.action.kind == "set_cooling_setpoint" and first.action.unit == "cu01"
+    assert first.action.supply_c < inc.facts["setpoint_c"]
+    assert first.citations[0].doc_id == "eop-cooling-degradation" and first.citations[0].step_id
+    assert plan(inc, kb, TOPOLOGY) == p, "deterministic: same incident, same proposal and ids"
+
+
+def test_plan_never_targets_what_is_not_in_the_fleet(kb: KnowledgeBase) -> None:
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    p = plan(inc, kb, {"gpu": [], "unit": ["cu99"], "node": []})
+    assert all(a.action.kind in ("notify", "open_ticket") for a in p.actions)
+
+
+def test_bind_fills_placeholders_and_reports_missing_facts() -> None:
+    params = {"unit": "{unit}", "supply_c": "{supply_target_c}"}
+    t = ActionTemplate(kind="set_cooling_setpoint", step="s3", params=params)
+    assert bind(t, {"unit": "cu01", "supply_target_c": 14.0}) == {"kind": "set_cooling_setpoint", "unit": "cu01",
+                                                                   "supply_c": 14.0}
+    assert bind(t, {"unit": "cu01"}) is None
+
+
+def test_supply_target_stays_within_the_catalogue(kb: KnowledgeBase) -> None:
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    inc.facts["setpoint_c"] = 14.0
+    inc.facts["peak_projected_c"] = 120.0
+    assert incident_facts(inc)["supply_target_c"] == 12.0
+
+
+def test_proposal_carries_a_what_if_from_the_twin_physics(kb: KnowledgeBase) -> None:
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    first = plan(inc, kb, TOPOLOGY).actions[0]
+    wi = first.prediction
+    assert wi is not None and wi.subject == "n01" and wi.below == inc.facts["max_operating_c"] - 3
+    assert wi.checkable and wi.settles_at < wi.below < wi.without_action + 3
+    assert "back under" in wi.text
+
+
+def test_what_if_says_when_an_action_is_not_enough() -> None:
+    from actors.agent.whatif import predict
+    from policies.actions import parse_action
+
+    facts = {"setpoint_c": 25.0, "supply_c": 25.0, "power_w": 700.0, "max_operating_c": 87.0, "node": "n01",
+             "flow_frac": 0.5, "est_c": 89.0, "sensed_c": 87.5}
+    weak = predict(parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 24.0}), facts)
+    strong = predict(parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 13.0}), facts)
+    assert weak is not None and not weak.checkable and "does not bring" in weak.text
+    assert strong is not None and strong.checkable and strong.settles_at < weak.settles_at
+    assert predict(parse_action({"kind": "notify", "message": "x"}), facts) is None
+
+
+def test_emergency_when_the_shutdown_temperature_is_projected() -> None:
+    from actors.agent.planner import is_emergency
+
+    assert not is_emergency({"peak_projected_c": 91.9, "model": "H100-SXM"})
+    assert is_emergency({"peak_projected_c": 92.0, "model": "H100-SXM"}), "H100 shuts down at 92 °C"
+    assert is_emergency({"peak_projected_c": 95.0}), "unknown model: the H100 limits"
+    assert not is_emergency({"peak_projected_c": 95.0, "shutdown_c": 99.0})
+    assert not is_emergency({})

@@ -1,0 +1,65 @@
+"""The approval state machine, pure."""
+
+from __future__ import annotations
+
+from actors.agent.incidents import RootCause
+from actors.agent.proposals import Proposal, ProposedAction
+from actors.gateway.approvals import Decision, Refusal, decide, expire, open_approval, with_status
+from policies.actions import action_hash, parse_action
+from policies.policy import Verdict
+
+ACTION = parse_action({"kind": "drain_node", "node": "n01"})
+
+
+def approval(mode: str = "approve", approvers: int = 1):
+    pa = ProposedAction(action_id="act-1", action=ACTION, citations=(), rationale="test")
+    cause = RootCause(kind="k", subject="s", why="w")
+    prop = Proposal(proposal_id="pr-1", incident_id="inc-1", ts=1.0, root_cause=cause, diagnosis="d", actions=(pa,),
+                    source="fallback", verified=True, confidence=0.5)
+    return open_approval(prop, pa, Verdict(mode=mode, approvers=approvers, reason="r"), now=100.0, expiry_s=60)
+
+
+def d(decision: str, by: str = "alice", ts: float = 110.0, **kw) -> Decision:
+    return Decision(decision=decision, by=by, reason="because", ts=ts, **kw)
+
+
+def test_policy_verdict_sets_the_initial_state() -> None:
+    assert approval("approve").status == "pending"
+    assert approval("auto").status == "approved"
+    assert approval("deny").status == "denied"
+
+
+def test_one_approver_approves_and_execution_follows() -> None:
+    ap = decide(approval(), d("approve"))
+    assert ap.status == "approved"
+    ap = with_status(with_status(ap, "executing", 111), "executed", 112, {"detail": "ok"})
+    assert ap.status == "executed" and ap.result == {"detail": "ok"}
+
+
+def test_second_decision_is_refused_and_changes_nothing() -> None:
+    ap = decide(approval(), d("reject"))
+    again = decide(ap, d("approve", by="bob"))
+    assert isinstance(again, Refusal) and again.code == "conflict"
+    assert ap.status == "rejected"
+
+
+def test_two_person_rule_needs_distinct_approvers() -> None:
+    ap = approval(approvers=2)
+    ap = decide(ap, d("approve", by="alice"))
+    assert ap.status == "pending"
+    assert isinstance(decide(ap, d("approve", by="alice")), Refusal)
+    assert decide(ap, d("approve", by="bob")).status == "approved"
+
+
+def test_decision_binds_to_the_action_shown() -> None:
+    stale = decide(approval(), d("approve", action_hash="0" * 64))
+    assert isinstance(stale, Refusal) and stale.code == "stale"
+    assert decide(approval(), d("approve", action_hash=action_hash(ACTION))).status == "approved"
+
+
+def test_expired_approval_cannot_be_approved() -> None:
+    ap = approval()
+    assert expire(ap, 159.0) is None
+    expired = expire(ap, 161.0)
+    assert expired is not None and expired.status == "expired"
+    assert isinstance(decide(ap, d("approve", ts=170.0)), Refusal)

@@ -1,0 +1,89 @@
+"""The whole loop of issue 2 on a real local Ray cluster and a real Redis server: approve one, reject one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cluster import deploy
+from cluster.settings import Settings
+from tests.helpers import free_port, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+
+
+
+
+@pytest.fixture(scope="module")
+def runtime(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[deploy.Runtime]:
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("data"), redis_url=redis_server, port=free_port(), namespace="itest",
+        sim_nodes=2, sim_gpus_per_node=4, sim_units=2, sim_speed=8.0, demo_fault_at_s=5.0,
+        sim_faults=["cooling_degradation@5:n02=0.5"], llm="none",
+    )
+    rt = deploy.start(settings, progress=lambda _line: None)
+    assert deploy.wait_healthy(rt.url, 60)
+    yield rt
+    deploy.stop(rt)
+
+
+def auth(rt: deploy.Runtime) -> dict[str, str]:
+    """The admin token `deploy.start` created in the data directory."""
+    return {"Authorization": f"Bearer {rt.settings.token_file.read_text().strip()}"}
+
+
+def approvals(rt: deploy.Runtime, status: str | None = None) -> list[dict]:
+    params = {"status": status} if status else {}
+    return httpx.get(f"{rt.url}/api/approvals", params=params, headers=auth(rt), timeout=10).json()
+
+
+def test_approve_one_reject_the_other(runtime: deploy.Runtime) -> None:
+    import ray
+
+    rt = runtime
+
+    def two_pending() -> list[dict] | None:
+        pending = [a for a in approvals(rt, "pending") if a["action"]["kind"] == "set_cooling_setpoint"]
+        return pending if len(pending) == 2 else None
+
+    pending = {a["action"]["unit"]: a for a in wait_for(two_pending)}
+    assert set(pending) == {"cu01", "cu02"}
+    for a in pending.values():
+        assert a["citations"] and a["citations"][0]["doc_id"] == "eop-cooling-degradation"
+
+    def n01_crossed() -> bool:
+        snap = httpx.get(f"{rt.url}/api/snapshot", headers=auth(rt), timeout=10).json()
+        return all(g["sensed_c"] >= g["max_operating_c"] for g in snap["gpus"] if g["node"] == "n01")
+
+    wait_for(n01_crossed)
+    ok = httpx.post(f"{rt.url}/api/approvals/{pending['cu01']['approval_id']}/decision",
+                    json={"decision": "approve", "reason": "lower supply"}, headers=auth(rt), timeout=60)
+    assert ok.status_code == 200 and ok.json()["status"] == "executed", ok.text
+    no = httpx.post(f"{rt.url}/api/approvals/{pending['cu02']['approval_id']}/decision",
+                    json={"decision": "reject", "reason": "maintenance is on its way"}, headers=auth(rt), timeout=60)
+    assert no.status_code == 200 and no.json()["status"] == "rejected"
+
+    def n01_cooled() -> bool:
+        snap = httpx.get(f"{rt.url}/api/snapshot", headers=auth(rt), timeout=10).json()
+        n01 = [g for g in snap["gpus"] if g["node"] == "n01"]
+        return all(g["sensed_c"] < g["max_operating_c"] for g in n01)
+
+    wait_for(n01_cooled, timeout_s=240)
+    truth = ray.get(rt.handles["simulator"].truth.remote())
+    assert truth["setpoint_c"][0] < 25.0 and truth["setpoint_c"][1] == 25.0, "the rejected action never ran"
+    events = httpx.get(f"{rt.url}/api/events", params={"limit": 1000}, headers=auth(rt), timeout=10).json()
+    executed = [e["data"]["approval_id"] for e in events if e["kind"] == "action_executed"]
+    assert pending["cu01"]["approval_id"] in executed and pending["cu02"]["approval_id"] not in executed
+    assert httpx.get(f"{rt.url}/healthz", timeout=10).status_code == 200
+    status = httpx.get(f"{rt.url}/api/status", headers=auth(rt), timeout=10).json()
+    assert status["approvals"]["executed"] >= 1 and status["approvals"]["rejected"] == 1
+    assert httpx.get(f"{rt.url}/api/status", timeout=10).status_code == 401
+    trail = httpx.get(f"{rt.url}/api/audit", params={"approval": pending["cu01"]["approval_id"]}, headers=auth(rt),
+                      timeout=10).json()
+    assert [(e["type"], e["actor"]) for e in trail][:2] == [("proposal", "agent"), ("decision", "admin")]
+    assert httpx.get(f"{rt.url}/api/audit/verify", headers=auth(rt), timeout=10).json()["ok"]

@@ -1,0 +1,107 @@
+"""The default model end to end: SmolLM2 converted from the bundled GGUF, served by vLLM through ray.serve.llm
+on a real local Ray, asked through the ingress with the official ``openai`` client (streaming included).
+
+SmolLM2-135M is a demonstration model: its words are not checked, only the structure, the citations opsloop
+adds, the errors, and that the endpoint keeps serving.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cluster import deploy
+from cluster.settings import Settings
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What should I do?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runtime(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[deploy.Runtime]:
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
+    from cluster.models import ModelUnavailable, bundled_gguf
+
+    try:
+        bundled_gguf()
+    except ModelUnavailable as exc:
+        pytest.skip(str(exc))
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("data"), redis_url=redis_server, port=free_port(), namespace="llmtest",
+        sim_nodes=2, sim_gpus_per_node=4, sim_speed=8.0, demo_fault_at_s=5.0, llm="vllm", llm_metrics_every_s=1.0,
+        max_model_len=2048,
+    )
+    rt = deploy.start(settings, progress=lambda _line: None)
+    assert deploy.wait_healthy(rt.url, 120)
+    yield rt
+    deploy.stop(rt)
+
+
+def token(rt: deploy.Runtime) -> str:
+    """The admin token `deploy.start` keeps in the data directory."""
+    return rt.settings.token_file.read_text().strip()
+
+
+def test_openai_client_streams_a_cited_answer_from_smollm2(runtime: deploy.Runtime) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{runtime.url}/v1", api_key=token(runtime), timeout=300)
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["opsloop", "smollm2-135m-instruct"]
+    chunks = list(client.chat.completions.create(
+        model="opsloop", messages=[{"role": "user", "content": QUESTION}], stream=True, max_tokens=48,
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "[eop-cooling-degradation" in text
+    assert chunks[0].model_extra["citations"][0]["doc_id"] == "eop-cooling-degradation"
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+    raw = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=8,
+                                         messages=[{"role": "user", "content": "Say hello."}])
+    assert raw.choices[0].message.content and raw.usage.completion_tokens <= 8
+    assert "citations" not in (raw.model_extra or {})
+
+
+def test_errors_are_4xx_in_openai_shape_and_serving_goes_on(runtime: deploy.Runtime) -> None:
+    url = f"{runtime.url}/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {token(runtime)}"}
+    anonymous = httpx.post(url, json={"model": "opsloop", "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+    assert anonymous.status_code == 401, "chat answers from fleet data: it needs a token like the API"
+    bad = httpx.post(url, content=b"{not json", headers={"content-type": "application/json", **auth}, timeout=60)
+    unknown = httpx.post(url, json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, timeout=60,
+                         headers=auth)
+    long = httpx.post(url, json={"model": "smollm2-135m-instruct", "max_tokens": 8,
+                                 "messages": [{"role": "user", "content": "cooling " * 5000}]}, timeout=120,
+                      headers=auth)
+    for resp, status, code in ((bad, 400, "invalid_json"), (unknown, 404, "model_not_found"),
+                               (long, 400, "context_length_exceeded")):
+        assert resp.status_code == status, resp.text
+        assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+        assert resp.json()["error"]["code"] == code
+    ok = httpx.post(url, json={"model": "opsloop", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+                    timeout=120, headers=auth)
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
+
+
+def test_the_watcher_reads_the_engine_metrics(runtime: deploy.Runtime) -> None:
+    import ray
+
+    watcher = runtime.handles["llm_watcher"]
+    deadline = time.monotonic() + 60
+    latest = None
+    while time.monotonic() < deadline and not latest:
+        latest = ray.get(watcher.latest.remote(), timeout=30)
+        time.sleep(1)
+    assert latest is not None and 0.0 <= latest["kv_cache_usage"] <= 1.0 and latest["waiting"] >= 0
