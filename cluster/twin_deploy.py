@@ -24,6 +24,7 @@ def start_twin(
     n_shards: int | None = None,
     by: Literal["node", "rack"] = "node",
     detached: bool = False,
+    max_restarts: int | None = None,
 ) -> Any:
     """Create the coordinator (``num_cpus=0``, named ``twin`` in ``settings.namespace``); it spawns the shards.
 
@@ -34,6 +35,7 @@ def start_twin(
         n_shards: Shards to create; default one per node, at most 8.
         by: Partition by node or by rack (the nodes a cooling unit serves).
         detached: Detached actors outlive the process that created them.
+        max_restarts: The coordinator's restarts (default: unlimited when detached, else 3).
 
     Returns:
         The coordinator's actor handle (named ``twin``).
@@ -46,7 +48,8 @@ def start_twin(
     if by == "rack":
         count = min(count, len(set(node_unit.values())))
     layout = partition(nodes, count, by=by, node_unit=node_unit)
-    opts: dict[str, Any] = {"namespace": settings.namespace, "num_cpus": 0, "max_restarts": -1 if detached else 3}
+    restarts = max_restarts if max_restarts is not None else (-1 if detached else 3)
+    opts: dict[str, Any] = {"namespace": settings.namespace, "num_cpus": 0, "max_restarts": restarts}
     if detached:
         opts["lifetime"] = "detached"
     spawn = ShardSpawner(layout, settings.namespace, redis_url, settings.sensor_tau_s)

@@ -46,6 +46,8 @@ class TwinShard:
         self.redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self.key = f"{namespace}:twin:shard:{shard}"
         self._restored = self.redis is None
+        self._saved = True  # the last result is in the checkpoint
+        self._lock = asyncio.Lock()  # a retried call can arrive while the first is still saving
 
     async def _restore(self) -> None:
         if not self._restored:
@@ -58,17 +60,17 @@ class TwinShard:
 
     async def work(self, tick: int, samples: list) -> ShardResult:
         """Fold this tick's samples; returns events, delta and barrier timestamps (a repeated tick: the same)."""
-        await self._restore()
-        if self.last is not None and tick == self.last.tick:
+        async with self._lock:
+            await self._restore()
+            if self.last is None or tick != self.last.tick:
+                if self.last is not None and tick < self.last.tick:
+                    log.warning("shard %s is at tick %d and was asked for %d (Redis lost writes?): folding it anyway",
+                                self.core.shard, self.last.tick, tick)
+                self.last, self._saved = self.core.work(tick, samples), False
+            if not self._saved and self.redis is not None:  # saved before answering: what was answered survives
+                await self.redis.set(self.key, pickle.dumps((self.core, self.last)))
+            self._saved = True
             return self.last
-        if self.last is not None and tick < self.last.tick:
-            log.warning("shard %s is at tick %d and was asked for %d (Redis lost writes?): folding it anyway",
-                        self.core.shard, self.last.tick, tick)
-        result = self.core.work(tick, samples)
-        if self.redis is not None:
-            await self.redis.set(self.key, pickle.dumps((self.core, result)))
-        self.last = result
-        return result
 
     async def snapshot(self) -> dict:
         await self._restore()
@@ -110,6 +112,8 @@ class TwinCoordinator:
         self.position: Any = None  # the source's position after the read that gave ``pending``
         self.respawned = 0
         self._restored = False
+        self._lock = asyncio.Lock()  # one tick or one restore at a time (snapshot calls interleave with run)
+        self._inflight: asyncio.Future | None = None  # a read that timed out is awaited again, never dropped
 
     async def _restore(self) -> None:
         """Load the last commit and the intent after it (a fresh start when there is none)."""
@@ -138,7 +142,10 @@ class TwinCoordinator:
 
     async def _read(self) -> None:
         """Read the source into ``pending`` (one barrier tick per instant) and write it down as the intent."""
-        samples = await asyncio.wait_for(self.source.read(), SOURCE_TIMEOUT_S)
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self.source.read())
+        samples = await asyncio.wait_for(asyncio.shield(self._inflight), SOURCE_TIMEOUT_S)
+        self._inflight = None
         count_samples(self.meter, self.source, samples)
         groups: list[list] = []
         for s in samples:  # a read may carry several ticks of a fast simulator
@@ -172,6 +179,10 @@ class TwinCoordinator:
 
         If anything fails midway the in-memory state is dropped and the next step resumes from Redis.
         """
+        async with self._lock:
+            return await self._step()
+
+    async def _step(self) -> int:
         if not self._restored:
             await self._restore()
         started = time.time_ns()
@@ -208,15 +219,19 @@ class TwinCoordinator:
     async def stop(self) -> None:
         self._stop.set()
 
-    async def snapshot(self) -> dict:
+    async def _ready(self) -> None:
         if not self._restored:
-            await self._restore()
+            async with self._lock:
+                if not self._restored:
+                    await self._restore()
+
+    async def snapshot(self) -> dict:
+        await self._ready()
         snaps = await asyncio.gather(*(self.shards[s].snapshot() for s in self.twin.layout))
         return merge_snapshots(list(snaps), self.twin.fleet.snapshot(), self.twin.barrier)
 
     async def topology(self) -> dict[str, list[str]]:
-        if not self._restored:
-            await self._restore()
+        await self._ready()
         tops = await asyncio.gather(*(self.shards[s].topology() for s in self.twin.layout))
         fleet = self.twin.fleet.topology()
         return {"gpu": sorted(g for t in tops for g in t["gpu"]), "node": sorted(n for t in tops for n in t["node"]),

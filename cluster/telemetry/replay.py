@@ -52,10 +52,14 @@ class ReplaySource:
         self.speed = speed
         self.validator = validator or Validator()
         self.quarantined: list[Quarantined] = []
-        self._it = read_batches(self.path, self.validator)
+        self._it: Iterator | None = read_batches(self.path, self.validator)
         self._last_ts: float | None = None
         self._read = 0
         self.done = False
+
+    def __getstate__(self) -> dict:
+        """Picklable into an actor: the open file is not shipped; the first read there re-opens it here."""
+        return {**self.__dict__, "_it": None}
 
     def position(self) -> int:
         """Batches read so far: what a restarted twin hands back to :meth:`seek` to resume exactly here."""
@@ -80,6 +84,9 @@ class ReplaySource:
 
     async def read(self) -> list[Sample]:
         """The next batch (empty when the trace is exhausted)."""
+        if self._it is None:
+            self.seek(self._read)
+        assert self._it is not None
         try:
             samples, bad = next(self._it)
         except StopIteration:
