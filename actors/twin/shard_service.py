@@ -228,7 +228,7 @@ class TwinCoordinator:
     async def snapshot(self) -> dict:
         await self._ready()
         snaps = await asyncio.gather(*(self.shards[s].snapshot() for s in self.twin.layout))
-        return merge_snapshots(list(snaps), self.twin.fleet.snapshot(), self.twin.barrier)
+        return merge_snapshots(list(snaps), self.twin.fleet.snapshot(), self.twin.barrier, self.twin.job_members())
 
     async def topology(self) -> dict[str, list[str]]:
         await self._ready()

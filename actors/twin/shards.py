@@ -131,11 +131,28 @@ class ShardedTwin:
     def snapshot(self, shard_snaps: list[dict] | None = None) -> dict:
         """The fleet as one snapshot (the shards' GPUs merged) with the barrier's wait cost."""
         snaps = shard_snaps if shard_snaps is not None else [c.model.snapshot() for c in self.cores.values()]
-        return merge_snapshots(snaps, self.fleet.snapshot(), self.barrier)
+        return merge_snapshots(snaps, self.fleet.snapshot(), self.barrier, self.job_members())
+
+    def job_members(self) -> dict[str, tuple[str, ...]]:
+        """Job → its GPUs' names (jobs span shards; the coordinator's fleet model knows them)."""
+        return {j: tuple(js.gpus) for j, js in self.fleet.net.jobs.items()}
 
 
-def merge_snapshots(snaps: list[dict], fleet: dict, barrier: Barrier) -> dict:
-    """One snapshot from the shards' snapshots plus the coordinator's fleet-level view."""
+def merge_energy(snaps: list[dict], jobs: dict[str, tuple[str, ...]]) -> dict:
+    """The fleet's energy from the shards': joules per node (each node is in one shard), per job (summed over its
+    GPUs, whichever shards they are in), and the share lost to throttling weighted by each shard's joules."""
+    total = sum(s["energy"]["total_j"] for s in snaps)
+    lost = sum(s["energy"]["total_j"] * s["energy"]["throttle_lost_share"] for s in snaps)
+    per_gpu = {g["gpu"]: g["energy_j"] for s in snaps for g in s["gpus"]}
+    nodes = {n: j for s in snaps for n, j in s["energy"]["nodes_j"].items()}
+    return {"total_j": round(total, 1), "nodes_j": dict(sorted(nodes.items())),
+            "jobs_j": {j: round(sum(per_gpu.get(g, 0.0) for g in gpus), 1) for j, gpus in sorted(jobs.items())},
+            "throttle_lost_share": round(lost / total, 4) if total else 0.0}
+
+
+def merge_snapshots(snaps: list[dict], fleet: dict, barrier: Barrier,
+                    jobs: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """One snapshot from the shards' snapshots plus the coordinator's fleet-level view (``jobs``: job → GPUs)."""
     gpus = sorted((g for s in snaps for g in s["gpus"]), key=lambda g: g["gpu"])
     sensed = [g["sensed_c"] for g in gpus]
     last = barrier.last
@@ -147,6 +164,7 @@ def merge_snapshots(snaps: list[dict], fleet: dict, barrier: Barrier) -> dict:
         "hot_gpus": [g["gpu"] for g in gpus if g["alarm"]],
         "max_sensed_c": max(sensed) if sensed else None,
         "samples_seen": sum(s["samples_seen"] for s in snaps) + fleet["samples_seen"],
+        "energy": merge_energy(snaps, jobs or {}),
         "network": fleet["network"],
         "barrier": {**barrier.summary(), "last_tick": last.model_dump() if last else None},
     }
