@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from cluster.actuators import SimActuator
 from cluster.deploy import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from knowledge.retrieval import KnowledgeBase
+from tests.helpers import free_port
 
 log = logging.getLogger("tests.loop")
 NS = "t"
@@ -128,11 +128,6 @@ def driver(loop: Loop) -> APIRouter:
 
     return APIRouter(lifespan=lifespan)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

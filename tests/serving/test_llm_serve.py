@@ -7,7 +7,6 @@ adds, the errors, and that the endpoint keeps serving.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -16,15 +15,11 @@ import pytest
 
 from cluster import deploy
 from cluster.settings import Settings
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What should I do?"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

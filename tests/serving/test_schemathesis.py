@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -30,17 +29,13 @@ from policies.policy import load_policy
 from serving.api import build_app
 from serving.chat import ChatService, build_chat_router
 from serving.llm import NoModel
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.timeout(600)]
 TOKEN = "olp_schemathesis-admin-token-for-tests-only"
 STATUS: Counter[int] = Counter()
 EXAMPLES = 20  # per operation and mode: bounded, so the run stays short
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def api_url(redis_server: str) -> Iterator[str]:
     # The whole API as the ingress mounts it: REST, and the chat behind a viewer token (the model-less backend).
     chat = build_chat_router(ChatService(NoModel(), twin=twin, agent=agent, knowledge=kb))
     app = build_app(gateway, twin, agent, rate_per_s=1e6, burst=1_000_000, routers=[(chat, "viewer")])
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
 
     async def main() -> None:  # the services' Redis clients live on the server's loop
