@@ -3,6 +3,10 @@
 Grouping key: the cooling unit when the event names one (a unit's degradation explains the heat of every
 GPU it cools), else the node, else the subject. Deterministic: the same events in the same order give
 the same incidents with the same ids.
+
+Topology says which unit *could* explain a GPU's heat; a measured lead says it did: the twin attaches to a
+GPU's thermal event how its unit's supply temperature led the GPU's temperature (``lead``: series, lag,
+Pearson r). A cooling root cause cites those measurements in its ``why`` and in ``facts["lead"]``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Incident(BaseModel):
     event_ids: list[str] = Field(default_factory=list)
     kinds: dict[str, int] = Field(default_factory=dict)
     subjects: list[str] = Field(default_factory=list)
+    leads: dict[str, dict[str, Any]] = Field(default_factory=dict)  # GPU → its best-fitting measured lead
     hot: list[str] = Field(default_factory=list)  # subjects with an unrecovered impact event
     root_cause: RootCause
     root_event: dict[str, Any]
@@ -64,8 +69,19 @@ class Incident(BaseModel):
 
 
 THERMAL = {"thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat", "thermal_recovered"}
+#: Where a measured lead is cited in a root cause's ``why`` (everything after it is rewritten as leads come).
+MEASURED = "; measured: "
 PER_GPU = {"xid_error", "sensor_fault"}
 POWER = {"power_capped", "clock_drop"}
+
+
+def lead_unit(ev: Event) -> str | None:
+    """The cooling unit whose supply temperature measurably led this event's GPU, if the twin measured one."""
+    lead = ev.data.get("lead")
+    series = lead.get("series") if isinstance(lead, dict) else None
+    if isinstance(series, str) and series.endswith(".supply_c"):
+        return series.removesuffix(".supply_c")
+    return None
 
 
 def group_key(ev: Event) -> str:
@@ -82,7 +98,8 @@ def group_key(ev: Event) -> str:
         return f"unit:{ev.subject}"
     if ev.kind in THERMAL:
         unit = d.get("unit")
-        return f"unit:{unit}" if isinstance(unit, str) else f"node:{node or ev.subject}"
+        unit = unit if isinstance(unit, str) else lead_unit(ev)
+        return f"unit:{unit}" if unit else f"node:{node or ev.subject}"
     if ev.kind == "network_bottleneck":
         return f"link:{ev.subject}"
     if ev.kind == "straggler":
@@ -130,6 +147,7 @@ class IncidentBook:
         if ev.kind in FEEDBACK:
             return None, False
         node, unit = ev.data.get("node"), ev.data.get("unit")
+        unit = unit if isinstance(unit, str) else lead_unit(ev)  # a measured lead is evidence of who cools it
         if isinstance(node, str) and isinstance(unit, str):
             self.node_unit[node] = unit
         key = self._explained_by(ev) or group_key(ev)
@@ -171,6 +189,7 @@ class IncidentBook:
             inc.root_cause = RootCause(kind=ev.kind, subject=ev.subject, why=why)
             inc.root_event = ev.model_dump(mode="json")
         self._update_facts(inc, ev)
+        self._cite_leads(inc, ev)
         needs = bool(inc.hot) and (cause_changed and had_impact or not had_impact)
         if needs:
             inc.revision += 1
@@ -200,6 +219,32 @@ class IncidentBook:
             for k in ("power_w", "est_c", "sensed_c", "model"):
                 f[k] = d.get(k)
 
+    @staticmethod
+    def _cite_leads(inc: Incident, ev: Event) -> None:
+        """Keep each GPU's best-fitting measured lead (highest r; the first of equals), and let a cooling root
+        cause cite the leads of its own supply."""
+        lead = ev.data.get("lead")
+        kept = inc.leads.get(ev.subject)
+        measured = isinstance(lead, dict) and all(isinstance(lead.get(k), int | float) for k in ("lag_s", "r"))
+        if measured and ev.kind in THERMAL and (kept is None or float(lead["r"]) > float(kept["r"])):  # type: ignore[index]
+            inc.leads[ev.subject] = dict(lead)  # type: ignore[arg-type]
+        rc = inc.root_cause
+        if rc.kind != "cooling_degraded":
+            return
+        series = f"{rc.subject}.supply_c"
+        mine = [v for v in inc.leads.values() if v.get("series") == series]
+        if not mine:
+            return
+        lags = [float(v["lag_s"]) for v in mine]
+        rs = [float(v["r"]) for v in mine]
+        summary = {"series": series, "gpus": len(mine), "lag_s_min": min(lags), "lag_s_max": max(lags),
+                   "r_min": min(rs)}
+        if inc.facts.get("lead") == summary:
+            return
+        inc.facts["lead"] = summary
+        why = f"{rc.why.split(MEASURED)[0]}{MEASURED}{lead_sentence(summary)}"
+        inc.root_cause = rc.model_copy(update={"why": why})
+
     def dump(self) -> dict[str, Any]:
         return {"open": {k: v.model_dump(mode="json") for k, v in self.open.items()}, "node_unit": self.node_unit}
 
@@ -208,12 +253,27 @@ class IncidentBook:
         self.node_unit = dict(data.get("node_unit", {}))
 
 
+def lead_sentence(summary: dict[str, Any]) -> str:
+    """The measured lead in an operator's words, e.g. "cu01's supply temperature leads the temperatures of 4
+    of its GPUs by 21–30 s (r ≥ 0.97)"."""
+    unit = str(summary["series"]).removesuffix(".supply_c")
+    lo, hi, n = summary["lag_s_min"], summary["lag_s_max"], summary["gpus"]
+    lag = f"{lo:g} s" if lo == hi else f"{lo:g}–{hi:g} s"
+    gpus = "one of its GPUs" if n == 1 else f"{n} of its GPUs"
+    return (f"{unit}'s supply temperature leads the temperature{'s' if n > 1 else ''} of {gpus} by {lag} "
+            f"(r ≥ {summary['r_min']:.2f})")
+
+
 def _why(ev: Event) -> str:
     """Why this event is the root cause, in an operator's words."""
     if ev.kind == "cooling_degraded":
-        return (
-            f"cooling unit {ev.subject} lost coolant flow to {ev.data.get('node')} "
-            f"(flow {ev.data.get('flow_frac')} of nominal, supply {ev.data.get('supply_c')} °C); "
-            "it cools every GPU grouped in this incident"
-        )
+        d = ev.data
+        flow, supply, setpoint = d.get("flow_frac"), d.get("supply_c"), d.get("setpoint_c")
+        parts = []
+        if isinstance(flow, int | float) and flow < 1.0:
+            parts.append(f"lost coolant flow to {d.get('node')} (flow {flow} of nominal, supply {supply} °C)")
+        if isinstance(supply, int | float) and isinstance(setpoint, int | float) and supply > setpoint:
+            parts.append(f"cannot hold its supply temperature ({supply} °C against a {setpoint} °C setpoint)")
+        what = " and ".join(parts) or f"is degraded (fans at {d.get('fan_pct')} %, supply {supply} °C)"
+        return f"cooling unit {ev.subject} {what}; it cools every GPU grouped in this incident"
     return f"{ev.kind} on {ev.subject} is the strongest cause seen in this group"

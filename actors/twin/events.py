@@ -45,7 +45,8 @@ class Event(BaseModel):
     kind: EventKind
     subject: str
     severity: Severity
-    data: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    # A nested mapping holds one measurement's fields together (e.g. ``lead``: series, lag_s, r, n).
+    data: dict[str, Scalar | list[Scalar] | dict[str, Scalar]] = Field(default_factory=dict)
     traceparent: str | None = None
 
     @classmethod
@@ -53,7 +54,8 @@ class Event(BaseModel):
         cls, kind: EventKind, subject: str, ts: float, severity: Severity, data: dict[str, Any] | None = None
     ) -> Event:
         """Build an event whose id is a hash of what it says."""
-        data = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in (data or {}).items()}
+        data = {k: ({kk: _round(vv) for kk, vv in v.items()} if isinstance(v, dict) else _round(v))
+                for k, v in (data or {}).items()}
         ts = round(ts, 3)
         digest = hashlib.sha256(f"{kind}|{subject}|{ts:.3f}".encode()).hexdigest()[:16]
         return cls(event_id=f"ev-{digest}", ts=ts, kind=kind, subject=subject, severity=severity, data=data)
@@ -61,3 +63,8 @@ class Event(BaseModel):
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): two equal events serialise to the same bytes."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _round(v: Any) -> Any:
+    """Floats to 3 decimals: the bytes of an event must not depend on the last bits of a computation."""
+    return round(v, 3) if isinstance(v, float) else v

@@ -4,7 +4,9 @@ Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a 
 the sensor's time constant and nothing about the die). Here the per-GPU estimates become events with
 confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per episode; an episode
 closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor faults)
-are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`.
+are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. A bounded history of every
+GPU's and cooling unit's readings (:mod:`actors.twin.history`) lets a GPU's thermal event carry the measured
+lead of its unit's supply temperature (``data["lead"]``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from actors.twin.estimator import EstimatorConfig, ThermalEstimator
 from actors.twin.events import Event
+from actors.twin.history import HISTORY, GpuHistory, UnitHistory, supply_lead
 from actors.twin.network import NetworkModel
 from actors.twin.profiles import profile
 from actors.twin.signals import GpuSignals
@@ -22,6 +25,8 @@ from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, Jo
 
 #: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap).
 THERMAL_REASONS = ("hw_thermal_slowdown",)
+#: GPU events that carry the measured lead of the GPU's cooling unit, when there is one.
+LEAD_KINDS = ("thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat")
 
 
 @dataclass
@@ -47,13 +52,19 @@ class TwinModel:
     """Estimated state of every GPU and cooling unit seen so far, plus detector state for hysteresis."""
 
     def __init__(
-        self, sensor_tau_s: float = 15.0, thresholds: Thresholds | None = None, estimator: EstimatorConfig | None = None
+        self,
+        sensor_tau_s: float = 15.0,
+        thresholds: Thresholds | None = None,
+        estimator: EstimatorConfig | None = None,
+        history: int = HISTORY,
     ) -> None:
         self.sensor_tau_s = sensor_tau_s
         self.th = thresholds or Thresholds()
         self.est = ThermalEstimator(sensor_tau_s, estimator)
         self.signals = GpuSignals()
         self.net = NetworkModel()
+        self.gpu_hist = GpuHistory(history)  # sensed temperatures, for the lead a cooling unit's supply has
+        self.unit_hist = UnitHistory(history)
         self.names: list[str] = []
         self.reasons: dict[int, tuple[str, ...]] = {}  # latest NVML-style throttle reasons per GPU index
         self.index: dict[str, int] = {}
@@ -98,7 +109,15 @@ class TwinModel:
             setattr(self, attr, add(getattr(self, attr), False))
         self.est.grow(i + 1)
         self.signals.grow(i + 1, p.clock_max_mhz)
+        self.gpu_hist.grow(i + 1)
         return i
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, also a checkpoint written before the series history existed (it starts empty)."""
+        self.__dict__.update(state)
+        if "gpu_hist" not in state:
+            self.gpu_hist, self.unit_hist = GpuHistory(), UnitHistory()
+            self.gpu_hist.grow(len(self.names))
 
     # --- ingestion ----------------------------------------------------------------------------------------
     def ingest(self, samples: list[Sample]) -> list[Event]:
@@ -126,6 +145,7 @@ class TwinModel:
             self.now = max(self.now, s.ts)
             if isinstance(s, CoolingSample):
                 self.units[s.unit] = s
+                self.unit_hist.push(s.unit, s.ts, s.supply_c)
                 for node in s.serves:
                     self.node_unit[node] = s.unit
                 events += self._detect_cooling(s)
@@ -151,6 +171,7 @@ class TwinModel:
         for i, s in zip(idx.tolist(), batch, strict=True):
             self.reasons[i] = s.throttle_reasons
         self.est.update(idx, ts, y)
+        self.gpu_hist.push(idx, ts, y)
         events = self._detect_thermal(idx, ts)
         events += self.signals.detect(self, idx, batch, dt)
         return events
@@ -215,7 +236,15 @@ class TwinModel:
         }
 
     def _gpu_event(self, kind: str, i: int, severity: str, **extra: float | str | None) -> Event:
-        return Event.make(kind, self.names[i], float(self.latest_t[i]), severity, {**self.gpu_data(i), **extra})  # type: ignore[arg-type]
+        data = {**self.gpu_data(i), **extra}
+        unit = data["unit"]
+        if kind in LEAD_KINDS and isinstance(unit, str):
+            # Measured, not assumed: the node→unit topology says who cools the GPU, the lead says the
+            # unit's supply moved first and the GPU followed.
+            lead = supply_lead(self.gpu_hist, self.unit_hist, i, unit)
+            if lead is not None:
+                data["lead"] = lead
+        return Event.make(kind, self.names[i], float(self.latest_t[i]), severity, data)  # type: ignore[arg-type]
 
     def _detect_cooling(self, s: CoolingSample) -> list[Event]:
         th = self.th

@@ -30,5 +30,8 @@ export function fmtNum(v, digits = 1) {
 
 /** Short "k=v, …" text of a flat object. */
 export function kv(obj) {
-  return Object.entries(obj || {}).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("|") : v}`).join(", ");
+  // Nested objects (an event's measured `lead`) read as {series=cu01.supply_c, lag_s=25, …}, never [object Object].
+  const show = (v) => Array.isArray(v) ? v.map(show).join("|")
+    : v !== null && typeof v === "object" ? `{${kv(v)}}` : v;
+  return Object.entries(obj || {}).map(([k, v]) => `${k}=${show(v)}`).join(", ");
 }

@@ -1,0 +1,143 @@
+"""Bounded series history (the last readings of every GPU and cooling unit) and the lead it measures.
+
+What backs a root cause with a measurement: when a GPU heats up, does the supply temperature of the unit
+that cools it lead the GPU's sensed temperature, by how many seconds and how closely
+(:func:`~actors.twin.correlation.lagged_correlation`)?
+
+Cheap enough for the hot path and the per-tick checkpoint: GPU readings go into one 2-D ring
+``[gpus, history]`` written with one scatter per round, in hundredths of a degree as int16 (2 bytes a
+reading, exact for readings given to 0.01 °C as NVML, DCGM and our traces give them; 240 bytes a GPU at
+120 readings, 24 MB per 100k GPUs). A GPU's times are not stored but rebuilt from its last timestamp and
+its sampling period, which is why a gap or a change of rate restarts its series. Units are few, so theirs
+keep exact times and values. Nothing here reads a clock: times come from the samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.twin.correlation import lagged_correlation
+
+HISTORY = 120  # readings kept per series: two minutes at 1 Hz, enough to hold a fault's onset and its echo
+#: Longest lag tried, in samples. Die (τ≈20 s) and sensor (τ 10–20 s) put a supply change's echo in a GPU's
+#: reading some 30–40 s later; half the history leaves every lag an overlap of at least 60 readings.
+MAX_LAG = 60
+MIN_READINGS = 30  # fewer paired readings than this and the GPU's series says too little
+#: r at or above which a lead is reported. Levels are correlated (a trend is the signal), so r of a real
+#: lead is high (≥ 0.9 on the recorded cooling loss) and the bar can sit well above chance.
+MIN_R = 0.7
+#: The unit's supply must have moved this much within the window: a flat supply leads nothing, and
+#: correlating its last-digit jitter with a GPU would be measuring noise.
+MIN_SWING_C = 1.0
+PERIOD_TOLERANCE = 0.5  # an interval this far off the series' period (as a share) restarts the series
+CENTI = 100.0  # stored unit: 0.01 °C (int16 holds ±327 °C)
+
+
+class GpuHistory:
+    """The last ``size`` sensed temperatures of every GPU, in one ring per GPU (a row of ``vals``)."""
+
+    def __init__(self, size: int = HISTORY) -> None:
+        self.size = size
+        self.vals = np.zeros((0, size), np.int16)  # rows beyond len(count) are spare capacity
+        self.count = np.zeros(0, np.int64)  # readings in the current series (a gap restarts it)
+        self.last_ts = np.zeros(0)
+        self.period = np.zeros(0)  # sampling period of the current series, a slow running mean
+
+    def __getstate__(self) -> dict:
+        """Pickled without the spare rows (a contiguous prefix: no copy is made to leave them out)."""
+        return {**self.__dict__, "vals": self.vals[: len(self.count)]}
+
+    def grow(self, n: int) -> None:
+        """Room for ``n`` GPUs; capacity doubles, so registering GPUs one by one stays linear."""
+        have = len(self.count)
+        if n <= have:
+            return
+        if n > len(self.vals):
+            vals = np.zeros((max(n, 2 * len(self.vals), 8), self.size), np.int16)
+            vals[:have] = self.vals[:have]
+            self.vals = vals
+        extra = n - have
+        self.count = np.concatenate([self.count, np.zeros(extra, np.int64)])
+        self.last_ts = np.concatenate([self.last_ts, np.zeros(extra)])
+        self.period = np.concatenate([self.period, np.zeros(extra)])
+
+    def push(self, idx: np.ndarray, ts: np.ndarray, y: np.ndarray) -> None:
+        """Append one reading to each GPU in ``idx`` (distinct indices), all at once."""
+        c, p = self.count[idx], self.period[idx]
+        dt = ts - self.last_ts[idx]
+        # The period is learnt from the first interval, then follows the intervals slowly; an interval far
+        # off it (a gap, a new scrape rate) or going backwards starts a new series.
+        gap = (c >= 1) & (dt <= 0)
+        gap |= (c >= 2) & (np.abs(dt - p) > PERIOD_TOLERANCE * p)
+        p = np.where(c == 1, dt, p + (dt - p) / 8.0)
+        c = np.where(gap, 0, c)
+        self.period[idx] = np.where(c >= 1, p, 0.0)
+        self.vals[idx, c % self.size] = np.rint(np.clip(y, -327.0, 327.0) * CENTI)
+        self.count[idx] = c + 1
+        self.last_ts[idx] = ts
+
+    def series(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """GPU ``i``'s kept readings (°C), oldest first, with their (rebuilt) times."""
+        c = int(self.count[i])
+        k = min(c, self.size)
+        slots = np.arange(c - k, c) % self.size
+        back = np.arange(k - 1, -1, -1, dtype=float)
+        return self.last_ts[i] - self.period[i] * back, self.vals[i, slots] / CENTI
+
+
+class UnitHistory:
+    """The last ``size`` supply temperatures of every cooling unit, with their times."""
+
+    def __init__(self, size: int = HISTORY) -> None:
+        self.size = size
+        self.ts: dict[str, np.ndarray] = {}
+        self.vals: dict[str, np.ndarray] = {}
+        self.count: dict[str, int] = {}
+
+    def push(self, unit: str, ts: float, supply_c: float) -> None:
+        """Append one reading (a repeated or older timestamp is a redelivery: ignored)."""
+        c = self.count.get(unit, 0)
+        if c == 0:
+            self.ts[unit], self.vals[unit] = np.zeros(self.size), np.zeros(self.size)
+        elif ts <= self.ts[unit][(c - 1) % self.size]:
+            return
+        self.ts[unit][c % self.size], self.vals[unit][c % self.size] = ts, supply_c
+        self.count[unit] = c + 1
+
+    def series(self, unit: str) -> tuple[np.ndarray, np.ndarray]:
+        """The unit's kept readings, oldest first, with their times."""
+        c = self.count.get(unit, 0)
+        k = min(c, self.size)
+        slots = np.arange(c - k, c) % self.size
+        return (self.ts[unit][slots], self.vals[unit][slots]) if k else (np.zeros(0), np.zeros(0))
+
+
+def supply_lead(gpus: GpuHistory, units: UnitHistory, i: int, unit: str) -> dict[str, str | float | int] | None:
+    """How the supply temperature of ``unit`` leads GPU ``i``'s sensed temperature, if measurably.
+
+    The unit's readings are interpolated at the GPU's reading times (only inside the span the unit
+    covers), so a unit polled at another rate still pairs sample for sample.
+
+    Returns:
+        ``{"series": "<unit>.supply_c", "lag_s", "r", "n"}`` when the supply moved (``MIN_SWING_C``), the
+        best lag is positive (the supply moved first) and ``r >= MIN_R``; else None.
+    """
+    t_u, v_u = units.series(unit)
+    if len(t_u) < 2:
+        return None
+    t_g, v_g = gpus.series(i)
+    period = float(gpus.period[i])
+    if period <= 0:
+        return None
+    slack = 0.25 * period
+    inside = (t_g >= t_u[0] - slack) & (t_g <= t_u[-1] + slack)
+    if int(inside.sum()) < MIN_READINGS:
+        return None
+    lead_c = np.interp(t_g[inside], t_u, v_u)
+    if float(lead_c.max() - lead_c.min()) < MIN_SWING_C:
+        return None
+    # At most half the readings as lag: every r then rests on at least half of them.
+    found = lagged_correlation(lead_c, v_g[inside], min(MAX_LAG, len(lead_c) // 2), period, MIN_READINGS)
+    if found is None or found.lag < 1 or found.r < MIN_R:
+        return None
+    return {"series": f"{unit}.supply_c", "lag_s": round(found.lag_s, 1), "r": round(found.r, 3), "n": found.n}
