@@ -193,6 +193,10 @@ class Simulator:
         return {
             "t": self.t, "fired": self.fired, "physics": self.physics.state_dict(),
             "rng": self.rng.bit_generator.state, "done": {k: v.model_dump(mode="json") for k, v in self._done.items()},
+            # sensor faults already injected (a fired fault is not injected again after a restart)
+            "extra_noise": self.extra_noise.tolist(), "stuck": [None if np.isnan(v) else float(v) for v in self.stuck],
+            "pending_xid": {str(i): x for i, x in self.pending_xid.items()},
+            "results": [r.model_dump(mode="json") for r in self._results],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -201,6 +205,11 @@ class Simulator:
         self.t, self.fired = float(state["t"]), int(state["fired"])
         self.rng.bit_generator.state = state["rng"]
         self._done = {k: ActionResult.model_validate(v) for k, v in state.get("done", {}).items()}
+        if "stuck" in state:  # saved before sensor faults were kept: they stay as a fresh start has them
+            self.extra_noise = np.array(state["extra_noise"], dtype=float)
+            self.stuck = np.array([np.nan if v is None else v for v in state["stuck"]], dtype=float)
+            self.pending_xid = {int(i): int(x) for i, x in state["pending_xid"].items()}
+            self._results = [ActionResult.model_validate(r) for r in state["results"]]
 
 
 class SimulatorService:
