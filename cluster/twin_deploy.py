@@ -59,12 +59,14 @@ def start_twin(
 
 
 class ShardSpawner:
-    """The coordinator's way to get a shard actor: the live one of that name, else a new one placed now.
+    """The coordinator's way to get a shard actor: at start the live one of that name, else a new one; after a
+    failure always a new one, away from the node the failed one was placed on.
 
     Shards are owned by the coordinator (they die with it; a restarted coordinator spawns them again and they
     resume from their checkpoints) and Ray does not restart them itself (``max_restarts=0``): the coordinator
-    notices a failed shard at the barrier and calls this again. Placement is decided at each call over the
-    nodes alive then, so the shard of a lost node comes back on another one.
+    notices a failed shard at the barrier and calls this again. The failed actor is killed first: a shard
+    placed on a node that was dying (Ray had not noticed yet) can sit in pending creation forever, holding its
+    name. Placement is decided at each call over the nodes alive then.
     """
 
     def __init__(self, layout: dict[str, list[str]], namespace: str, redis_url: str, sensor_tau_s: float) -> None:
@@ -72,15 +74,26 @@ class ShardSpawner:
         self.namespace = namespace
         self.redis_url = redis_url
         self.sensor_tau_s = sensor_tau_s
+        self.spawned: dict[str, tuple[Any, str | None]] = {}  # shard -> (handle, node asked for)
 
     def __call__(self, shard: str) -> RemotePort:
         import ray
 
-        placement = shard_nodes(list(self.layout), ray_nodes())
+        nodes = ray_nodes()
+        again = shard in self.spawned
+        if again:
+            old, old_node = self.spawned.pop(shard)
+            try:
+                ray.kill(old, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            nodes = [n for n in nodes if n["node_id"] != old_node] or nodes
+        node = shard_nodes(list(self.layout), nodes).get(shard)
         handle = ray.remote(TwinShard).options(
-            name=f"twin-{shard}", namespace=self.namespace, get_if_exists=True, num_cpus=SHARD_CPUS, max_restarts=0,
-            scheduling_strategy=_affinity(placement.get(shard)),
+            name=f"twin-{shard}", namespace=self.namespace, get_if_exists=not again, num_cpus=SHARD_CPUS,
+            max_restarts=0, scheduling_strategy=_affinity(node),
         ).remote(shard, self.layout[shard], self.sensor_tau_s, self.redis_url, self.namespace)
+        self.spawned[shard] = (handle, node)
         return RemotePort(handle)
 
 

@@ -168,8 +168,11 @@ class TwinCoordinator:
         failed = [(s, r) for s, r in zip(ids, got, strict=True) if isinstance(r, BaseException)]
         for s, err in failed:
             log.warning("twin shard %s failed at tick %d (%r); spawning it again", s, tick, err)
-            self.shards[s] = self.spawn(s)
-            self.respawned += 1
+            try:
+                self.shards[s] = self.spawn(s)
+                self.respawned += 1
+            except Exception:  # noqa: BLE001 - e.g. the old name not yet released: the next tick tries again
+                log.exception("could not spawn twin shard %s yet", s)
         if failed:
             raise RuntimeError(f"tick {tick}: shards {', '.join(s for s, _ in failed)} failed") from failed[0][1]
         return list(got)  # type: ignore[arg-type]

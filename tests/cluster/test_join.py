@@ -80,6 +80,12 @@ def _stop_head(temp: str) -> None:
     import psutil
 
     ours = [p for p in psutil.process_iter(["cmdline"]) if any(temp in part for part in (p.info["cmdline"] or []))]
+    # and their children, whose command lines do not name it (the raylet's dashboard and runtime-env agents)
+    for p in list(ours):
+        try:
+            ours += [c for c in p.children(recursive=True) if c not in ours]
+        except psutil.NoSuchProcess:
+            pass
     for p in ours:
         try:
             p.terminate()

@@ -153,7 +153,15 @@ def test_shards_one_per_node_and_a_lost_node(cluster: Any, redis_url: str) -> No
             done = json.loads(r.get(settings.key("sim", "state")))["done"]
             return ids if ids and set(ids) == set(done) else None
 
-        ids = wait_for(executed_everywhere, 180)
+        try:
+            ids = wait_for(executed_everywhere, 180)
+        except AssertionError as exc:  # say what differs: the log's executed actions, the simulator's, the twin
+            evs = [json.loads(f[b"event"]) for _, f in r.xrange(f"{NS}:events")]
+            logged = [e["data"]["action_id"] for e in evs if e["kind"] == "action_executed"]
+            done = sorted(json.loads(r.get(settings.key("sim", "state")))["done"])
+            status = ray.get(handles["twin"].status.remote(), timeout=30)
+            raise AssertionError(f"{exc}: logged {logged}, simulator {done}, twin ts {status['ts']}, "
+                                 f"placed {actor_nodes()}, victim {victim.node_id}") from None
         assert r.xlen(f"{NS}:events") > events_before
         assert len(ids) == len(set(ids)), "an action ran twice"
         ev_ids = [json.loads(f[b"event"])["event_id"] for _, f in r.xrange(f"{NS}:events")]
