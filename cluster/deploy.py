@@ -27,7 +27,7 @@ from cluster.settings import Settings
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from cluster.tokens import start_gateway
 from cluster.tracing import HOOK, ray_env
-from cluster.twin_deploy import start_twin
+from cluster.twin_deploy import SHARD_CPUS, start_twin
 from policies.policy import load_policy
 
 log = logging.getLogger("opsloop")
@@ -128,7 +128,10 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
     import ray
 
     ns = settings.namespace
-    opts: dict[str, Any] = {"namespace": ns, "num_cpus": 0, "max_restarts": -1 if detached else 3}
+    # The loop's single actors stay on the head node (soft: elsewhere if it has no room), so losing a worker node
+    # costs only its twin shard, which the coordinator spawns again; left to Ray they landed on any node.
+    opts: dict[str, Any] = {"namespace": ns, "num_cpus": SHARD_CPUS, "max_restarts": -1 if detached else 3,
+                            "scheduling_strategy": on_head()}  # not 0 CPUs: Ray ignores affinity for those
     if detached:
         opts["lifetime"] = "detached"
     sim = ray.remote(SimulatorService).options(name="simulator", **opts).remote(
@@ -155,6 +158,14 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
     ray.get([twin.status.remote(), gateway.counts.remote(), agent.status.remote()], timeout=START_TIMEOUT_S)
     start_gateway(settings, gateway, progress)
     return handles
+
+
+def on_head() -> Any:
+    """Soft node affinity to the Ray head node (the cluster's stable node; a driver may attach to any raylet)."""
+    from cluster.twin_deploy import _affinity, ray_nodes
+
+    heads = [n["node_id"] for n in ray_nodes() if n["head"]]
+    return _affinity(heads[0] if heads else None)
 
 
 def _start_ray(rt: Runtime, ray: Any) -> None:

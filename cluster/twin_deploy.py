@@ -53,7 +53,10 @@ def start_twin(
     if detached:
         opts["lifetime"] = "detached"
     spawn = ShardSpawner(layout, settings.namespace, redis_url, settings.sensor_tau_s)
-    return ray.remote(TwinCoordinator).options(name="twin", **opts).remote(
+    heads = [n["node_id"] for n in ray_nodes() if n["head"]]  # on the head, beside the other loop actors
+    on_head = _affinity(heads[0] if heads else None)
+    return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head,
+                                               **{**opts, "num_cpus": SHARD_CPUS}).remote(
         source, spawn, layout, redis_url, settings.namespace, settings.sensor_tau_s
     )
 

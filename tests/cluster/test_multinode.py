@@ -50,6 +50,14 @@ def actor_nodes() -> dict[str, str]:
     return out
 
 
+def actor_table() -> dict[str, tuple[str, str]]:
+    """Every named actor → (state, node id), dead ones too (what a failed wait reports)."""
+    import ray
+
+    return {f"{info['Name']}#{aid[:6]}": (info.get("State"), info["Address"]["NodeID"][:8])
+            for aid, info in ray._private.state.actors().items() if info.get("Name")}
+
+
 def test_llm_replicas_pack_their_tp_group_and_spread(cluster: Any) -> None:
     import ray
     from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
@@ -125,7 +133,11 @@ def test_shards_one_per_node_and_a_lost_node(cluster: Any, redis_url: str) -> No
 
         # Ray notices the node is gone by missed health checks; the coordinator's call to the shard then fails and
         # it spawns the shard again on a live node (from its checkpoint). Generous bound: a busy 2-core machine.
-        moved = wait_for(moved_shard, 480)
+        try:
+            moved = wait_for(moved_shard, 480)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: actors {actor_table()}, victim {victim.node_id}, "
+                                 f"placed before {placed}") from None
         assert moved in {n.node_id for n in cluster.workers[1:]} | {cluster.head_node.node_id}
 
         def twin_moving() -> bool:
@@ -161,7 +173,7 @@ def test_shards_one_per_node_and_a_lost_node(cluster: Any, redis_url: str) -> No
             done = sorted(json.loads(r.get(settings.key("sim", "state")))["done"])
             status = ray.get(handles["twin"].status.remote(), timeout=30)
             raise AssertionError(f"{exc}: logged {logged}, simulator {done}, twin ts {status['ts']}, "
-                                 f"placed {actor_nodes()}, victim {victim.node_id}") from None
+                                 f"actors {actor_table()}, victim {victim.node_id}") from None
         assert r.xlen(f"{NS}:events") > events_before
         assert len(ids) == len(set(ids)), "an action ran twice"
         ev_ids = [json.loads(f[b"event"])["event_id"] for _, f in r.xrange(f"{NS}:events")]
