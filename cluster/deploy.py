@@ -27,7 +27,7 @@ from cluster.settings import Settings
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from cluster.tokens import start_gateway
 from cluster.tracing import HOOK, ray_env
-from cluster.twin_deploy import SHARD_CPUS, start_twin
+from cluster.twin_deploy import SHARD_CPUS, on_head, start_twin
 from policies.policy import load_policy
 
 log = logging.getLogger("opsloop")
@@ -158,14 +158,6 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
     ray.get([twin.status.remote(), gateway.counts.remote(), agent.status.remote()], timeout=START_TIMEOUT_S)
     start_gateway(settings, gateway, progress)
     return handles
-
-
-def on_head() -> Any:
-    """Soft node affinity to the Ray head node (the cluster's stable node; a driver may attach to any raylet)."""
-    from cluster.twin_deploy import _affinity, ray_nodes
-
-    heads = [n["node_id"] for n in ray_nodes() if n["head"]]
-    return _affinity(heads[0] if heads else None)
 
 
 def _start_ray(rt: Runtime, ray: Any) -> None:

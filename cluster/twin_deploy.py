@@ -53,9 +53,7 @@ def start_twin(
     if detached:
         opts["lifetime"] = "detached"
     spawn = ShardSpawner(layout, settings.namespace, redis_url, settings.sensor_tau_s)
-    heads = [n["node_id"] for n in ray_nodes() if n["head"]]  # on the head, beside the other loop actors
-    on_head = _affinity(heads[0] if heads else None)
-    return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head,
+    return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head(),
                                                **{**opts, "num_cpus": SHARD_CPUS}).remote(
         source, spawn, layout, redis_url, settings.namespace, settings.sensor_tau_s
     )
@@ -120,6 +118,13 @@ def shard_nodes(shards: list[str], nodes: list[dict[str, Any]]) -> dict[str, str
     if not nodes:
         return {}
     return {s: nodes[i % len(nodes)]["node_id"] for i, s in enumerate(shards)}
+
+
+def on_head() -> Any:
+    """Soft affinity to the Ray head node, where the loop's single actors live (a driver may attach to any
+    raylet, and the head is the node whose loss is the cluster's anyway)."""
+    heads = [n["node_id"] for n in ray_nodes() if n["head"]]
+    return _affinity(heads[0] if heads else None)
 
 
 def _affinity(node_id: str | None) -> Any:
