@@ -26,7 +26,7 @@ def start_twin(
     detached: bool = False,
     max_restarts: int | None = None,
 ) -> Any:
-    """Create the coordinator (``num_cpus=0``, named ``twin`` in ``settings.namespace``); it spawns the shards.
+    """Create the coordinator (named ``twin`` in ``settings.namespace``, on the head); it spawns the shards.
 
     Args:
         settings: Fleet size, namespace and sensor τ come from here.
@@ -49,12 +49,11 @@ def start_twin(
         count = min(count, len(set(node_unit.values())))
     layout = partition(nodes, count, by=by, node_unit=node_unit)
     restarts = max_restarts if max_restarts is not None else (-1 if detached else 3)
-    opts: dict[str, Any] = {"namespace": settings.namespace, "num_cpus": 0, "max_restarts": restarts}
+    opts: dict[str, Any] = {"namespace": settings.namespace, "num_cpus": SHARD_CPUS, "max_restarts": restarts}
     if detached:
         opts["lifetime"] = "detached"
     spawn = ShardSpawner(layout, settings.namespace, redis_url, settings.sensor_tau_s)
-    return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head(),
-                                               **{**opts, "num_cpus": SHARD_CPUS}).remote(
+    return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head(), **opts).remote(
         source, spawn, layout, redis_url, settings.namespace, settings.sensor_tau_s
     )
 
