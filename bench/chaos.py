@@ -19,7 +19,10 @@ boundary), which records every delivery. The runs are then compared:
 - executed actions: the distinct action ids the receiver got (and how many deliveries were repeats, which the
   ``Idempotency-Key`` lets it drop);
 - acknowledged events: every event in the log just before a Redis restart is still there after it, none is
-  appended twice, and the agent's consumer group has every event delivered and acknowledged.
+  appended twice, and the agent's consumer group has every event delivered and acknowledged;
+- acknowledged writes in flight: for a second before each Redis fault and until it, a probe thread appends to
+  a stream of its own as fast as Redis answers; every write Redis acknowledged and lost is counted
+  (``probe_writes``). The loop's own events are few, so this is what measures ``appendfsync``.
 
 Recovery time per fault: from the fault until the victim is working again (twin: a new tick committed; agent:
 answering and caught up with the log; gateway: answering; Redis: answering and a new tick committed).
@@ -31,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -53,6 +55,8 @@ sys.path.insert(0, str(ROOT))
 from actors.agent.service import AgentService  # noqa: E402
 from actors.gateway.service import GatewayService  # noqa: E402
 from actors.remote import RemotePort  # noqa: E402
+from actors.twin.shard_service import CKPT_KIND  # noqa: E402
+from actors.twin.state import unpack  # noqa: E402
 from cluster.actuators.feedback import FeedbackSource, MergedSource  # noqa: E402
 from cluster.actuators.webhook import WebhookActuator  # noqa: E402
 from cluster.deploy import build_knowledge  # noqa: E402
@@ -66,6 +70,11 @@ from policies.policy import load_policy  # noqa: E402
 SCENARIOS = ROOT / "tests" / "scenarios"
 ACTION_KINDS = ("action_executed", "action_failed", "action_rejected")
 VICTIMS = ("twin", "twin-s01", "twin-s02", "agent", "gateway")
+
+
+def checkpoint(raw: bytes) -> dict[str, Any]:
+    """The coordinator's checkpoint as data (versioned msgpack, validated; never unpickled)."""
+    return unpack(raw, CKPT_KIND, "twin:ckpt")
 
 
 class RedisServer:
@@ -107,6 +116,27 @@ class RedisServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
         self.proc.wait(30)
+
+
+class Prober(threading.Thread):
+    """Writes to a stream of its own as fast as Redis acknowledges, until the server goes away: the ids it was
+    answered are acknowledged writes, and each one missing after the restart is one the fault lost."""
+
+    def __init__(self, url: str, key: str) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url, socket_timeout=5)
+        self.key = key
+        self.acked: list[bytes] = []
+        self.start()
+
+    def run(self) -> None:
+        n = 0
+        try:
+            while True:
+                self.acked.append(self.client.xadd(self.key, {"n": n}))
+                n += 1
+        except (redis.RedisError, OSError):
+            return  # the server is gone
 
 
 class Receiver:
@@ -171,7 +201,7 @@ class Run:
             raw = self.r.get(f"{self.ns}:twin:ckpt")
         except redis.RedisError:
             return None
-        return pickle.loads(raw)["twin"].tick if raw else 0  # noqa: S301 - our own checkpoint
+        return checkpoint(raw)["twin"]["tick"] if raw else 0
 
     def caught_up(self) -> bool:
         """The agent's group has every event delivered and acknowledged."""
@@ -217,7 +247,7 @@ class Run:
         import ray
 
         raw = self.r.get(f"{self.ns}:twin:ckpt")
-        if not raw or pickle.loads(raw)["source"][0] < self.ticks or not self.caught_up():  # noqa: S301
+        if not raw or checkpoint(raw)["source"][0] < self.ticks or not self.caught_up():
             return False
         try:
             open_ = [a for a in ray.get(self.gateway.list.remote(None), timeout=10)
@@ -278,12 +308,19 @@ def run_once(name: str, args: argparse.Namespace, server: RedisServer, receiver:
             tick0 = run.tick() or 0
             restarts0 = run.restarts(victim) if victim in run.handles else 0
             fault_t = time.monotonic()
+            extra: dict[str, Any] = {}
             if victim in ("redis", "redis-kill"):
+                probe = Prober(server.url, f"{run.ns}:probe")  # acknowledged writes in flight at the fault
+                time.sleep(1.0)
                 acked = [i for i, _ in run.r.xrange(f"{run.ns}:events")]
                 server.stop(hard=victim == "redis-kill")
+                probe.join()
                 server.start()
                 after = {i for i, _ in run.r.xrange(f"{run.ns}:events")}
                 lost += [i.decode() for i in acked if i not in after]
+                kept = {i for i, _ in run.r.xrange(f"{run.ns}:probe")}
+                extra = {"probe_acked": len(probe.acked),
+                         "probe_lost": sum(1 for i in probe.acked if i not in kept)}
             elif victim.startswith("twin-s"):
                 ray.kill(ray.get_actor(victim, namespace=run.ns), no_restart=True)
             else:
@@ -293,7 +330,8 @@ def run_once(name: str, args: argparse.Namespace, server: RedisServer, receiver:
                     raise RuntimeError(f"{victim} did not recover within {args.recovery_timeout:g} s")
                 time.sleep(0.05)
             took = time.monotonic() - fault_t
-            recoveries.append({"victim": victim, "at_s": round(fault_t - t0, 1), "recovery_s": round(took, 2)})
+            recoveries.append({"victim": victim, "at_s": round(fault_t - t0, 1), "recovery_s": round(took, 2),
+                               **extra})
             print(f"[{name}] {fault_t - t0:6.1f} s  {victim:9s} recovered in {took:5.2f} s", flush=True)
         while not run.done():
             if time.monotonic() - t0 > args.timeout:
@@ -391,6 +429,8 @@ def main() -> int:
         "scenario": args.scenario, "speed": args.speed, "seed": args.seed, "kills": args.kills,
         "redis_restarts": args.redis_restarts, "redis_kills": args.redis_kill, "appendfsync": args.appendfsync,
         "identical": same, "lost_acknowledged_events": lost,
+        "probe_writes": {"acked": sum(r.get("probe_acked", 0) for r in recoveries),
+                         "lost": sum(r.get("probe_lost", 0) for r in recoveries)},
         "events": {"clean": clean["events"], "faults": chaos["events"]},
         "no_event_twice": clean["event_ids_unique"] and chaos["event_ids_unique"],
         "executed": {"clean": len(clean["executed"]), "faults": len(chaos["executed"]),
