@@ -3,9 +3,10 @@
 Usage: .venv/bin/python bench/twin_checkpoint.py [--sizes 8,128,1024] [--ticks 60]
 
 For a shard of N GPUs fed by the simulator: the tick's work (``ShardCore.work``: fold the samples, detect) is
-the baseline; the checkpoint is what a shard adds every tick (pickle its model and answer, ``SET`` it in a
-private Redis server on a Unix socket). Prints medians per tick, the checkpoint's size and the ratio
-checkpoint / work. The coordinator's checkpoint (fleet model, barrier, tick) is measured the same way.
+the baseline; the checkpoint is what a shard adds every tick (its model and answer as versioned msgpack,
+``actors/twin/state.py``, ``SET`` in a private Redis server on a Unix socket). Prints medians per tick, the
+checkpoint's size and the ratio checkpoint / work. The coordinator's checkpoint (fleet model, barrier, tick) is
+measured the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import pickle
 import statistics
 import sys
 import tempfile
@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos import RedisServer  # noqa: E402
 
 from actors.twin.physics import Topology  # noqa: E402
+from actors.twin.shard_service import CKPT_KIND, SHARD_KIND  # noqa: E402
 from actors.twin.shards import ShardCore, ShardedTwin  # noqa: E402
+from actors.twin.state import pack  # noqa: E402
 from cluster.telemetry.sim import Simulator  # noqa: E402
 
 
@@ -43,7 +45,7 @@ def measure(n_gpus: int, ticks: int, r: redis.Redis) -> dict[str, float]:
         t0 = time.perf_counter()
         result = core.work(tick, samples)
         t1 = time.perf_counter()
-        blob = pickle.dumps((core, result))
+        blob = pack(SHARD_KIND, {"core": core.to_state(), "last": result.to_state()})
         r.set("bench:shard", blob)
         t2 = time.perf_counter()
         work.append(t1 - t0)
@@ -64,7 +66,7 @@ def coordinator(ticks: int, r: redis.Redis) -> dict[str, float]:
         t0 = time.perf_counter()
         fleet = copy.copy(twin)
         fleet.cores = {}  # the Ray coordinator has no cores: its shards are actors with their own checkpoints
-        blob = pickle.dumps({"twin": fleet, "acted": {}, "source": None})
+        blob = pack(CKPT_KIND, {"twin": fleet.to_state(), "acted": {}, "source": None})
         r.set("bench:coord", blob)
         times.append(time.perf_counter() - t0)
         size = len(blob)

@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from actors.twin.state import arrays_from_state, arrays_to_state, num
+
 
 @dataclass(frozen=True)
 class EstimatorConfig:
@@ -64,6 +66,21 @@ class ThermalEstimator:
         self.t_ref = np.zeros(0)
         self.proj = np.zeros(0)
         self.tau_die = np.zeros(0)
+
+    ARRAYS = {"x": "<f8", "P": "<f8", "v": "<f8", "t": "<f8", "started": "|b1", "v_ref": "<f8", "t_ref": "<f8",
+              "proj": "<f8", "tau_die": "<f8"}
+
+    def to_state(self) -> dict:
+        """The observer as plain data (see :mod:`actors.twin.state`)."""
+        return {"tau": self.tau, "cfg": vars(self.cfg), **arrays_to_state(self, self.ARRAYS)}
+
+    @classmethod
+    def from_state(cls, d: dict, n: int) -> ThermalEstimator:
+        """Rebuild from ``to_state`` for ``n`` GPUs; raises ``StateError`` on a wrong field, dtype or shape."""
+        cfg = EstimatorConfig(**{k: num(v, f"estimator {k}") for k, v in d["cfg"].items()})
+        est = cls(num(d["tau"], "sensor tau"), cfg)
+        arrays_from_state(est, d, cls.ARRAYS, n, {"x": 2, "P": 3})
+        return est
 
     def grow(self, n: int) -> None:
         """Make room for ``n`` GPUs in total (new ones start empty)."""

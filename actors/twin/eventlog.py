@@ -1,5 +1,9 @@
 """The event log on a Redis Stream: append by the twin, read through a consumer group by the agent.
 
+A writer that commits in steps (the sharded twin: one tick at a time) appends with :meth:`RedisEventLog.commit`,
+fenced by a counter in the same script: a commit whose counter is not the one it expects (its reply was lost and
+the client sent it again, or another writer got there first) is refused as a whole, so no entry goes in twice.
+
 At-least-once: an entry stays pending until acknowledged, and entries left pending by a crashed
 consumer are claimed again (XAUTOCLAIM) after ``claim_idle_ms``.
 """
@@ -39,6 +43,33 @@ class EventLog(Protocol):
         ...
 
 
+#: Append a tick's events and set its checkpoint keys only if the fence (KEYS[3]) holds ARGV[1] ('' = unset);
+#: then the fence becomes ARGV[2]. KEYS: stream, counts, fence, also-keys...; ARGV: expected, new, n, events...,
+#: kinds..., also-values.... One script runs atomically: all of it or, refused, none of it.
+COMMIT_SCRIPT = """
+local cur = redis.call('GET', KEYS[3]) or ''
+if cur ~= ARGV[1] then return {0, cur} end
+local n = tonumber(ARGV[3])
+local ids = {}
+for i = 1, n do
+  ids[i] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[3 + i])
+  redis.call('HINCRBY', KEYS[2], ARGV[3 + n + i], 1)
+end
+for j = 4, #KEYS do redis.call('SET', KEYS[j], ARGV[2 * n + j]) end
+redis.call('SET', KEYS[3], ARGV[2])
+return {1, ids}
+"""
+
+
+class FenceError(RuntimeError):
+    """A fenced commit was refused: the fence does not hold the value the writer expected."""
+
+    def __init__(self, key: str, expected: str, found: str) -> None:
+        super().__init__(f"commit refused: {key} is {found or 'unset'!r}, expected {expected or 'unset'!r} "
+                         "(already committed, or another writer)")
+        self.found = found
+
+
 class RedisEventLog:
     """``EventLog`` on one Redis Stream."""
 
@@ -61,6 +92,22 @@ class RedisEventLog:
                 pipe.set(key, value)
             replies = await pipe.execute()
             return [_s(i) for i in replies[: len(events)]]
+
+    async def commit(self, events: Sequence[Event], fence: str, expected: str, new: str,
+                     also: dict[str, bytes] | None = None) -> list[str]:
+        """Append ``events`` and set ``also`` if, and only if, key ``fence`` holds ``expected`` ('' = unset); the
+        fence then holds ``new``. Safe to send again: a repeat finds the fence moved and changes nothing.
+
+        Raises:
+            FenceError: the fence held something else; nothing was written.
+        """
+        also = also or {}
+        keys = [self.stream, f"{self.stream}:counts", fence, *also]
+        args = [expected, new, len(events), *(e.to_json() for e in events), *(e.kind for e in events), *also.values()]
+        ok, got = await self.client.eval(COMMIT_SCRIPT, len(keys), *keys, *args)
+        if not ok:
+            raise FenceError(fence, expected, _s(got))
+        return [_s(i) for i in got]
 
     async def _ensure_group(self, group: str) -> None:
         if group in self._groups:

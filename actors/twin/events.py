@@ -1,7 +1,8 @@
 """Events: what the twin concludes, appended to the event log (the spine of opsloop).
 
-An event's id is derived from its content (kind, subject, timestamp), never from a clock or a counter, so
-replaying the same trace yields the same ids byte for byte.
+An event's id is derived from its content (kind, subject, timestamp, and for an action's result the action's
+id), never from a clock or a counter, so replaying the same trace yields the same ids byte for byte, and two
+distinct events never share one (two actions on one target in one instant are two events).
 """
 
 from __future__ import annotations
@@ -51,13 +52,16 @@ class Event(BaseModel):
 
     @classmethod
     def make(
-        cls, kind: EventKind, subject: str, ts: float, severity: Severity, data: dict[str, Any] | None = None
+        cls, kind: EventKind, subject: str, ts: float, severity: Severity, data: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> Event:
-        """Build an event whose id is a hash of what it says."""
+        """Build an event whose id is a hash of what it says (``key`` tells apart events that share kind, subject
+        and instant, e.g. the results of two actions on one target)."""
         data = {k: ({kk: _round(vv) for kk, vv in v.items()} if isinstance(v, dict) else _round(v))
                 for k, v in (data or {}).items()}
         ts = round(ts, 3)
-        digest = hashlib.sha256(f"{kind}|{subject}|{ts:.3f}".encode()).hexdigest()[:16]
+        said = f"{kind}|{subject}|{ts:.3f}" + (f"|{key}" if key is not None else "")
+        digest = hashlib.sha256(said.encode()).hexdigest()[:16]
         return cls(event_id=f"ev-{digest}", ts=ts, kind=kind, subject=subject, severity=severity, data=data)
 
     def to_json(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.twin.correlation import lagged_correlation
+from actors.twin.state import StateError, arr, arrays_from_state, arrays_to_state, need, unarr
 
 HISTORY = 120  # readings kept per series: two minutes at 1 Hz, enough to hold a fault's onset and its echo
 #: Longest lag tried, in samples. Die (τ≈20 s) and sensor (τ 10–20 s) put a supply change's echo in a GPU's
@@ -46,6 +47,21 @@ class GpuHistory:
     def __getstate__(self) -> dict:
         """Pickled without the spare rows (a contiguous prefix: no copy is made to leave them out)."""
         return {**self.__dict__, "vals": self.vals[: len(self.count)]}
+
+    ARRAYS = {"count": "<i8", "last_ts": "<f8", "period": "<f8"}
+
+    def to_state(self) -> dict:
+        """The rings without their spare rows (a contiguous prefix), as plain data."""
+        return {"size": self.size, "vals": arr(self.vals[: len(self.count)]), **arrays_to_state(self, self.ARRAYS)}
+
+    @classmethod
+    def from_state(cls, d: dict, n: int) -> GpuHistory:
+        h = cls(need(d["size"], int, "history size"))
+        arrays_from_state(h, d, cls.ARRAYS, n)
+        h.vals = unarr(d["vals"], "<i2", 2)
+        if h.vals.shape != (n, h.size):
+            raise StateError(f"history rings of shape {h.vals.shape}, expected {(n, h.size)}")
+        return h
 
     def grow(self, n: int) -> None:
         """Room for ``n`` GPUs; capacity doubles, so registering GPUs one by one stays linear."""
@@ -93,6 +109,22 @@ class UnitHistory:
         self.ts: dict[str, np.ndarray] = {}
         self.vals: dict[str, np.ndarray] = {}
         self.count: dict[str, int] = {}
+
+    def to_state(self) -> dict:
+        """Every unit's ring and count as plain data."""
+        return {"size": self.size, "units": {u: {"ts": arr(self.ts[u]), "vals": arr(self.vals[u]), "count": c}
+                                             for u, c in self.count.items()}}
+
+    @classmethod
+    def from_state(cls, d: dict) -> UnitHistory:
+        h = cls(need(d["size"], int, "history size"))
+        for u, row in need(d["units"], dict, "units").items():
+            need(u, str, "unit")
+            h.ts[u], h.vals[u] = unarr(row["ts"], "<f8", 1), unarr(row["vals"], "<f8", 1)
+            if len(h.ts[u]) != h.size or len(h.vals[u]) != h.size:
+                raise StateError(f"unit {u}: ring of {len(h.ts[u])} readings, expected {h.size}")
+            h.count[u] = need(row["count"], int, "count")
+        return h
 
     def push(self, unit: str, ts: float, supply_c: float) -> None:
         """Append one reading (a repeated or older timestamp is a redelivery: ignored)."""

@@ -21,6 +21,7 @@ from actors.twin.history import HISTORY, GpuHistory, UnitHistory, supply_lead
 from actors.twin.network import NetworkModel
 from actors.twin.profiles import profile
 from actors.twin.signals import GpuSignals
+from actors.twin.state import StateError, arrays_from_state, arrays_to_state, need, num, strs
 from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
 
 #: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap).
@@ -118,6 +119,54 @@ class TwinModel:
         if "gpu_hist" not in state:
             self.gpu_hist, self.unit_hist = GpuHistory(), UnitHistory()
             self.gpu_hist.grow(len(self.names))
+
+    # --- state as data (checkpoints: see actors.twin.state) -------------------------------------------------
+    ARRAYS = {"latest": "<f8", "latest_t": "<f8", "power_w": "<f8", "clock_mhz": "<f8", "slowdown_c": "<f8",
+              "max_op_c": "<f8", "streak": "<i8", "streak_t0": "<f8", "calm_since": "<f8", "alarm": "|b1",
+              "predicted": "|b1", "overheat": "|b1", "slowed": "|b1", "throttled": "|b1"}
+
+    def to_state(self) -> dict:
+        """Everything the model knows, as plain data: ``from_state`` gives a model that goes on identically."""
+        return {
+            "sensor_tau_s": self.sensor_tau_s, "th": vars(self.th), "est": self.est.to_state(),
+            "signals": self.signals.to_state(), "net": self.net.to_state(), "gpu_hist": self.gpu_hist.to_state(),
+            "unit_hist": self.unit_hist.to_state(), "names": list(self.names), "node_of": list(self.node_of),
+            "models": list(self.models), "reasons": {i: list(r) for i, r in self.reasons.items()},
+            **arrays_to_state(self, self.ARRAYS),
+            "units": {u: s.model_dump(mode="json") for u, s in self.units.items()},
+            "node_unit": dict(self.node_unit), "unit_streak": dict(self.unit_streak),
+            "unit_alarm": dict(self.unit_alarm), "now": self.now, "samples_seen": self.samples_seen,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict) -> TwinModel:
+        """Rebuild from ``to_state``; raises ``StateError`` (or a ``ValueError``) when the data does not fit."""
+        names = strs(d["names"], "gpu names")
+        n = len(names)
+        th = Thresholds(**{k: num(v, f"threshold {k}") if isinstance(Thresholds.__dataclass_fields__[k].default,
+                                                                         float) else need(v, int, f"threshold {k}")
+                           for k, v in need(d["th"], dict, "thresholds").items()})
+        m = cls(sensor_tau_s=num(d["sensor_tau_s"], "sensor tau"), thresholds=th)
+        m.est = ThermalEstimator.from_state(d["est"], n)
+        m.signals = GpuSignals.from_state(d["signals"], n)
+        m.net = NetworkModel.from_state(d["net"])
+        m.gpu_hist, m.unit_hist = GpuHistory.from_state(d["gpu_hist"], n), UnitHistory.from_state(d["unit_hist"])
+        m.names, m.index = names, {g: i for i, g in enumerate(names)}
+        m.node_of, m.models = strs(d["node_of"], "nodes"), strs(d["models"], "models")
+        if len(m.index) != n or len(m.node_of) != n or len(m.models) != n:
+            raise StateError("gpu names, nodes and models disagree in number (or a name repeats)")
+        m.reasons = {need(i, int, "gpu index"): tuple(strs(r, "reasons")) for i, r in need(d["reasons"], dict,
+                                                                                           "reasons").items()}
+        arrays_from_state(m, d, cls.ARRAYS, n)
+        m.units = {need(u, str, "unit"): CoolingSample.model_validate(s) for u, s in need(d["units"], dict,
+                                                                                            "units").items()}
+        m.node_unit = {need(k, str, "node"): need(v, str, "unit") for k, v in need(d["node_unit"], dict, "").items()}
+        m.unit_streak = {need(k, str, "unit"): need(v, int, "streak") for k, v in need(d["unit_streak"], dict,
+                                                                                          "").items()}
+        m.unit_alarm = {need(k, str, "unit"): need(v, bool, "alarm") for k, v in need(d["unit_alarm"], dict,
+                                                                                         "").items()}
+        m.now, m.samples_seen = num(d["now"], "now"), need(d["samples_seen"], int, "samples seen")
+        return m
 
     # --- ingestion ----------------------------------------------------------------------------------------
     def ingest(self, samples: list[Sample]) -> list[Event]:
@@ -272,7 +321,8 @@ class TwinModel:
         subject = r.targets[0] if r.targets else r.action_kind
         data = {"action_id": r.action_id, "approval_id": r.approval_id, "action_kind": r.action_kind,
                 "status": r.status, "detail": r.detail}
-        ev = Event.make(kind, subject, r.ts, "info" if r.status == "executed" else "warning", data)  # type: ignore[arg-type]
+        ev = Event.make(kind, subject, r.ts, "info" if r.status == "executed" else "warning", data,  # type: ignore[arg-type]
+                        key=r.action_id)
         return ev.model_copy(update={"traceparent": r.traceparent})
 
     # --- views ------------------------------------------------------------------------------------------------

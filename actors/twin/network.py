@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.twin.events import Event
+from actors.twin.state import need, num, strs
 from cluster.telemetry.samples import JobSample, LinkSample
 
 #: Nominal bandwidth per link type, Gb/s: NVLink4 900 GB/s, PCIe Gen5 x16 128 GB/s, InfiniBand NDR 400 Gb/s.
@@ -61,6 +62,33 @@ class NetworkModel:
         self.links: dict[str, LinkState] = {}
         self.jobs: dict[str, JobState] = {}
         self.job_gpus: dict[str, list[int]] = {}
+
+    def to_state(self) -> dict:
+        """Links, jobs and the jobs' GPU indices as plain data (see :mod:`actors.twin.state`)."""
+        return {"links": {k: {"type": v.type, "bandwidth_gbps": v.bandwidth_gbps, "nominal_gbps": v.nominal_gbps,
+                              "streak": v.streak, "degraded": v.degraded} for k, v in self.links.items()},
+                "jobs": {k: {"gpus": list(v.gpus), "nodes": list(v.nodes), "step_ms": v.step_ms,
+                             "baseline_ms": v.baseline_ms, "streak": v.streak, "straggling": v.straggling,
+                             "steps": list(v.steps)} for k, v in self.jobs.items()},
+                "job_gpus": {k: list(v) for k, v in self.job_gpus.items()}}
+
+    @classmethod
+    def from_state(cls, d: dict) -> NetworkModel:
+        net = cls()
+        for k, v in need(d["links"], dict, "links").items():
+            if v["type"] not in NOMINAL_GBPS:
+                raise ValueError(f"link {k!r} of unknown type {v['type']!r}")
+            net.links[need(k, str, "link")] = LinkState(
+                v["type"], num(v["bandwidth_gbps"], "bandwidth"), num(v["nominal_gbps"], "nominal"),
+                need(v["streak"], int, "streak"), need(v["degraded"], bool, "degraded"))
+        for k, v in need(d["jobs"], dict, "jobs").items():
+            net.jobs[need(k, str, "job")] = JobState(
+                tuple(strs(v["gpus"], "job gpus")), tuple(strs(v["nodes"], "job nodes")), num(v["step_ms"], "step"),
+                num(v["baseline_ms"], "baseline"), need(v["streak"], int, "streak"),
+                need(v["straggling"], bool, "straggling"), [num(x, "step") for x in need(v["steps"], list, "steps")])
+        net.job_gpus = {need(k, str, "job"): [need(i, int, "gpu index") for i in need(v, list, "gpus")]
+                        for k, v in need(d["job_gpus"], dict, "job gpus").items()}
+        return net
 
     def crosses(self, job: JobState, link: str) -> bool:
         """Whether a job's traffic goes over ``link``."""

@@ -4,19 +4,25 @@ The coordinator has the same async methods as :class:`~actors.twin.service.TwinS
 step, snapshot, topology, status, recent_events``); ``cluster/twin_deploy.py`` applies ``ray.remote``.
 
 **Resuming exactly** (the chaos bench kills these at random). Every tick is committed in one Redis
-transaction: its events and the coordinator's checkpoint (fleet model, barrier, tick, source position). What
+script: its events and the coordinator's checkpoint (fleet model, barrier, tick, source position), *fenced* by
+the committed tick (``<ns>:twin:tick``): a commit goes in only if the fence still holds the tick it was computed
+after, so a tick is never appended twice, whoever sends it again (a client resending a commit whose reply was
+lost, an old coordinator instance still running when its replacement has taken over). What
 was read and not yet committed is written first as the *intent*, so a restarted coordinator redoes those
 ticks with the same samples instead of losing them. A shard checkpoints its model and its last result
 after every tick, and answers a repeated tick with that result: a tick redone after a crash gives the same
 events, byte for byte. The coordinator supervises its shards: a shard that fails is spawned again (on a live
 node, from its checkpoint) and the tick is retried. A checkpoint written with another shard layout is ignored.
+
+**State is data** (:mod:`actors.twin.state`): checkpoints, answers and intents are versioned msgpack, never
+pickle. A stored value that does not parse or validate is refused with an error naming its key; the shard then
+starts afresh, the coordinator from a fresh model after the committed tick (the fence says which).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +30,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from actors.metrics import Metrics
-from actors.twin.eventlog import RedisEventLog
+from actors.twin.eventlog import FenceError, RedisEventLog
 from actors.twin.service import count_samples, trace_events, twin_metrics
 from actors.twin.shards import ShardCore, ShardedTwin, ShardResult, merge_snapshots
+from actors.twin.state import StateError, load, need, pack, samples_from_state, samples_to_state
 from cluster.telemetry.samples import TelemetrySource, source_position
 
 log = logging.getLogger("opsloop.twin")
@@ -34,6 +41,22 @@ log = logging.getLogger("opsloop.twin")
 POLL_S = 0.25
 SOURCE_TIMEOUT_S = 10.0
 SHARD_TIMEOUT_S = 30.0
+SHARD_KIND, CKPT_KIND, INTENT_KIND = "twin.shard", "twin.coordinator", "twin.intent"
+
+
+def _shard_state(d: dict) -> tuple[ShardCore, ShardResult | None]:
+    return ShardCore.from_state(need(d["core"], dict, "core")), (
+        ShardResult.from_state(need(d["last"], dict, "last")) if d["last"] is not None else None)
+
+
+def _coordinator_state(d: dict) -> tuple[ShardedTwin, dict[str, str], Any]:
+    acted = {need(k, str, "target"): need(v, str, "trace") for k, v in need(d["acted"], dict, "acted").items()}
+    return ShardedTwin.from_state(need(d["twin"], dict, "twin")), acted, d["source"]
+
+
+def _intent_state(d: dict) -> tuple[list[tuple[int, list]], Any]:
+    groups = [(need(t, int, "tick"), samples_from_state(g)) for t, g in need(d["groups"], list, "groups")]
+    return groups, d["source"]
 
 
 class TwinShard:
@@ -47,16 +70,28 @@ class TwinShard:
         self.key = f"{namespace}:twin:shard:{shard}"
         self._restored = self.redis is None
         self._saved = True  # the last result is in the checkpoint
+        self.refused: str | None = None  # why a stored checkpoint was refused, if one was
         self._lock = asyncio.Lock()  # a retried call can arrive while the first is still saving
 
     async def _restore(self) -> None:
+        """Load the checkpoint once (call under ``_lock``: a second load finishing late would roll back what a
+        tick folded meanwhile)."""
         if not self._restored:
             raw = await self.redis.get(self.key)  # type: ignore[union-attr]
             if raw is not None:
-                core, last = pickle.loads(raw)  # noqa: S301 - our own checkpoint in our own Redis
-                if core.nodes == self.core.nodes:
-                    self.core, self.last = core, last
+                try:
+                    core, last = load(raw, SHARD_KIND, self.key, _shard_state)
+                except StateError as exc:
+                    self.refused = str(exc)
+                    log.error("refusing twin shard checkpoint: %s; shard %s starts afresh", exc, self.core.shard)
+                else:
+                    if core.nodes == self.core.nodes:
+                        self.core, self.last = core, last
             self._restored = True
+
+    def _checkpoint(self) -> bytes:
+        return pack(SHARD_KIND, {"core": self.core.to_state(),
+                                 "last": self.last.to_state() if self.last is not None else None})
 
     async def work(self, tick: int, samples: list) -> ShardResult:
         """Fold this tick's samples; returns events, delta and barrier timestamps (a repeated tick: the same)."""
@@ -68,16 +103,21 @@ class TwinShard:
                                 self.core.shard, self.last.tick, tick)
                 self.last, self._saved = self.core.work(tick, samples), False
             if not self._saved and self.redis is not None:  # saved before answering: what was answered survives
-                await self.redis.set(self.key, pickle.dumps((self.core, self.last)))
+                await self.redis.set(self.key, self._checkpoint())
             self._saved = True
             return self.last
 
+    async def _ready(self) -> None:
+        if not self._restored:
+            async with self._lock:
+                await self._restore()
+
     async def snapshot(self) -> dict:
-        await self._restore()
+        await self._ready()
         return self.core.model.snapshot()
 
     async def topology(self) -> dict[str, list[str]]:
-        await self._restore()
+        await self._ready()
         return self.core.model.topology()
 
 
@@ -105,6 +145,9 @@ class TwinCoordinator:
         self.log = RedisEventLog(self.redis, f"{namespace}:events")
         self.ckpt_key = f"{namespace}:twin:ckpt"
         self.intent_key = f"{namespace}:twin:intent"
+        self.fence_key = f"{namespace}:twin:tick"  # the last committed tick: a commit goes in once
+        self.committed = ""  # what the fence held at the last restore or commit ('' = nothing committed)
+        self.refused: list[str] = []  # stored values refused as invalid (also logged), newest last
         self._stop = asyncio.Event()
         self.meter = Metrics()
         self.acted: dict[str, str] = {}  # action target -> its trace (outcome spans)
@@ -119,33 +162,59 @@ class TwinCoordinator:
         """Load the last commit and the intent after it (a fresh start when there is none)."""
         self.twin = ShardedTwin(self.layout, self.sensor_tau_s, with_cores=False)
         self.acted, self.pending, self.position = {}, [], None
-        raw = await self.redis.get(self.ckpt_key)
+        fence, raw = await self.redis.mget(self.fence_key, self.ckpt_key)
+        self.committed = fence.decode() if fence is not None else ""
         if raw is not None:
-            state = pickle.loads(raw)  # noqa: S301 - our own checkpoint in our own Redis
-            if state["twin"].layout == self.layout:
-                self.twin, self.acted, self.position = state["twin"], state["acted"], state["source"]
+            try:
+                twin, acted, position = load(raw, CKPT_KIND, self.ckpt_key, _coordinator_state)
+                if str(twin.tick) != self.committed:
+                    raise StateError(f"{self.ckpt_key}: at tick {twin.tick}, but {self.fence_key} says "
+                                     f"{self.committed or 'nothing'} was committed")
+            except StateError as exc:
+                self._refuse(exc)
             else:
-                log.warning("the twin's checkpoint has another shard layout; starting afresh")
+                if twin.layout == self.layout:
+                    self.twin, self.acted, self.position = twin, acted, position
+                else:
+                    log.warning("the twin's checkpoint has another shard layout; starting afresh")
+        if self.twin.tick == 0 and self.committed.isdigit():
+            self.twin.tick = int(self.committed)  # afresh, after what is committed: no tick goes in twice
         raw = await self.redis.get(self.intent_key)
         if raw is not None:
-            intent = pickle.loads(raw)  # noqa: S301
-            todo = [(t, g) for t, g in intent["groups"] if t > self.twin.tick]
-            if todo and todo[0][0] == self.twin.tick + 1:
-                self.pending, self.position = todo, intent["source"]
+            try:
+                groups, source = load(raw, INTENT_KIND, self.intent_key, _intent_state)
+            except StateError as exc:
+                self._refuse(exc)
+            else:
+                todo = [(t, g) for t, g in groups if t > self.twin.tick]
+                if todo and todo[0][0] == self.twin.tick + 1:
+                    self.pending, self.position = todo, source
         seek = getattr(self.source, "seek", None)
         if self.position is not None and callable(seek):
-            seek(self.position)
+            try:
+                seek(self.position)
+            except (TypeError, ValueError, IndexError) as exc:  # a position that is not one of this source's
+                self._refuse(StateError(f"{self.ckpt_key}: source position {str(self.position)[:80]}: {exc}"))
+                self.pending = []
         for s in self.layout:
             if s not in self.shards:
                 self.shards[s] = self.spawn(s)
         self._restored = True
 
+    def _refuse(self, exc: StateError) -> None:
+        """A stored value that is not a valid state: reported, never used (the twin goes on from what it can prove)."""
+        log.error("refusing the twin's stored state: %s; going on without it", exc)
+        self.refused = [*self.refused[-9:], str(exc)]
+
     async def _read(self) -> None:
         """Read the source into ``pending`` (one barrier tick per instant) and write it down as the intent."""
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self.source.read())
-        samples = await asyncio.wait_for(asyncio.shield(self._inflight), SOURCE_TIMEOUT_S)
-        self._inflight = None
+        try:
+            samples = await asyncio.wait_for(asyncio.shield(self._inflight), SOURCE_TIMEOUT_S)
+        finally:
+            if self._inflight.done():  # read or failed: the next step reads anew (a timed-out one is awaited again)
+                self._inflight = None
         count_samples(self.meter, self.source, samples)
         groups: list[list] = []
         for s in samples:  # a read may carry several ticks of a fast simulator
@@ -156,7 +225,8 @@ class TwinCoordinator:
             return
         self.pending = [(self.twin.tick + k + 1, g) for k, g in enumerate(groups)]
         self.position = source_position(self.source)
-        await self.redis.set(self.intent_key, pickle.dumps({"groups": self.pending, "source": self.position}))
+        intent = {"groups": [[t, samples_to_state(g)] for t, g in self.pending], "source": self.position}
+        await self.redis.set(self.intent_key, pack(INTENT_KIND, intent))
 
     async def _fan_out(self, tick: int, per: dict[str, list]) -> list[ShardResult]:
         """Every shard's work for ``tick``; a shard that failed is spawned again and the error re-raised."""
@@ -199,12 +269,17 @@ class TwinCoordinator:
                 results = await self._fan_out(tick, per)
                 events = trace_events(self.twin.merge(results, fleet), started, self.acted)
                 self.twin.tick = tick
-                state = {"twin": self.twin, "acted": self.acted, "source": self.position}
-                await self.log.append(events, also={self.ckpt_key: pickle.dumps(state)})
+                state = pack(CKPT_KIND, {"twin": self.twin.to_state(), "acted": self.acted, "source": self.position})
+                await self.log.commit(events, self.fence_key, self.committed, str(tick), also={self.ckpt_key: state})
+                self.committed = str(tick)
                 self.pending.pop(0)
                 if self.twin.barrier.last is not None:
                     self.meter.observe("opsloop_barrier_wait_seconds", self.twin.barrier.last.mean_wait_ms / 1000)
                 total += len(events)
+        except FenceError as exc:  # committed already (or by another instance): go on from what is committed
+            log.warning("twin tick %d not committed again: %s", self.pending[0][0] if self.pending else -1, exc)
+            self._restored = False
+            raise
         except BaseException:
             self._restored = False  # merge may have changed the model: resume from the last commit
             raise

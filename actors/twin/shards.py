@@ -18,6 +18,16 @@ import numpy as np
 from actors.twin.barrier import Barrier
 from actors.twin.events import Event
 from actors.twin.model import TwinModel
+from actors.twin.state import (
+    StateError,
+    barrier_from_state,
+    barrier_to_state,
+    events_from_state,
+    events_to_state,
+    need,
+    num,
+    strs,
+)
 from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
 
 COORDINATOR_KINDS = {"cooling_degraded", "cooling_recovered", "action_executed", "action_failed"}
@@ -54,6 +64,17 @@ class ShardResult:
     started: float = 0.0
     arrived: float = 0.0
 
+    def to_state(self) -> dict:
+        """The answer as plain data (its events as their canonical JSON)."""
+        return {"shard": self.shard, "tick": self.tick, "events": events_to_state(self.events),
+                "clocks": dict(self.clocks), "started": self.started, "arrived": self.arrived}
+
+    @classmethod
+    def from_state(cls, d: dict) -> ShardResult:
+        return cls(need(d["shard"], str, "shard"), need(d["tick"], int, "tick"), events_from_state(d["events"]),
+                   {need(g, str, "gpu"): num(c, "clock") for g, c in need(d["clocks"], dict, "clocks").items()},
+                   num(d["started"], "started"), num(d["arrived"], "arrived"))
+
 
 class ShardCore:
     """One shard's twin: the GPUs of its nodes (cooling samples only teach it which unit serves a node)."""
@@ -62,6 +83,16 @@ class ShardCore:
         self.shard = shard
         self.nodes = set(nodes)
         self.model = TwinModel(sensor_tau_s=sensor_tau_s)
+
+    def to_state(self) -> dict:
+        """The shard's id, nodes and model as plain data."""
+        return {"shard": self.shard, "nodes": sorted(self.nodes), "model": self.model.to_state()}
+
+    @classmethod
+    def from_state(cls, d: dict) -> ShardCore:
+        core = cls(need(d["shard"], str, "shard"), strs(d["nodes"], "nodes"))
+        core.model = TwinModel.from_state(need(d["model"], dict, "model"))
+        return core
 
     def work(self, tick: int, samples: list[Sample]) -> ShardResult:
         """Modification work for one tick, then the delta to propagate."""
@@ -89,6 +120,25 @@ class ShardedTwin:
         self.fleet = TwinModel(sensor_tau_s=sensor_tau_s)  # cooling, links, jobs, action results
         self.clocks: dict[str, float] = {}
         self.tick = 0
+
+    def to_state(self) -> dict:
+        """Layout, barrier, fleet model, clocks and tick as plain data (and the cores, when it has them)."""
+        return {"layout": self.layout, "barrier": barrier_to_state(self.barrier), "fleet": self.fleet.to_state(),
+                "clocks": dict(self.clocks), "tick": self.tick,
+                "cores": {s: c.to_state() for s, c in self.cores.items()}}
+
+    @classmethod
+    def from_state(cls, d: dict) -> ShardedTwin:
+        layout = {need(s, str, "shard"): strs(nodes, "nodes") for s, nodes in need(d["layout"], dict, "layout").items()}
+        fleet = TwinModel.from_state(need(d["fleet"], dict, "fleet"))
+        twin = cls(layout, fleet.sensor_tau_s, with_cores=False)
+        twin.barrier, twin.fleet = barrier_from_state(d["barrier"]), fleet
+        if set(twin.barrier.shards) != set(layout):
+            raise StateError("the barrier's shards are not the layout's")
+        twin.clocks = {need(g, str, "gpu"): num(c, "clock") for g, c in need(d["clocks"], dict, "clocks").items()}
+        twin.tick = need(d["tick"], int, "tick")
+        twin.cores = {need(s, str, "shard"): ShardCore.from_state(c) for s, c in need(d["cores"], dict, "").items()}
+        return twin
 
     def route(self, samples: list[Sample]) -> tuple[dict[str, list[Sample]], list[Sample]]:
         """Per-shard sample lists, plus the fleet-level samples the coordinator folds itself."""

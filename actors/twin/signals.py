@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actors.twin.events import Event
+from actors.twin.state import arrays_from_state, arrays_to_state
 
 if TYPE_CHECKING:
     from actors.twin.model import TwinModel
@@ -64,6 +65,19 @@ class GpuSignals:
         self.fault = np.zeros(0, bool)
         self.energy_j = np.zeros(0)
         self.lost_j = np.zeros(0)  # energy spent while throttled, weighted by the clock lost
+
+    ARRAYS = {"clock_ref": "<f8", "clock_max": "<f8", "capped": "|b1", "dropped": "|b1", "same": "<i8",
+              "last_y": "<f8", "nis": "<f8", "fault": "|b1", "energy_j": "<f8", "lost_j": "<f8"}
+
+    def to_state(self) -> dict:
+        """Flags and counters as plain data (see :mod:`actors.twin.state`)."""
+        return arrays_to_state(self, self.ARRAYS)
+
+    @classmethod
+    def from_state(cls, d: dict, n: int) -> GpuSignals:
+        sig = cls()
+        arrays_from_state(sig, d, cls.ARRAYS, n)
+        return sig
 
     def grow(self, n: int, clock_max: float) -> None:
         """Room for GPU ``n - 1`` (its profile's maximum clock as the first reference)."""

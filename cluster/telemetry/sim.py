@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from typing import Any, Literal
 
@@ -20,6 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.twin.physics import FleetPhysics, Topology
 from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
 from policies.actions import Action, action_targets, describe, parse_action
+
+log = logging.getLogger("opsloop.sim")
+#: Version of ``Simulator.state_dict`` (JSON; a state without ``v`` is from before versions and loads as 1).
+STATE_VERSION = 1
 
 FaultKind = Literal[
     "cooling_degradation", "fan_failure", "power_limit", "supply_drift", "link_degradation", "xid", "stuck_sensor",
@@ -191,7 +196,7 @@ class Simulator:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to carry on after a restart (JSON-able)."""
         return {
-            "t": self.t, "fired": self.fired, "physics": self.physics.state_dict(),
+            "v": STATE_VERSION, "t": self.t, "fired": self.fired, "physics": self.physics.state_dict(),
             "rng": self.rng.bit_generator.state, "done": {k: v.model_dump(mode="json") for k, v in self._done.items()},
             # sensor faults already injected (a fired fault is not injected again after a restart)
             "extra_noise": self.extra_noise.tolist(), "stuck": [None if np.isnan(v) else float(v) for v in self.stuck],
@@ -200,7 +205,13 @@ class Simulator:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from ``state_dict``."""
+        """Resume from ``state_dict``.
+
+        Raises:
+            ValueError: another version (a wrong field, type or shape raises ``KeyError``/``TypeError``/...).
+        """
+        if not isinstance(state, dict) or state.get("v", STATE_VERSION) != STATE_VERSION:
+            raise ValueError(f"not a simulator state of version {STATE_VERSION}")
         self.physics.load_state(state["physics"])
         self.t, self.fired = float(state["t"]), int(state["fired"])
         self.rng.bit_generator.state = state["rng"]
@@ -225,6 +236,7 @@ class SimulatorService:
         self.state_key = state_key
         self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self._resumed = self._redis is None
+        self.refused: str | None = None  # why a stored state was refused, if one was
         self._t0_wall = time.monotonic()
         self._t0_sim = self.sim.t
 
@@ -232,7 +244,13 @@ class SimulatorService:
         if not self._resumed:
             saved = await self._redis.get(self.state_key)  # type: ignore[union-attr]
             if saved:
-                self.sim.load_state(json.loads(saved))
+                try:  # data, never code: JSON, validated; loaded into a copy so a bad state leaves nothing behind
+                    trial = copy.deepcopy(self.sim)
+                    trial.load_state(json.loads(saved))
+                    self.sim = trial
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                    self.refused = f"{self.state_key}: {type(exc).__name__}: {exc}"
+                    log.error("refusing the simulator's stored state %s; starting afresh", self.refused)
             self._t0_wall, self._t0_sim = time.monotonic(), self.sim.t
             self._resumed = True
 

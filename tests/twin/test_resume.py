@@ -111,15 +111,15 @@ async def test_a_crash_between_the_shards_and_the_commit_redoes_the_tick(
     coordinator redoes t from its intent and the shards answer with their stored result, not a second fold."""
     twin = build(redis_url, "nocommit")
     await run_to_end(twin, steps=50)
-    real_append = RedisEventLog.append
+    real_commit = RedisEventLog.commit
 
-    async def lost(self: RedisEventLog, events: Any, also: Any = None) -> list[str]:
+    async def lost(self: RedisEventLog, *args: Any, **kwargs: Any) -> list[str]:
         raise ConnectionError("Redis went away before the commit")
 
-    monkeypatch.setattr(RedisEventLog, "append", lost)
+    monkeypatch.setattr(RedisEventLog, "commit", lost)
     with pytest.raises(ConnectionError):
         await twin.step()
-    monkeypatch.setattr(RedisEventLog, "append", real_append)
+    monkeypatch.setattr(RedisEventLog, "commit", real_commit)
     await run_to_end(build(redis_url, "nocommit"))
     assert log_of(redis_url, "nocommit") == reference
 
