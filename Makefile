@@ -31,10 +31,14 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The dashboard tests drive a real browser: Debian's Chromium (never a browser downloaded by a test tool).
+# Under CI=true a Chromium that cannot be installed is an error (the tests would fail naming it anyway).
 chromium:
 	@if [ -x $(CHROMIUM) ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif [ "$$CI" = true ]; then \
+	  echo "error: CI=true: required component missing: Chromium ($(CHROMIUM)), and not root with apt-get to install it" >&2; \
+	  exit 1; \
 	else echo "note: no $(CHROMIUM) and not root with apt-get: the dashboard browser tests will be skipped"; fi
 
 lint: $(STAMP)

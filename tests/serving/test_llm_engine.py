@@ -14,6 +14,7 @@ import pytest
 from cluster.settings import Settings
 from serving.llm import error_from
 from serving.llm_config import engine_kwargs, supported_engine_args
+from tests.requirements_check import require
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -55,7 +56,7 @@ def make_tiny_model(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
+    require("vllm")
     return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 

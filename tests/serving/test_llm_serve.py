@@ -16,6 +16,7 @@ import pytest
 from cluster import deploy
 from cluster.settings import Settings
 from tests.helpers import free_port
+from tests.requirements_check import require
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What should I do?"
@@ -24,13 +25,8 @@ QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What sh
 
 @pytest.fixture(scope="module")
 def runtime(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[deploy.Runtime]:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
-    from cluster.models import ModelUnavailable, bundled_gguf
-
-    try:
-        bundled_gguf()
-    except ModelUnavailable as exc:
-        pytest.skip(str(exc))
+    require("vllm")
+    require("smollm2")
     import redis
 
     redis.Redis.from_url(redis_server).flushall()

@@ -11,6 +11,7 @@ import pytest
 
 from cluster.telemetry.dcgm import DcgmSource, parse_metrics
 from cluster.telemetry.nvml import NvmlUnavailable, init
+from tests.requirements_check import skip_on_gpu_host
 
 PAGE = """# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz).
 # TYPE DCGM_FI_DEV_SM_CLOCK gauge
@@ -79,7 +80,7 @@ def _has_gpu() -> bool:
 
 def test_nvml_without_a_gpu_says_so_clearly() -> None:
     if _has_gpu():
-        pytest.skip("this machine has a GPU")
+        skip_on_gpu_host("this machine has a GPU")
     with pytest.raises(NvmlUnavailable, match="no NVIDIA GPU or driver.*sim, replay or dcgm"):
         init()
 

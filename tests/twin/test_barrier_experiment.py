@@ -28,7 +28,8 @@ def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str, capsys: p
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
+    import ray
+
     temp_dir = tempfile.mkdtemp(prefix="olt-", dir="/tmp")  # short: Unix socket paths are limited
     ray.init(address="local", num_cpus=4, include_dashboard=False, _temp_dir=temp_dir)
     try:

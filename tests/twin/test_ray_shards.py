@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
 def test_two_shards_over_the_simulator(redis_url: str) -> None:
-    ray = pytest.importorskip("ray")
+    import ray
+
     from actors.remote import RemotePort
     from actors.twin.physics import Topology
     from cluster.deploy import SimSource
