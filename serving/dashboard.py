@@ -2,7 +2,10 @@
 
 The page is plain HTML, CSS and ES modules shipped in the package (``serving/static/``) with a vendored
 Chart.js build; nothing Node runs at run time. It acts only through the REST API, so decisions made on the
-dashboard follow the same rules and reach the same audit trail as any HTTP client.
+dashboard follow the same rules and reach the same audit trail as any HTTP client. The page runs under the
+ingress's strict Content-Security-Policy (``serving.headers``): every script and stylesheet is a file under
+``/static``, no inline script, style or ``on*`` attribute. ``/docs`` is the OpenAPI page: a vendored Swagger UI
+(``static/vendor/swagger-ui``) over ``/openapi.json``, loaded from here, never from a CDN.
 
 Live updates come from ``GET /api/stream``, a ``text/event-stream`` read with ``fetch`` (not
 ``EventSource``): ``fetch`` can send ``Authorization: Bearer <token>``, so the token never travels in a URL
@@ -204,6 +207,11 @@ def build_dashboard_router(
     async def index() -> FileResponse:
         """The dashboard page."""
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @router.get("/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        """The OpenAPI page: the vendored Swagger UI over ``/openapi.json`` (under the same strict CSP)."""
+        return FileResponse(STATIC_DIR / "docs.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @router.get("/static/{path:path}", include_in_schema=False)
     async def static(path: str) -> Response:

@@ -3,34 +3,40 @@
 The whole loop runs in the server's event loop on a private Redis; an approver signs in, sees the pending
 approval appear, opens its cited runbook step, approves it and sees it executed without reloading, and
 streams a chat answer; a viewer sees the approval but no ✓ / ✗. A screenshot is kept in
-``tests/artifacts/dashboard.png``.
+``tests/artifacts/dashboard.png``. The app has the ingress's security headers (``serving.headers``): every page
+is checked for their presence and for no Content-Security-Policy violation (console and
+``securitypolicyviolation`` events). The OpenAPI page ``/docs`` of the real ingress app loads nothing from
+another host.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from serving.api import build_app
 from serving.chat import ChatService, build_chat_router
 from serving.dashboard import build_dashboard_router
+from serving.headers import CSP, SECURITY_HEADERS
+from serving.ingress import Ingress
 from serving.llm import NoModel
+from tests.requirements_check import require
 from tests.serving.test_dashboard_harness import LiveServer, driver, make_loop, make_users
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = require("chromium")  # /usr/bin/chromium (OPSLOOP_TEST_CHROMIUM overrides, to hide it)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT_MS = 180_000  # how long a page may take to show what the loop produces (sim time runs at 60x)
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-pytestmark = [
-    pytest.mark.timeout(420),
-    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                       reason=f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it as root)"),
-]
+require("playwright")
+playwright_api = importlib.import_module("playwright.sync_api")
+pytestmark = [pytest.mark.timeout(420)]
 
 
 class FakeLLMFacility:
@@ -66,18 +72,61 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def sign_in(browser: object, url: str, token: str) -> object:
-    page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()  # type: ignore[attr-defined]
-    page.goto(url)
+@dataclass
+class Watch:
+    """What a page met: the Content-Security-Policy violations its console reported, and every answer it got."""
+
+    console: list[str] = field(default_factory=list)
+    answers: list[Any] = field(default_factory=list)
+
+    def violations(self, page: Any) -> list[str]:
+        """Console reports and ``securitypolicyviolation`` events of the page's current document."""
+        return [*self.console, *page.evaluate("window.__csp")]
+
+
+def watched_page(browser: Any) -> tuple[Any, Watch]:
+    """A new page, watched from its first request on."""
+    page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+    watch = Watch()
+    violations = watch.console
+    page.add_init_script("""window.__csp = [];
+        document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(
+          `${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`));""")
+    page.on("console", lambda m: violations.append(m.text)
+            if m.type == "error" and "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: violations.append(f"page error: {e}"))
+    page.on("response", lambda r: watch.answers.append(r))
+    return page, watch
+
+
+LIST_APPROVALS = """async () => (await fetch('/api/approvals',
+    {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('opsloop.token')}})).json()"""
+
+
+def assert_secured(resp: Any) -> None:
+    headers = resp.headers
+    assert headers["content-security-policy"] == CSP
+    for name, value in SECURITY_HEADERS.items():
+        if name != "Content-Security-Policy":
+            assert headers[name.lower()] == value, name
+
+
+def sign_in(browser: Any, url: str, token: str) -> tuple[Any, Watch]:
+    """A page signed in with ``token`` (the page's headers checked) and what it met."""
+    page, watch = watched_page(browser)
+    assert_secured(page.goto(url))
     page.fill("#login-token", token)
     page.click("#login-button")
-    return page
+    return page, watch
 
 
 def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple, browser: object) -> None:
     srv, tokens = server
     expect = playwright_api.expect
-    page = sign_in(browser, srv.url, "not-a-token")
+    page, watch = sign_in(browser, srv.url, "not-a-token")
+    decisions: list[dict] = []  # the bodies the page sends with ✓ / ✗
+    page.on("request", lambda r: decisions.append(r.post_data_json)
+            if r.method == "POST" and r.url.endswith("/decision") else None)
     expect(page.locator("#login-error")).to_contain_text("not valid")
 
     page.fill("#login-token", tokens["alice"])
@@ -92,7 +141,7 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     page.evaluate("window.__samePage = true")  # gone if anything reloads the page
 
     # a viewer, at the same time, sees the approval but no ✓ / ✗, and the API refuses a viewer's decision
-    viewer = sign_in(browser, srv.url, tokens["victor"])
+    viewer, viewer_watch = sign_in(browser, srv.url, tokens["victor"])
     expect(viewer.locator("#whoami")).to_have_text("victor (viewer)")
     vcard = viewer.locator(f'.approval[data-id="{approval_id}"]')
     expect(vcard).to_be_visible(timeout=WAIT_MS)
@@ -119,7 +168,11 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     done = page.locator(f'#decided .approval[data-id="{approval_id}"]')
     expect(done.locator(".status")).to_have_text("executed", timeout=WAIT_MS)
     expect(done).to_contain_text("alice")
-    expect(done).to_contain_text("via dashboard")
+    # the decision is bound to the action the card showed; the server, not the page, names the channel
+    shown = next(a for a in page.evaluate(LIST_APPROVALS) if a["approval_id"] == approval_id)
+    assert decisions == [{"decision": "approve", "reason": "cool n01 back down", "action_hash": shown["action_hash"]}]
+    channel = shown["decisions"][0]["channel"]
+    expect(done).to_contain_text(f"alice via {channel}")
     expect(page.locator(f'#pending .approval[data-id="{approval_id}"]')).to_have_count(0)
     assert page.evaluate("window.__samePage") is True
     # the viewer's page follows live too
@@ -146,3 +199,34 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     page.wait_for_timeout(1500)  # let a few more points reach the charts before the picture
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+    # the whole session under the CSP: nothing refused, and every answer (page, static, API, stream) secured
+    assert watch.violations(page) == []
+    assert viewer_watch.violations(viewer) == []
+    assert all(r.url.startswith(srv.url) for r in watch.answers)
+    kinds = {r.url.removeprefix(srv.url).split("/")[1] for r in watch.answers}
+    assert {"", "static", "api", "v1"} <= kinds, kinds
+    for r in watch.answers + viewer_watch.answers:
+        assert_secured(r)
+
+
+def test_docs_page_is_local_and_works_under_the_policy(browser: object) -> None:
+    """The real ingress app's /docs: Swagger UI from this origin only, no violation of the strict policy."""
+    unused = object()  # no layer is reached by /docs, its files and /openapi.json
+    with LiveServer(Ingress(unused, unused, unused).__serve_build_asgi_app__()) as srv:
+        page, watch = watched_page(browser)
+        elsewhere: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith((srv.url, "data:")) else elsewhere.append(r.url))
+        assert_secured(page.goto(f"{srv.url}/docs"))
+        ops = page.locator(".swagger-ui .opblock")
+        playwright_api.expect(ops.first).to_be_visible(timeout=60_000)
+        playwright_api.expect(page.locator(".swagger-ui")).to_contain_text("/api/approvals/{approval_id}/decision")
+        assert ops.count() > 10
+        page.locator(".swagger-ui .opblock-summary").first.click()  # an operation opens (styles via the CSSOM)
+        playwright_api.expect(page.locator(".swagger-ui .opblock.is-open")).to_have_count(1)
+        assert elsewhere == []
+        assert watch.violations(page) == []
+        assert all(r.url.startswith(srv.url) for r in watch.answers)
+        for r in watch.answers:
+            assert_secured(r)
+        assert_secured(page.goto(f"{srv.url}/"))  # and the dashboard page of the same app

@@ -65,7 +65,9 @@ function decideForm(ap, user, onDecided) {
     try {
       const out = await api(`/api/approvals/${encodeURIComponent(ap.approval_id)}/decision`, {
         method: "POST",
-        body: { decision, reason: reason.value.trim(), channel: "dashboard", action_hash: ap.action_hash },
+        // action_hash binds the decision to the action this card shows (409 if it changed since); the server
+        // records the channel from the route and credential, so the page does not claim one.
+        body: { decision, reason: reason.value.trim(), action_hash: ap.action_hash },
       });
       onDecided(out);
     } catch (e) {

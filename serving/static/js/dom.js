@@ -1,6 +1,8 @@
 // Small DOM helpers: every value from the server reaches the page through textContent, never innerHTML.
+// The page runs under a strict Content-Security-Policy (serving/headers.py): no inline script, no on* attribute,
+// no style attribute. Handlers are added with addEventListener and styles set through the CSSOM (node.style).
 
-/** Build an element: h("div", {class: "x", onclick}, child, "text", …). */
+/** Build an element: h("div", {class: "x", style: {width: "5%"}, onclick}, child, "text", …). */
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -8,6 +10,10 @@ export function h(tag, attrs = {}, ...children) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else if (k === "class") node.className = v;
     else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "style") {
+      if (typeof v !== "object") throw new TypeError("h(): style takes an object (the CSP forbids style=\"…\")");
+      Object.assign(node.style, v);
+    }
     else node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {

@@ -28,7 +28,7 @@ export function renderHeatmap(snap, selected, onSelect) {
     h("span", { class: "node" }, node),
     gpus.map((g) => h("div", {
       class: `cell${g.alarm ? " alarm" : ""}${g.gpu === selected ? " selected" : ""}`,
-      style: `background:${heat(g.sensed_c, g.slowdown_c || 89)}`,
+      style: { background: heat(g.sensed_c, g.slowdown_c || 89) },
       title: `${g.gpu}: sensed ${fmtNum(g.sensed_c)} °C, estimated true ${fmtNum(g.est_c)} °C, `
         + `${fmtNum(g.clock_mhz, 0)} MHz, ${fmtNum(g.power_w, 0)} W`,
       dataset: { gpu: g.gpu }, onclick: () => onSelect(g.gpu),
@@ -106,6 +106,6 @@ export function renderLlm(llm, chart) {
     ["TTFT", llm.ttft_s == null ? "—" : `${fmtNum(1000 * llm.ttft_s, 0)} ms`],
     ["preemptions", String(llm.preemptions ?? 0)],
   ]);
-  $("#llm-facts").append(h("div", { class: "meter" }, h("div", { style: `width:${kvPct.toFixed(1)}%` })));
+  $("#llm-facts").append(h("div", { class: "meter" }, h("div", { style: { width: `${kvPct.toFixed(1)}%` } })));
   chart.push(llm.ts, [kvPct, llm.waiting]);
 }
