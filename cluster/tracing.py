@@ -126,8 +126,11 @@ def _otlp_exporter(endpoint: str) -> SpanExporter:
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
+        from cluster.masking import redact_url
+
         raise RuntimeError(
-            f"otlp_endpoint is set ({endpoint}) but {OTLP_PACKAGE} is not installed: pip install {OTLP_PACKAGE}, "
+            f"otlp_endpoint is set ({redact_url(endpoint)}) but {OTLP_PACKAGE} is not installed: "
+            f"pip install {OTLP_PACKAGE}, "
             "or unset otlp_endpoint to write spans to <data dir>/traces/"
         ) from exc
     return OTLPSpanExporter(endpoint=endpoint)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from serving.chat import ChatError, Delta, GenParams, approx_tokens
 
@@ -33,7 +34,7 @@ class ChatSpec:
     model_id: str | None = None
     context_length: int = 2048
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: SecretStr | None = None  # masked in repr and logs; read only where the header is built
     max_tokens: int = 256
     #: The LLM deployment and its Serve app (``vllm``), looked up where the model is used.
     deployment: str | None = None
@@ -134,10 +135,11 @@ class OpenAIModel:
     """An external OpenAI-compatible server (vLLM's own server, llama.cpp, a hosted API …)."""
 
     def __init__(
-        self, base_url: str, api_key: str | None = None, model: str | None = None, context_length: int = 2048,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, base_url: str, api_key: SecretStr | str | None = None, model: str | None = None,
+        context_length: int = 2048, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=EXTERNAL_TIMEOUT,
                                         transport=transport)
         self._name = model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cluster.actuators.http_retry import RetryPolicy
 from cluster.actuators.nvml import NvmlActuator
 from cluster.actuators.webhook import WebhookActuator
 from cluster.telemetry.samples import ActionResult
@@ -62,7 +63,8 @@ def build_actuator(settings: Settings, simulator: Any = None) -> Any:
     if settings.actuator == "webhook":
         if not settings.webhook_url:
             raise ValueError("actuator webhook needs webhook_url (OPSLOOP_WEBHOOK_URL)")
-        return WebhookActuator(settings.webhook_url, settings.webhook_timeout_s, token=settings.webhook_token)
+        return WebhookActuator(settings.webhook_url, settings.webhook_timeout_s, token=settings.webhook_token,
+                               retry=RetryPolicy.from_settings(settings))
     return ACTUATORS[settings.actuator]()
 
 

