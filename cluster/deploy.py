@@ -5,11 +5,12 @@ Nothing else calls ``ray.remote`` or ``serve.deployment``: the classes stay plai
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from cluster.actuators import build_actuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
 from cluster.agent_llm import completer_from_spec
 from cluster.keeper import LoopKeeper
+from cluster.lifetime import keep_sigterm_handler
+from cluster.masking import redact_url
 from cluster.redis_server import EmbeddedRedis
 from cluster.settings import Settings
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
@@ -33,6 +36,8 @@ from policies.policy import load_policy
 log = logging.getLogger("opsloop")
 
 START_TIMEOUT_S = 120.0
+#: Bound on the loop actors' ``stop`` calls together, when stopping.
+STOP_TIMEOUT_S = 5.0
 LOOP_ACTORS = ("twin", "agent", "gateway")
 #: Stopped first (it reads the LLM deployment, which goes down with Serve).
 WATCHER = "llm_watcher"
@@ -84,29 +89,38 @@ class Runtime:
     keeper: LoopKeeper | None = None
 
 
-def start(settings: Settings, progress: Any = print) -> Runtime:
-    """Start Redis (unless given), Ray (unless joining), the simulator, twin, gateway, agent and Serve."""
+def start(settings: Settings, progress: Any = print, started: Callable[[Runtime], None] | None = None) -> Runtime:
+    """Start Redis (unless given), Ray (unless joining), the simulator, twin, gateway, agent and Serve; tell
+    ``progress`` each piece as a line of text, and call ``started(rt)`` after each (``opsloop up`` records them)."""
     import ray
     from ray import serve
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedded = None
-    if settings.redis_url:
-        redis_url = settings.redis_url
-        progress(f"redis      {redis_url} (external)")
-    else:
-        embedded = EmbeddedRedis(settings.redis_dir)
-        redis_url = embedded.url
-        progress(f"redis      embedded, pid {embedded.pid}, data in {settings.redis_dir}")
-    rt = Runtime(settings=settings, redis_url=redis_url, url=f"http://{settings.host}:{settings.port}", redis=embedded)
+    rt = Runtime(settings=settings, redis_url=settings.redis_url or "", url=f"http://{settings.host}:{settings.port}")
+
+    def step(line: str) -> None:
+        progress(line)
+        if started is not None:
+            started(rt)
+
     try:
-        _start_ray(rt, ray)
-        rt.handles = start_loop(settings, redis_url, progress)
+        if settings.redis_url:
+            step(f"redis      {redact_url(settings.redis_url)} (external)")
+        else:
+            rt.redis = EmbeddedRedis(settings.redis_dir, settings.redis_appendfsync)
+            rt.redis_url = rt.redis.url
+            step(f"redis      embedded, pid {rt.redis.pid}, appendfsync {settings.redis_appendfsync}, "
+                 f"data in {settings.redis_dir}")
+        with keep_sigterm_handler():  # ray.init replaces it with sys.exit; up's own must stay
+            _start_ray(rt, ray)
+        if started is not None:
+            started(rt)  # Ray's processes and temp dir
+        rt.handles = start_loop(settings, rt.redis_url, step)
         rt.keeper = LoopKeeper({name: rt.handles[name] for name in LOOP_ACTORS})
         rt.keeper.start()
-        progress(f"actors     twin, agent, gateway (Ray namespace {settings.namespace})")
-        _start_serve(rt, serve, progress)
-        progress(f"http       {rt.url}  (GET /healthz, /api/status, /api/approvals; OpenAI chat at {rt.url}/v1)")
+        step(f"actors     twin, agent, gateway (Ray namespace {settings.namespace})")
+        _start_serve(rt, serve, step)
+        step(f"http       {rt.url}  (GET /healthz, /api/status, /api/approvals; OpenAI chat at {rt.url}/v1)")
         return rt
     except BaseException:
         stop(rt)
@@ -202,7 +216,7 @@ def _chat_spec(rt: Runtime, progress: Any) -> tuple[Any, str | None]:
     if s.llm == "external":
         if not s.openai_base_url:
             raise ValueError("llm=external needs openai_base_url (--openai-base-url URL)")
-        progress(f"llm        external OpenAI-compatible server at {s.openai_base_url}")
+        progress(f"llm        external OpenAI-compatible server at {redact_url(s.openai_base_url)}")
         return ChatSpec("external", s.openai_model, s.max_model_len, s.openai_base_url, s.openai_api_key,
                         s.llm_max_tokens), None
     from cluster.models import convert_in_subprocess
@@ -324,13 +338,19 @@ def stop(rt: Runtime) -> None:
     if rt.keeper is not None:
         rt.keeper.stop()
     if ray.is_initialized():
+        # All at once, one bound for all: a hung actor must not hold the stop for 5 s each.
+        refs = []
         for name in (WATCHER, *LOOP_ACTORS):
             handle = rt.handles.get(name)
             if handle is not None:
-                try:
-                    ray.get(handle.stop.remote(), timeout=5)
-                except Exception:  # noqa: BLE001 - it is going down anyway
-                    pass
+                with contextlib.suppress(Exception):
+                    refs.append(handle.stop.remote())
+        if refs:
+            with contextlib.suppress(Exception):  # it is going down anyway
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
+                for ref in done:  # fetched, so that Ray does not print an error nobody looked at
+                    with contextlib.suppress(Exception):
+                        ray.get(ref, timeout=0)
         if rt.started_ray:
             ray.shutdown()  # our own local cluster: every process of it goes, Serve included
         else:
@@ -372,10 +392,3 @@ def wait_healthy(url: str, timeout_s: float = 60.0) -> bool:
         time.sleep(0.5)
     return False
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False

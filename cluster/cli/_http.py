@@ -1,7 +1,12 @@
-"""How the CLI reaches a running ``opsloop up``: its HTTP API on the configured port."""
+"""How the CLI reaches a running ``opsloop up``: its HTTP API, at the address ``up`` records in its data directory
+(``<data dir>/up.json``, written once the API answers and removed on a clean stop); ``--port`` overrides it."""
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,13 +28,14 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     """Call the API with the CLI's token; a refused connection or an error answer becomes a one-line
     ``CliError`` (a 401 says where the token comes from)."""
-    url = f"http://{settings.host}:{settings.port}{path}"
+    url = base_url(settings.host, settings.port) + path
     try:
         resp = httpx.request(method, url, timeout=TIMEOUT_S, headers=auth_headers(settings), **kwargs)
     except httpx.ConnectError as exc:
         raise CliError(
             f"cannot reach opsloop at {settings.host}:{settings.port} ({exc.__class__.__name__}); "
-            "is `opsloop up` running (and on this --port)?"
+            f"is `opsloop up` running? (the CLI finds it through its data directory, here {settings.data_dir}; "
+            "else pass --data-dir or --port)"
         ) from exc
     except httpx.HTTPError as exc:
         raise CliError(f"{method} {url} failed: {exc}") from exc
@@ -49,12 +55,65 @@ def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def add_connection_flags(p: Any) -> None:
-    p.add_argument("--port", type=int, help="port of the running `opsloop up` (default: setting `port`, 8000)")
-    p.add_argument("--host", help="host of the running `opsloop up` (default: 127.0.0.1)")
-    p.add_argument("--data-dir", help="data directory of `opsloop up`, where its admin token is (default ./.opsloop)")
+    p.add_argument("--port", type=int, help="port of the running `opsloop up` (default: the one it recorded in its "
+                   "data directory; with none recorded, setting `port`, 8000)")
+    p.add_argument("--host", help="host of the running `opsloop up` (default: the recorded one, else 127.0.0.1)")
+    p.add_argument("--data-dir", help="data directory of `opsloop up`, where its admin token and address are "
+                   "(default ./.opsloop)")
 
 
 def connection_settings(args: Any) -> Settings:
-    """Settings from the connection flags (``--port``, ``--host``, ``--data-dir``) of a client command."""
-    return load_settings(port=getattr(args, "port", None), host=getattr(args, "host", None),
-                         data_dir=getattr(args, "data_dir", None))
+    """Settings from the connection flags (``--port``, ``--host``, ``--data-dir``) of a client command; without
+    ``--port``, the address of the ``opsloop up`` running on the data directory (see ``find_up``)."""
+    port, host = getattr(args, "port", None), getattr(args, "host", None)
+    try:
+        settings = load_settings(port=port, host=host, data_dir=getattr(args, "data_dir", None))
+    except ValueError as exc:
+        raise CliError(str(exc), code=2) from None
+    if port is None:
+        found = find_up(settings.state_file)
+        if found is not None:
+            settings = settings.model_copy(update={"host": host or found[0], "port": found[1]})
+    return settings
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port``; a wildcard listen address becomes loopback, an IPv6 address gets its brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_up_file(settings: Settings, pid: int) -> None:
+    """Record where this ``opsloop up`` answers (``<data dir>/up.json``), once its API is healthy."""
+    record = {"pid": pid, "host": settings.host, "port": settings.port, "url": base_url(settings.host, settings.port)}
+    tmp = settings.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, settings.state_file)  # a client never reads half a file
+
+
+def find_up(path: Path) -> tuple[str, int] | None:
+    """Host and port of the ``opsloop up`` running on a data directory, from its ``up.json`` (``path``); None when
+    there is none.
+
+    Raises:
+        CliError: the file names an ``up`` that is no longer running (stale), or it cannot be read.
+    """
+    from cluster.lifetime import is_running
+
+    try:
+        raw = json.loads(path.read_text())
+        if "port" in raw:
+            host, port = str(raw.get("host") or "127.0.0.1"), int(raw["port"])
+        else:  # written by an earlier opsloop: {"url", "pid"}
+            parts = urllib.parse.urlsplit(raw["url"])
+            host, port = parts.hostname or "127.0.0.1", int(parts.port or 80)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot read {path} ({exc}); pass --port, or start `opsloop up` again") from None
+    if not is_running(path.parent):
+        raise CliError(
+            f"{path} names an opsloop up (pid {raw.get('pid', '?')}, port {port}) that is no longer running; "
+            "start `opsloop up` again (it replaces the file), or pass --port"
+        )
+    return host, port

@@ -1,37 +1,77 @@
-"""``opsloop up``: start the whole loop on this machine (or join a Ray cluster) until Ctrl-C."""
+"""``opsloop up``: start the whole loop on this machine (or join a Ray cluster) until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from cluster.cli import CliError
-from cluster.cli._http import auth_headers
+from cluster.cli._http import auth_headers, write_up_file
+from cluster.lifetime import AlreadyRunning, Lifetime
 from cluster.settings import Settings, load_settings
 
 FOLLOW_EVERY_S = 1.0
+#: How often the record of what ``up`` started (``<data dir>/up.pids.json``) is brought up to date.
+TRACK_EVERY_S = 5.0
+
+
+class StopSignals:
+    """SIGINT and SIGTERM to this process stop ``up``: the first raises ``KeyboardInterrupt`` in the main thread.
+
+    Installed explicitly for SIGINT too: a job started in the background by a non-interactive shell
+    (``setsid opsloop up &`` in a script or supervisor) begins with SIGINT *ignored*, and Python then keeps it
+    ignored, so ``kill -INT`` did nothing. Later signals only note that a stop is under way: a second Ctrl-C must
+    not cut the clean-up short.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.cleaning = False
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        first = self.received is None
+        self.received = self.received or signum
+        if first and not self.cleaning:
+            raise KeyboardInterrupt
+        # os.write, not print: a handler that prints while the main thread is printing raises a reentrant-call error
+        with contextlib.suppress(OSError):
+            os.write(sys.stdout.fileno(), f"({signal.Signals(signum).name}: already stopping)\n".encode())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "up", help="start the twin, agent, gateway and HTTP API; Ctrl-C stops everything",
+        "up", help="start the twin, agent, gateway and HTTP API; Ctrl-C (SIGINT) or SIGTERM stops everything",
         description="Start an embedded Redis (unless OPSLOOP_REDIS_URL is set), a local Ray (unless --address), "
         "the simulated fleet, the twin, the agent, the approval gateway and the HTTP API, then follow the event "
-        "log and approvals in this terminal. Ctrl-C (or SIGTERM) stops everything it started; a second "
-        "`opsloop up` resumes from the same data directory.",
+        "log and approvals in this terminal. Ctrl-C, or SIGINT or SIGTERM sent to this process (kill -INT PID), "
+        "stops everything it started within seconds. If `up` is killed outright (SIGKILL), what it started "
+        "follows it, and the next `opsloop up` on the same data directory ends anything left over. Only one "
+        "`up` runs per data directory; it records its address there (up.json), so client commands run with the "
+        "same data directory need no --port. A second `opsloop up` resumes from the same data.",
     )
     p.add_argument("--port", type=int, help="HTTP port (default 8000)")
     p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     p.add_argument("--data-dir", help="data directory (default ./.opsloop; env OPSLOOP_DATA_DIR)")
     p.add_argument("--address", dest="ray_address", help="join this Ray cluster (auto or ray://host:port)")
     p.add_argument("--redis-url", help="use this Redis instead of the embedded one (env OPSLOOP_REDIS_URL)")
+    p.add_argument("--redis-appendfsync", choices=("everysec", "always", "no"),
+                   help="when the embedded Redis fsyncs its append-only file: everysec (default; a machine crash "
+                   "can lose about a second of acknowledged writes), always (none lost; slower), no (the OS "
+                   "decides); env OPSLOOP_REDIS_APPENDFSYNC")
     p.add_argument("--nodes", dest="sim_nodes", type=int, help="simulated nodes (default 2)")
     p.add_argument("--gpus-per-node", dest="sim_gpus_per_node", type=int, help="simulated GPUs per node (default 8)")
     p.add_argument("--speed", dest="sim_speed", type=float, help="simulated seconds per second (default 2)")
@@ -49,54 +89,69 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     try:
         settings = load_settings(
             port=args.port, host=args.host, data_dir=args.data_dir, ray_address=args.ray_address,
-            redis_url=args.redis_url, sim_nodes=args.sim_nodes, sim_gpus_per_node=args.sim_gpus_per_node,
-            sim_speed=args.sim_speed, demo_fault=args.demo_fault, llm=args.llm, model=args.model,
-            openai_base_url=args.openai_base_url, accelerator=args.accelerator,
+            redis_url=args.redis_url, redis_appendfsync=args.redis_appendfsync, sim_nodes=args.sim_nodes,
+            sim_gpus_per_node=args.sim_gpus_per_node, sim_speed=args.sim_speed, demo_fault=args.demo_fault,
+            llm=args.llm, model=args.model, openai_base_url=args.openai_base_url, accelerator=args.accelerator,
             tensor_parallel_size=args.tensor_parallel_size, llm_replicas=args.llm_replicas,
         )
-    except ValidationError as exc:
-        raise CliError(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", code=2) from exc
+    except ValueError as exc:  # SettingsError (and pydantic's ValidationError) are ValueErrors
+        raise CliError(f"bad setting: {exc}", code=2) from None
     if settings.llm == "external" and not settings.openai_base_url:
         raise CliError("--llm external needs --openai-base-url URL (or OPSLOOP_OPENAI_BASE_URL)", code=2)
-    _check_port_free(settings)
-    from cluster import deploy
-
-    stopping = {"signal": None}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping["signal"] = signum
-        raise KeyboardInterrupt
-
-    print(f"opsloop up: data in {settings.data_dir}", flush=True)
+    signals = StopSignals()
+    signals.install()  # before anything starts: a signal during start stops what has started so far
+    life = Lifetime(settings.data_dir)
+    try:
+        ended, earlier = life.claim(redis_dir=None if settings.redis_url else settings.redis_dir)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        life.release()
+        return 0
     rt = None
     try:
+        print(f"opsloop up: data in {settings.data_dir}", flush=True)
+        if ended:
+            print(f"ended {ended} process(es) left running by an earlier opsloop up"
+                  + (f" (pid {earlier.owner.pid})" if earlier else ""), flush=True)
+        settings.state_file.unlink(missing_ok=True)  # a stale one, from an up that did not stop cleanly
+        _check_port_free(settings)  # after the clean-up: a leftover could hold the port
+        from cluster import deploy
+
         t0 = time.monotonic()
-        rt = deploy.start(settings, progress=lambda line: print(line, flush=True))
-        # After ray.init, which installs its own SIGTERM handler: ours must win, to stop cleanly.
-        signal.signal(signal.SIGTERM, on_signal)
-        settings.state_file.write_text(json.dumps({"url": rt.url, "pid": os.getpid()}))
-        if not deploy.wait_healthy(rt.url):
-            raise CliError(f"the HTTP API at {rt.url} did not become healthy")
-        print(f"ready in {time.monotonic() - t0:.1f} s. Try: opsloop status | opsloop approvals list | "
-              f"curl {rt.url}/api/approvals | OpenAI clients: base_url={rt.url}/v1 model=opsloop   "
-              "(Ctrl-C stops everything)", flush=True)
-        _follow(rt.url, quiet=args.quiet, headers=auth_headers(settings))
+        rt = deploy.start(settings, progress=lambda line: print(line, flush=True),
+                          started=lambda r: life.track(*_temp_dirs(r)))
+        if signals.received is None:
+            if not deploy.wait_healthy(rt.url):
+                raise CliError(f"the HTTP API at {rt.url} did not become healthy")
+            write_up_file(settings, os.getpid())
+            print(f"ready in {time.monotonic() - t0:.1f} s. Try: opsloop status | opsloop approvals list | "
+                  f"curl {rt.url}/api/approvals | OpenAI clients: base_url={rt.url}/v1 model=opsloop   "
+                  "(Ctrl-C stops everything)", flush=True)
+            _follow(rt.url, quiet=args.quiet, headers=auth_headers(settings),
+                    until=lambda: signals.received is not None, track=lambda: life.track(*_temp_dirs(rt)))
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signals.cleaning = True
         print("\nstopping: serve, actors, ray, redis …", flush=True)
+        settings.state_file.unlink(missing_ok=True)  # clients: nothing to reach any more
         if rt is not None:
             deploy.stop(rt)
-        settings.state_file.unlink(missing_ok=True)
+        life.release()
         print("stopped; data kept in", settings.data_dir, flush=True)
     return 0
+
+
+def _temp_dirs(rt: Any) -> list[str]:
+    """Temp directories the runtime made (Ray's, the Redis socket's), for the record of what ``up`` started."""
+    dirs = [rt.ray_tmp] if rt.ray_tmp else []
+    if rt.redis is not None:
+        dirs.append(str(rt.redis.socket_dir))
+    return dirs
 
 
 def _check_port_free(settings: Settings) -> None:
@@ -111,12 +166,17 @@ def _check_port_free(settings: Settings) -> None:
             raise CliError(msg) from exc
 
 
-def _follow(url: str, quiet: bool, headers: dict[str, str] | None = None) -> None:
-    """Print new events and approval changes until interrupted."""
+def _follow(url: str, quiet: bool, headers: dict[str, str] | None = None, until: Callable[[], bool] = lambda: False,
+            track: Callable[[], None] = lambda: None) -> None:
+    """Print new events and approval changes until interrupted (or ``until()``); ``track()`` every few seconds."""
     seen_events: set[str] = set()
     seen_states: dict[str, str] = {}
-    while True:
+    tracked = time.monotonic()
+    while not until():
         time.sleep(FOLLOW_EVERY_S)
+        if time.monotonic() - tracked >= TRACK_EVERY_S:
+            track()
+            tracked = time.monotonic()
         if quiet:
             continue
         try:
