@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from policies.actions import TARGET_FIELDS, Action
 
@@ -35,3 +35,24 @@ def check_citations(
         for d, s in cited
         if (d, s) not in allowed and not (s is None and d in allowed_docs)
     ]
+
+
+def check_proposal(
+    actions: Sequence[Action], verified: bool, topology: Mapping[str, Collection[str]] | None,
+    agent_problems: Sequence[str] = (),
+) -> list[str]:
+    """What the gateway re-checks of a proposal before it opens any approval: empty when it may go on.
+
+    The gateway does not take the proposer's word: the proposal must say it was verified (else the proposer's
+    own ``agent_problems`` are quoted), it must propose something, and every action is checked against the fleet
+    again with :func:`check_action` (``topology`` None: the fleet is unknown here and only the rest is checked).
+    """
+    problems = []
+    if not verified:
+        why = "; ".join(agent_problems[:5]) or "no reason given"
+        problems.append(f"the proposer did not verify it ({why})")
+    if not actions:
+        problems.append("it proposes no action")
+    for action in actions:
+        problems += check_action(action, topology) if topology is not None else []
+    return problems

@@ -32,8 +32,14 @@ from actors.gateway.auth import ROLES, allows, bearer
 from actors.metrics import Metrics
 from actors.tracing import incident_timeline
 from serving import limits
+from serving.headers import secure
 from serving.metrics import CONTENT_TYPE, gather, render
 
+#: Where the audit's ``channel`` comes from (README, HTTP API): never from the body.
+CHANNEL_RULE = "http for this REST API, whoever the client is; slack only for signature-verified Slack requests"
+#: The channel of everything decided, edited or created through these routes; ``client`` (the User-Agent) is
+#: kept beside it for information only, as the client says it and nothing more.
+CHANNEL = "http"
 REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "stale": 409, "forbidden": 403, "blocked": 409, "invalid": 400}
 NAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 APPROVAL_STATES = ("pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed")
@@ -62,8 +68,19 @@ class Agent(Protocol):
     async def status(self) -> dict: ...
 
 
-class DecisionBody(BaseModel):
-    """An operator's decision on one approval."""
+class _NoChannel(BaseModel):
+    """A body that may not claim the channel it came through: the server records that from the route."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_channel(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "channel" in data:
+            raise ValueError(f"channel: not accepted (the server records the channel from the route: {CHANNEL_RULE})")
+        return data
+
+
+class DecisionBody(_NoChannel):
+    """An operator's decision on one approval, bound to the action they were shown by its ``action_hash``."""
 
     # The rule below, in the schema too (a rejection's reason has a non-blank character), so clients see it.
     model_config = ConfigDict(extra="forbid", json_schema_extra={
@@ -73,8 +90,10 @@ class DecisionBody(BaseModel):
 
     decision: Literal["approve", "reject"]
     reason: str = Field("", max_length=2000)
-    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
-    action_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # Required, but checked by the gateway: a missing hash is refused like a stale one (409), not as a bad body.
+    action_hash: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "Required: the action_hash of the approval as it was shown (GET /api/approvals/{id}). A missing or "
+        "stale one is refused with 409 `stale` and the approval stays pending."))
 
     @model_validator(mode="after")
     def _reason_for_reject(self) -> DecisionBody:
@@ -83,24 +102,22 @@ class DecisionBody(BaseModel):
         return self
 
 
-class EditBody(BaseModel):
+class EditBody(_NoChannel):
     """An operator's change of a pending action's parameters (the action is verified and judged again)."""
 
     model_config = ConfigDict(extra="forbid")
 
     params: dict[str, Any] = Field(min_length=1)
     reason: str = Field(min_length=1, max_length=2000)
-    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
 
 
-class UserBody(BaseModel):
+class UserBody(_NoChannel):
     """A user to create (or to give a new token)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     role: Literal[ROLES]  # type: ignore[valid-type]
-    channel: Literal["http", "cli", "dashboard", "slack"] = "http"
 
 
 class ErrorDetail(BaseModel):
@@ -208,10 +225,14 @@ def build_app(
         routers: more routes (chat, dashboard, Slack), each with the role a token needs for it (None: the
             router checks its callers itself).
     """
-    app = FastAPI(title="opsloop", version="0.1.0", description="Closed-loop AI operations for GPU data centers.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: serving.dashboard serves /docs locally instead
+    app = FastAPI(title="opsloop", version="0.1.0", description="Closed-loop AI operations for GPU data centers.",
+                  docs_url=None, redoc_url=None)
     meter = Metrics()
     app.add_middleware(limits.LimitsMiddleware, max_body_bytes=max_body_bytes, rate_per_s=rate_per_s, burst=burst,
                        meter=meter)
+    # added last, so outermost: every answer (API, dashboard, chat, Slack, the limits' errors) gets the CSP
+    secure(app)
     spans_dir = Path(traces_dir) if traces_dir is not None else None
 
     def role(needed: str) -> Any:
@@ -288,16 +309,19 @@ def build_app(
         return ap if ap is not None else _error(404, "not_found", f"no approval {approval_id}")
 
     @app.post("/api/approvals/{approval_id}/decision", responses=errors(400, *AUTH, 404, 409))
-    async def decision(approval_id: str, body: DecisionBody, user: dict = approver) -> Any:
-        """Approve or reject as the token's user; an approval that becomes approved executes before the
+    async def decision(approval_id: str, body: DecisionBody, request: Request, user: dict = approver) -> Any:
+        """Approve or reject as the token's user, bound to the action shown (``action_hash``: 409 ``stale`` when
+        it is missing or the action changed since); an approval that becomes approved executes before the
         answer returns (409 ``blocked`` when a change window or blast-radius limit holds it back)."""
-        out = await gateway.decide(approval_id, {**body.model_dump(), "by": user["name"], "role": user["role"]})
+        client = (request.headers.get("user-agent") or "")[:200]
+        out = await gateway.decide(approval_id, {**body.model_dump(), "by": user["name"], "role": user["role"],
+                                                 "channel": CHANNEL, "client": client})
         return _refused(out) or out["approval"]
 
     @app.post("/api/approvals/{approval_id}/edit", responses=errors(400, *AUTH, 404, 409))
     async def edit(approval_id: str, body: EditBody, user: dict = operator) -> Any:
         """Change a pending action's parameters; it is verified and judged again, earlier approvals void."""
-        out = await gateway.edit(approval_id, body.params, user["name"], body.channel, body.reason)
+        out = await gateway.edit(approval_id, body.params, user["name"], CHANNEL, body.reason)
         return _refused(out) or out["approval"]
 
     @app.get("/api/users", responses=errors(*AUTH))
@@ -308,7 +332,7 @@ def build_app(
     @app.post("/api/users", responses=errors(400, *AUTH))
     async def add_user(body: UserBody, user: dict = admin) -> dict:
         """Create a user (or replace its token); the answer carries the token, once."""
-        return await gateway.create_user(body.name, body.role, user["name"], body.channel)
+        return await gateway.create_user(body.name, body.role, user["name"], CHANNEL)
 
     @app.get("/api/audit", responses=errors(400, *AUTH))
     async def audit(incident: str | None = None, approval: str | None = None, _: dict = viewer) -> list[dict]:

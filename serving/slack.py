@@ -274,10 +274,16 @@ def build_slack_app(gateway: Gateway, cfg: SlackConfig, client: AsyncWebClient, 
             await tell(body, "You have no opsloop role that may decide approvals; ask an admin to map your "
                              "Slack user to an opsloop approver.")
             return
-        ref = json.loads(value)
+        ref = sb.button_ref(value)
+        if ref is None:
+            await tell(body, "Not done: this button does not name an approval; reload the message.")
+            return
+        # The channel is this route's (the request's Slack signature was verified); the hash is the one the
+        # message showed, so a changed action is refused (stale) instead of approved unseen.
         out = await asyncio.wait_for(gateway.decide(ref["a"], {
-            "decision": decision, "reason": reason, "channel": "slack", "action_hash": ref["h"],
-            "by": user["name"], "role": user["role"]}), PORT_TIMEOUT_S * 4)
+            "decision": decision, "reason": reason, "channel": "slack", "action_hash": ref.get("h"),
+            "client": f"slack user {body['user']['id']}"[:200], "by": user["name"], "role": user["role"]}),
+            PORT_TIMEOUT_S * 4)
         if "refusal" in out:
             await tell(body, f"Not done: {out['refusal']['message']}")
         ap = out.get("approval") or await gateway.get(ref["a"])

@@ -62,6 +62,19 @@ def button_value(ap: dict[str, Any]) -> str:
     return json.dumps({"a": ap["approval_id"], "h": ap["action_hash"]}, separators=(",", ":"))
 
 
+def button_ref(value: str) -> dict[str, str | None] | None:
+    """The ``{"a": approval id, "h": action hash or None}`` a button's value carries; None when it names no
+    approval (a value that is not ours). The hash is sent to the gateway as the decision's ``action_hash``."""
+    try:
+        ref = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(ref, dict) or not isinstance(ref.get("a"), str) or not ref["a"]:
+        return None
+    h = ref.get("h")
+    return {"a": ref["a"], "h": h if isinstance(h, str) and h else None}
+
+
 def approval_text(ap: dict[str, Any]) -> str:
     """The plain-text fallback (notifications, screen readers)."""
     return f"[{ap['status']}] {ap['summary']} (approval {ap['approval_id']})"

@@ -5,7 +5,8 @@
        │ └──expire──▶ expired (counts as denied)          denied (by policy, never runs)
        └──edit──▶ pending | approved | denied   (the edited action is verified and judged again)
 
-A decision binds to the hash of the exact action it was shown; the approvers must be distinct, hold a role
+A decision binds to the hash of the exact action it was shown (required: a stale or missing hash is refused,
+``stale``, and the approval stays pending); the approvers must be distinct, hold a role
 the policy names, and none of them may be the proposer (the agent, or the operator who edited the action).
 Deciding a decided approval is refused, as data (``Refusal``), never as an exception.
 """
@@ -15,20 +16,37 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.agent.proposals import Cited, Prediction, Proposal, ProposedAction
 from policies.actions import Action, action_hash, describe
 from policies.policy import Verdict
 
 Status = Literal["pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed"]
+# Set by the server from the route (README, HTTP API: Channels); "dashboard" and "cli" decisions were recorded before
+# the body could no longer name its channel, and still load.
 Channel = Literal["http", "cli", "dashboard", "slack", "policy", "agent", "gateway"]
 FINAL: frozenset[str] = frozenset({"rejected", "denied", "expired", "executed", "failed"})
 AGENT = "agent"
 
 
+#: The refusal of a decision whose ``action_hash`` is not the approval's current one.
+STALE = "the action changed since you saw it; reload"
+#: The refusal of a decision that names no ``action_hash`` at all.
+UNBOUND = ("the decision names no action_hash: it is bound to the action you saw, which may have changed since; "
+           "reload and send its action_hash")
+#: What a decision stored before decisions carried the hash records instead of one (it is never a valid hash).
+UNRECORDED = "unrecorded"
+
+
 class Decision(BaseModel):
-    """One operator's ✓ or ✗."""
+    """One operator's ✓ or ✗.
+
+    ``channel`` is where the decision really came from, set by the server from the route and credential it
+    arrived through (never by the client); ``client`` is what the client said about itself (its User-Agent),
+    kept for information only. ``action_hash`` is the hash of the action the operator was shown: required,
+    and it must be the approval's current one.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -36,9 +54,10 @@ class Decision(BaseModel):
     by: str = Field(min_length=1, max_length=64)
     role: str = "approver"
     reason: str = Field("", max_length=2000)
-    channel: Channel = "http"
+    channel: Channel
+    client: str = Field("", max_length=200)
     ts: float
-    action_hash: str | None = None  # what the operator saw; must match the approval's action
+    action_hash: str = Field(min_length=1, max_length=64)
 
 
 class Edit(BaseModel):
@@ -86,6 +105,15 @@ class Approval(BaseModel):
     expires_ts: float | None = None
     traceparent: str | None = None  # the latest approval-stage span of the incident's trace (set by the shell)
 
+    @field_validator("decisions", mode="before")
+    @classmethod
+    def _legacy_decisions(cls, value: Any) -> Any:
+        """Decisions stored before the hash was required load with ``UNRECORDED`` in its place (nothing lost)."""
+        if isinstance(value, list):
+            return [{**d, "action_hash": d.get("action_hash") or UNRECORDED} if isinstance(d, dict) else d
+                    for d in value]
+        return value
+
 
 class Refusal(BaseModel):
     """Why a decision was not taken; the serving layer maps ``code`` to an HTTP status."""
@@ -118,14 +146,27 @@ def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now:
     )
 
 
-def check_decision(ap: Approval, d: Decision) -> Refusal | None:
-    """Why ``d`` may not be applied to ``ap`` (None: it may)."""
+def _undecidable(ap: Approval, now: float) -> Refusal | None:
     if ap.status != "pending":
         return Refusal(code="conflict", message=f"approval {ap.approval_id} is already {ap.status}")
-    if ap.expires_ts is not None and d.ts >= ap.expires_ts:
+    if ap.expires_ts is not None and now >= ap.expires_ts:
         return Refusal(code="conflict", message=f"approval {ap.approval_id} expired")
-    if d.action_hash is not None and d.action_hash != ap.action_hash:
-        return Refusal(code="stale", message="the action changed since it was shown; look again")
+    return None
+
+
+def refuse_unbound(ap: Approval, now: float) -> Refusal:
+    """The refusal of a decision that names no action hash: the approval's state when that already rules any
+    decision out, else ``stale`` (a decision is bound to the action its decider saw, or it is not taken)."""
+    return _undecidable(ap, now) or Refusal(code="stale", message=f"approval {ap.approval_id}: {UNBOUND}")
+
+
+def check_decision(ap: Approval, d: Decision) -> Refusal | None:
+    """Why ``d`` may not be applied to ``ap`` (None: it may)."""
+    refusal = _undecidable(ap, d.ts)
+    if refusal is not None:
+        return refusal
+    if d.action_hash != ap.action_hash:
+        return Refusal(code="stale", message=f"approval {ap.approval_id}: {STALE}")
     if d.decision == "approve" and d.by == ap.proposer:
         return Refusal(code="forbidden", message=f"{d.by} proposed this action and cannot approve it")
     if d.decision == "approve" and d.role not in ap.roles:

@@ -7,9 +7,9 @@ restarted gateway finds every pending approval where it was.
 
 Keys (``{ns}:`` prefix): ``approval:<id>`` and ``approvals`` (index), ``executed:<kind>`` (sorted set of
 executions, for blast radius), ``awaiting_outcome`` (executed approvals with a prediction to check),
-``audit`` and ``audit:head``, ``users``/``tokens``, ``notifications`` (emergencies, for people) and
-``feedback`` (ActionResult samples the twin reads as telemetry: outcome misses, and results of actuators
-that do not report through the simulator).
+``audit`` and ``audit:head``, ``refused`` (ids of proposals refused on submit), ``users``/``tokens``,
+``notifications`` (emergencies, for people) and ``feedback`` (ActionResult samples the twin reads as
+telemetry: outcome misses, and results of actuators that do not report through the simulator).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from actors.metrics import Metrics
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, action_targets, parse_action
 from policies.policy import Executed, Policy
-from policies.verify import check_action
+from policies.verify import check_action, check_proposal
 
 log = logging.getLogger("opsloop.gateway")
 
@@ -143,7 +143,17 @@ class GatewayService:
 
     # --- from the agent -----------------------------------------------------------------------------
     async def submit(self, proposal: Proposal) -> list[dict]:
-        """Open an approval per proposed action (a repeat of a known action is a no-op); run auto ones."""
+        """Open an approval per proposed action (a repeat of a known action is a no-op); run auto ones.
+
+        The proposal is verified again first (``policies.verify.check_proposal``: the agent's flag, and every
+        action against the fleet): a proposal that fails opens nothing, and its refusal is recorded as data, an
+        audit entry of type ``proposal`` with status ``refused`` (once per proposal id); the answer then holds
+        one ``{"refusal": …}`` per action."""
+        topology = await asyncio.wait_for(self.fleet.topology(), FLEET_TIMEOUT_S) if self.fleet is not None else None
+        problems = check_proposal([pa.action for pa in proposal.actions], proposal.verified, topology,
+                                  proposal.problems)
+        if problems:
+            return await self._refuse_proposal(proposal, problems)
         out = []
         now = time.time()
         for pa in proposal.actions:
@@ -166,20 +176,42 @@ class GatewayService:
             out.append(existing.model_dump(mode="json") if existing else {})
         return out
 
+    async def _refuse_proposal(self, proposal: Proposal, problems: list[str]) -> list[dict]:
+        message = f"proposal {proposal.proposal_id} refused: {'; '.join(problems)}"
+        log.warning("%s", message)
+        key = self._key("refused")
+        if not await self.redis.sismember(key, proposal.proposal_id):  # a resubmitted proposal is audited once
+            await self.audit.append(
+                time.time(), "proposal", sm.AGENT, "agent", incident_id=proposal.incident_id,
+                proposal_id=proposal.proposal_id,
+                payload={"status": "refused", "reason": message, "problems": problems,
+                         "agent_verified": proposal.verified, "agent_problems": list(proposal.problems),
+                         "actions": [pa.action.model_dump(mode="json") for pa in proposal.actions]},
+            )
+            await self.redis.sadd(key, proposal.proposal_id)
+        refusal = Refusal(code="invalid", message=message).model_dump()
+        return [{"refusal": refusal} for _ in proposal.actions] or [{"refusal": refusal}]
+
     async def _notify(self, ap: Approval, message: str) -> None:
         await self.redis.xadd(self._key("notifications"), {"approval_id": ap.approval_id, "message": message},
                               maxlen=10_000, approximate=True)
 
     # --- from operators -----------------------------------------------------------------------------
     async def decide(self, approval_id: str, decision: dict) -> dict:
-        """Apply a decision (``decision``, ``by``, ``role``, ``reason``, ``channel``, ``action_hash``); returns
-        ``{"approval": …}`` or ``{"refusal": {"code", "message"}}``. An approval that becomes approved is
-        executed before return, unless the policy holds it back (then the decision is refused, ``blocked``)."""
-        d = Decision.model_validate({**decision, "ts": time.time()})
+        """Apply a decision (``decision``, ``by``, ``role``, ``reason``, ``channel``, ``action_hash``, optional
+        ``client``); returns ``{"approval": …}`` or ``{"refusal": {"code", "message"}}``. The caller is the
+        serving layer, which sets ``channel`` from the route the decision came through. A decision without the
+        hash of the action it was shown, or with another one, is refused (``stale``). An approval that becomes
+        approved is executed before return, unless the policy holds it back (then the decision is refused,
+        ``blocked``)."""
+        now = time.time()
         async with self._lock:
-            ap = await self._expired_or(approval_id, d.ts)
+            ap = await self._expired_or(approval_id, now)
             if ap is None:
                 return _refuse("not_found", f"no approval {approval_id}")
+            if not decision.get("action_hash"):
+                return {"refusal": sm.refuse_unbound(ap, now).model_dump()}
+            d = Decision.model_validate({**decision, "ts": now})
             new = sm.decide(ap, d)
             if isinstance(new, Refusal):
                 return {"refusal": new.model_dump()}
@@ -191,7 +223,7 @@ class GatewayService:
             if not await self._save(new, ap):
                 return _refuse("conflict", "decided concurrently; look again")
             await self._audit(new, "decision", d.by, d.channel, decision=d.decision, reason=d.reason, role=d.role,
-                              action_hash=new.action_hash)
+                              action_hash=new.action_hash, **({"client": d.client} if d.client else {}))
             if new.status != "pending":  # the decision that settled it (not a first of two approvals)
                 self.meter.observe("opsloop_decision_latency_seconds", max(d.ts - ap.created_ts, 0.0))
             if new.status == "rejected":  # the operator's reason goes back to the twin, and so to the agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.gateway.auth import ROLES, User, hash_token, new_token
+from actors.gateway.auth import ROLES, User, hash_token, new_token, same_hash
 
 
 class UserStore:
@@ -24,7 +24,7 @@ class UserStore:
         raw = await self.redis.hget(self.users_key, name)
         user = User.model_validate_json(raw) if raw else None
         # A replaced token's old hash may linger; it is valid only while it is the user's current one.
-        return user if user is not None and user.token_hash == hash_token(token) else None
+        return user if user is not None and same_hash(user.token_hash, hash_token(token)) else None
 
     async def put(self, name: str, role: str, token_hash: str, by: str, now: float) -> User:
         """Create or replace a user with the given token hash (the old token stops working)."""
@@ -50,7 +50,7 @@ class UserStore:
         raw = await self.redis.hget(self.users_key, name)
         if raw:
             u = User.model_validate_json(raw)
-            if u.token_hash == token_hash and u.role == role:
+            if same_hash(u.token_hash, token_hash) and u.role == role:
                 return False
         await self.put(name, role, token_hash, "opsloop up", now)
         return True

@@ -1,13 +1,17 @@
 """``opsloop approvals list|show|approve|reject|edit``: decide from the terminal, through the HTTP API.
 
 Decisions are made as the token's user (the admin token of `opsloop up` on this machine unless
-``OPSLOOP_ADMIN_TOKEN`` names another) and recorded with channel ``cli``.
+``OPSLOOP_ADMIN_TOKEN`` names another) and recorded with channel ``http`` (the route they come through; the
+server never takes a client's word for its channel). A decision is bound to the action it was shown: ``approve``
+and ``reject`` fetch the approval, print its action and hash, and send that hash, so an action edited meanwhile
+is refused (409) instead of decided unseen; ``--hash`` binds it to what an earlier ``show`` printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from cluster.cli import CliError
@@ -22,13 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--status", help="only this state (pending, executed, rejected, …)")
     ls.add_argument("--json", action="store_true", help="print a JSON array (id, status, action, …)")
     ls.set_defaults(func=_list)
-    show = verbs.add_parser("show", help="show one approval as JSON")
+    show = verbs.add_parser("show", help="show one approval: its action and the action's hash")
     show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print the whole approval as JSON")
     show.set_defaults(func=_show)
     for verb in ("approve", "reject"):
-        v = verbs.add_parser(verb, help=f"{verb} one approval (as the token's user)")
+        v = verbs.add_parser(verb, help=f"{verb} one approval (as the token's user), bound to the action shown",
+                             description=f"Fetch the approval, print the action it would {verb} and its hash, and "
+                             "send that hash with the decision: if the action changes in between, the server "
+                             "refuses (409) and nothing is decided.")
         v.add_argument("id", help="approval id (ap-…)")
         v.add_argument("--reason", required=verb == "reject", default="", help="why (required to reject)")
+        v.add_argument("--hash", dest="expect_hash", metavar="HASH",
+                       help="decide only if the action's hash still starts with HASH (as `approvals show` printed "
+                       "it; at least 8 characters)")
         v.add_argument("--json", action="store_true", help="print the approval as JSON")
         v.set_defaults(func=_decide, decision=verb)
     ed = verbs.add_parser("edit", help="change a pending action's parameters (judged again; approvals reset)")
@@ -64,8 +75,23 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe(ap: dict) -> list[str]:
+    """The lines that show an approval: what would run (the action and its hash) and where it stands."""
+    params = {k: v for k, v in ap["action"].items() if k != "kind"}
+    lines = [f"{ap['approval_id']}  {ap['status']}  {ap['summary']}",
+             f"  action       {ap['action']['kind']} {json.dumps(params, sort_keys=True)}",
+             f"  action_hash  {ap['action_hash']}",
+             f"  policy       {ap.get('policy', '')} ({ap.get('required', 0)} approver(s))",
+             f"  incident     {ap['incident_id']}"]
+    for d in ap.get("decisions", []):
+        lines.append(f"  decided      {d['decision']} by {d['by']} via {d['channel']}"
+                     + (f": {d['reason']}" if d.get("reason") else ""))
+    return lines
+
+
 def _show(args: argparse.Namespace) -> int:
-    print(json.dumps(api(connection_settings(args), "GET", f"/api/approvals/{args.id}"), indent=2))
+    ap = api(connection_settings(args), "GET", f"/api/approvals/{args.id}")
+    print(json.dumps(ap, indent=2) if args.json else "\n".join(describe(ap)))
     return 0
 
 
@@ -78,8 +104,22 @@ def _print(ap: dict, as_json: bool) -> None:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    body = {"decision": args.decision, "reason": args.reason, "channel": "cli"}
-    _print(api(connection_settings(args), "POST", f"/api/approvals/{args.id}/decision", json=body), args.json)
+    settings = connection_settings(args)
+    ap = api(settings, "GET", f"/api/approvals/{args.id}")
+    shown = ap["action_hash"]
+    if args.expect_hash is not None:
+        expect = args.expect_hash.strip().lower()
+        if len(expect) < 8:
+            raise CliError("--hash: give at least 8 characters of the action_hash `approvals show` printed", code=2)
+        if not shown.startswith(expect):
+            raise CliError(f"not {args.decision}d: the action changed since you saw it; reload "
+                           f"(`opsloop approvals show {args.id}`)", code=2)
+    verb = "approving" if args.decision == "approve" else "rejecting"
+    # What this decision is bound to, before it is sent (on stderr with --json, so stdout stays JSON).
+    print(f"{verb} {ap['approval_id']}: {ap['summary']}\n  action_hash {shown}", file=sys.stderr if args.json
+          else sys.stdout, flush=True)
+    body = {"decision": args.decision, "reason": args.reason, "action_hash": shown}
+    _print(api(settings, "POST", f"/api/approvals/{args.id}/decision", json=body), args.json)
     return 0
 
 
@@ -98,6 +138,6 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    body = {"params": parse_assignments(args.params), "reason": args.reason, "channel": "cli"}
+    body = {"params": parse_assignments(args.params), "reason": args.reason}
     _print(api(connection_settings(args), "POST", f"/api/approvals/{args.id}/edit", json=body), args.json)
     return 0

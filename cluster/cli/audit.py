@@ -55,6 +55,7 @@ def _show(args: argparse.Namespace) -> int:
         pl = e.get("payload", {})
         what = pl.get("decision") or pl.get("verdict") or pl.get("status", "")
         extra = pl.get("reason") or (pl.get("result") or {}).get("detail") or pl.get("expected") or ""
+        client = f" ({pl['client']})" if pl.get("client") else ""  # what the client said it is: information only
         print(f"#{e['seq']:<5} {when}Z {e['type']:<9} {e.get('approval_id') or '-':<15} {what:<9} "
-              f"by {e['actor']} via {e['channel']}" + (f" — {extra}" if extra else ""))
+              f"by {e['actor']} via {e['channel']}{client}" + (f" — {extra}" if extra else ""))
     return 0

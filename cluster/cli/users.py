@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add(args: argparse.Namespace) -> int:
     out = api(connection_settings(args), "POST", "/api/users",
-              json={"name": args.name, "role": args.role, "channel": "cli"})
+              json={"name": args.name, "role": args.role})
     if args.json:
         print(json.dumps({"name": out["name"], "role": out["role"], "token": out["token"]}))
         return 0

@@ -42,6 +42,7 @@ async def test_rejection_comes_back_as_an_event_and_becomes_experience(redis_url
             break
     [ap] = pending
     out = await gateway.decide(ap["approval_id"], {"decision": "reject", "by": "alice", "role": "approver",
+                                                   "channel": "http", "action_hash": ap["action_hash"],
                                                    "reason": "flow sensor is wrong, checking the strainer first"})
     assert out["approval"]["status"] == "rejected"
     kinds: list[str] = []

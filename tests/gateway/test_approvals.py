@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from actors.agent.incidents import RootCause
 from actors.agent.proposals import Proposal, ProposedAction
-from actors.gateway.approvals import Decision, Refusal, decide, expire, open_approval, with_status
+from actors.gateway.approvals import (
+    UNRECORDED,
+    Approval,
+    Decision,
+    Refusal,
+    decide,
+    expire,
+    open_approval,
+    refuse_unbound,
+    with_status,
+)
 from policies.actions import action_hash, parse_action
 from policies.policy import Verdict
 
@@ -20,7 +33,9 @@ def approval(mode: str = "approve", approvers: int = 1):
 
 
 def d(decision: str, by: str = "alice", ts: float = 110.0, **kw) -> Decision:
-    return Decision(decision=decision, by=by, reason="because", ts=ts, **kw)
+    """A decision on the action ``approval()`` shows (its hash), through the HTTP API, unless ``kw`` says else."""
+    return Decision(**{"decision": decision, "by": by, "reason": "because", "ts": ts, "channel": "http",
+                       "action_hash": action_hash(ACTION), **kw})
 
 
 def test_policy_verdict_sets_the_initial_state() -> None:
@@ -54,7 +69,25 @@ def test_two_person_rule_needs_distinct_approvers() -> None:
 def test_decision_binds_to_the_action_shown() -> None:
     stale = decide(approval(), d("approve", action_hash="0" * 64))
     assert isinstance(stale, Refusal) and stale.code == "stale"
+    assert stale.message.endswith("the action changed since you saw it; reload")
     assert decide(approval(), d("approve", action_hash=action_hash(ACTION))).status == "approved"
+
+
+def test_a_decision_must_name_the_hash_it_was_shown() -> None:
+    with pytest.raises(ValidationError, match="action_hash"):
+        Decision(decision="approve", by="alice", ts=110.0, channel="http")
+    unbound = refuse_unbound(approval(), 110.0)
+    assert unbound.code == "stale" and "reload" in unbound.message
+    done = decide(approval(), d("reject"))
+    assert refuse_unbound(done, 110.0).code == "conflict", "a decided approval says so first"
+
+
+def test_a_decision_stored_before_hashes_were_required_still_loads() -> None:
+    ap = decide(approval(), d("approve"))
+    data = ap.model_dump(mode="json")
+    del data["decisions"][0]["action_hash"]  # as an earlier opsloop stored a CLI decision
+    old = Approval.model_validate(data)
+    assert old.decisions[0].action_hash == UNRECORDED and old.decisions[0].by == "alice"
 
 
 def test_expired_approval_cannot_be_approved() -> None:

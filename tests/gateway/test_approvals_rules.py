@@ -12,7 +12,9 @@ VERDICT = Verdict(mode="approve", approvers=1, reason="drain_node: needs 1 appro
 
 
 def d(decision: str, by: str, role: str = "approver", **kw) -> Decision:
-    return Decision(decision=decision, by=by, role=role, reason="r", ts=110.0, **kw)
+    """A decision on the action ``approval()`` shows, unless ``kw`` names another hash."""
+    return Decision(**{"decision": decision, "by": by, "role": role, "reason": "r", "ts": 110.0, "channel": "http",
+                       "action_hash": approval().action_hash, **kw})
 
 
 def test_proposer_cannot_approve_and_roles_are_checked() -> None:
@@ -32,11 +34,11 @@ def test_edit_is_judged_again_voids_approvals_and_binds_the_editor() -> None:
     assert ed.action == NEW and ed.action_hash == action_hash(NEW) and ed.action_id != ap.action_id
     assert ed.proposer == "oscar" and ed.edits[0].before["node"] == "n01" and ed.edits[0].by == "oscar"
     assert ed.expires_ts == 180.0
-    own = decide(ed, d("approve", "oscar"))
+    own = decide(ed, d("approve", "oscar", action_hash=ed.action_hash))
     assert isinstance(own, Refusal) and own.code == "forbidden", "the editor cannot approve their own edit"
     stale = decide(ed, d("approve", "alice", action_hash=ap.action_hash))
     assert isinstance(stale, Refusal) and stale.code == "stale", "an approval of the old action does not bind"
-    assert decide(ed, d("approve", "alice")).status == "approved"
+    assert decide(ed, d("approve", "alice", action_hash=ed.action_hash)).status == "approved"
 
 
 def test_edit_to_a_denied_action_denies_and_bad_edits_are_refused() -> None:

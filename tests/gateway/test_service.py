@@ -23,6 +23,11 @@ COOL = {"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 18.0}
 APPROVER = {"role": "approver", "channel": "http"}
 
 
+def said(ap: dict, decision: str = "approve", by: str = "alice", **kw: object) -> dict:
+    """A decision on ``ap`` as it was shown (its action hash), through the HTTP API, unless ``kw`` says else."""
+    return {"decision": decision, "by": by, "action_hash": ap["action_hash"], **APPROVER, **kw}
+
+
 class CountingActuator:
     """Counts executions per action id; slow enough that concurrent callers overlap."""
 
@@ -65,12 +70,12 @@ async def test_concurrent_approvals_execute_exactly_once(redis_url: str) -> None
     gw, act = gateway(redis_url)
     [ap] = await gw.submit(proposal(COOL))
     aid = ap["approval_id"]
-    answers = await asyncio.gather(*(gw.decide(aid, {"decision": "approve", "by": f"op{i % 3}", **APPROVER})
+    answers = await asyncio.gather(*(gw.decide(aid, said(ap, by=f"op{i % 3}"))
                                      for i in range(6)))
     assert sum("approval" in a for a in answers) == 1 and len(act.calls) == 1
     # A second gateway process on the same Redis cannot decide it again either.
     other, act2 = gateway(redis_url)
-    again = await other.decide(aid, {"decision": "approve", "by": "zed", **APPROVER})
+    again = await other.decide(aid, said(ap, by="zed"))
     assert again["refusal"]["code"] == "conflict" and act2.calls == []
     assert (await gw.get(aid))["status"] == "executed"
 
@@ -80,12 +85,12 @@ async def test_two_person_rule(redis_url: str) -> None:
     [ap] = await gw.submit(proposal({"kind": "drain_node", "node": "n01"}))
     aid = ap["approval_id"]
     assert ap["status"] == "pending" and ap["required"] == 2
-    first = await gw.decide(aid, {"decision": "approve", "by": "alice", **APPROVER})
+    first = await gw.decide(aid, said(ap))
     assert first["approval"]["status"] == "pending"
-    assert (await gw.decide(aid, {"decision": "approve", "by": "alice", **APPROVER}))["refusal"]["code"] == "conflict"
-    assert (await gw.decide(aid, {"decision": "approve", "by": "agent", **APPROVER}))["refusal"]["code"] == "forbidden"
+    assert (await gw.decide(aid, said(ap)))["refusal"]["code"] == "conflict"
+    assert (await gw.decide(aid, said(ap, by="agent")))["refusal"]["code"] == "forbidden"
     assert act.calls == []
-    done = await gw.decide(aid, {"decision": "approve", "by": "bob", **APPROVER})
+    done = await gw.decide(aid, said(ap, by="bob"))
     assert done["approval"]["status"] == "executed" and len(act.calls) == 1
 
 
@@ -95,9 +100,9 @@ async def test_forbidden_and_expired_actions_never_execute(redis_url: str) -> No
     gw, act = gateway(redis_url, pol)
     denied, pending = await gw.submit(proposal({"kind": "drain_node", "node": "n01"}, COOL))
     assert denied["status"] == "denied"
-    assert (await gw.decide(denied["approval_id"], {"decision": "approve", "by": "a", **APPROVER}))["refusal"]
+    assert (await gw.decide(denied["approval_id"], said(denied, by="a")))["refusal"]
     await asyncio.sleep(0.3)
-    late = await gw.decide(pending["approval_id"], {"decision": "approve", "by": "a", **APPROVER})
+    late = await gw.decide(pending["approval_id"], said(pending, by="a"))
     assert late["refusal"]["code"] == "conflict" and "expired" in late["refusal"]["message"]
     assert (await gw.get(pending["approval_id"]))["status"] == "expired" and act.calls == []
     types = [e["type"] for e in await gw.audit_entries(approval_id=pending["approval_id"])]
@@ -109,7 +114,7 @@ async def test_restart_finds_pending_approvals_decidable(redis_url: str) -> None
     [ap] = await gw.submit(proposal(COOL))
     fresh, act = gateway(redis_url)
     assert [a["approval_id"] for a in await fresh.list("pending")] == [ap["approval_id"]]
-    out = await fresh.decide(ap["approval_id"], {"decision": "approve", "by": "alice", **APPROVER})
+    out = await fresh.decide(ap["approval_id"], said(ap))
     assert out["approval"]["status"] == "executed" and len(act.calls) == 1
 
 
@@ -126,7 +131,7 @@ async def test_a_gateway_that_died_while_executing_is_resumed_once(redis_url: st
     [ap] = await gw.submit(proposal(COOL))
     aid = ap["approval_id"]
     with pytest.raises(asyncio.CancelledError):
-        await gw.decide(aid, {"decision": "approve", "by": "alice", **APPROVER})
+        await gw.decide(aid, said(ap))
     assert (await gw.get(aid))["status"] == "executing"
     r = redis.Redis.from_url(redis_url)
     assert r.xlen("g:feedback") == 0
@@ -149,7 +154,7 @@ async def test_change_window_refuses_the_deciding_approval(redis_url: str) -> No
                                                                     "windows": [{"days": other}]}}})
     gw, act = gateway(redis_url, pol)
     [ap] = await gw.submit(proposal(COOL))
-    out = await gw.decide(ap["approval_id"], {"decision": "approve", "by": "alice", **APPROVER})
+    out = await gw.decide(ap["approval_id"], said(ap))
     assert out["refusal"]["code"] == "blocked" and "change window" in out["refusal"]["message"]
     after = await gw.get(ap["approval_id"])
     assert after["status"] == "pending" and after["decisions"] == [] and act.calls == []
@@ -159,8 +164,8 @@ async def test_blast_radius_counts_executed_actions(redis_url: str) -> None:
     pol = Policy.model_validate({"rules": {"drain_node": {"mode": "approve", "max_per_hour": 1}}})
     gw, act = gateway(redis_url, pol)
     a1, a2 = await gw.submit(proposal({"kind": "drain_node", "node": "n01"}, {"kind": "drain_node", "node": "n02"}))
-    assert (await gw.decide(a1["approval_id"], {"decision": "approve", "by": "x", **APPROVER}))["approval"]
-    out = await gw.decide(a2["approval_id"], {"decision": "approve", "by": "x", **APPROVER})
+    assert (await gw.decide(a1["approval_id"], said(a1, by="x")))["approval"]
+    out = await gw.decide(a2["approval_id"], said(a2, by="x"))
     assert out["refusal"]["code"] == "blocked" and "per hour" in out["refusal"]["message"] and len(act.calls) == 1
 
 
@@ -185,10 +190,9 @@ async def test_edit_is_verified_judged_again_and_audited(redis_url: str) -> None
     assert ghost["refusal"]["code"] == "invalid" and "not in the fleet" in ghost["refusal"]["message"]
     ok = (await gw.edit(aid, {"supply_c": 15}, "oscar", "cli", "colder"))["approval"]
     assert ok["status"] == "pending" and ok["action"]["supply_c"] == 15 and ok["proposer"] == "oscar"
-    own = await gw.decide(aid, {"decision": "approve", "by": "oscar", **APPROVER})
+    own = await gw.decide(aid, said(ok, by="oscar"))
     assert own["refusal"]["code"] == "forbidden"
-    done = (await gw.decide(aid, {"decision": "approve", "by": "alice", "action_hash": ok["action_hash"],
-                                  **APPROVER}))["approval"]
+    done = (await gw.decide(aid, said(ok)))["approval"]
     assert done["status"] == "executed" and act.calls == [ok["action_id"]]
     entries = await gw.audit_entries(approval_id=aid)
     assert [e["type"] for e in entries] == ["proposal", "edit", "decision", "execution"]
@@ -210,11 +214,11 @@ async def test_users_tokens_authenticate_and_rotate(redis_url: str) -> None:
 async def test_audit_trail_records_decisions_and_detects_tampering(redis_url: str) -> None:
     gw, _ = gateway(redis_url)
     a1, a2 = await gw.submit(proposal(COOL, {"kind": "set_fan_speed", "unit": "cu01", "percent": 90}))
-    await gw.decide(a1["approval_id"], {"decision": "approve", "by": "alice", "role": "approver", "channel": "cli"})
-    await gw.decide(a2["approval_id"], {"decision": "reject", "by": "bob", "reason": "no", **APPROVER})
+    await gw.decide(a1["approval_id"], said(a1, channel="slack"))
+    await gw.decide(a2["approval_id"], said(a2, "reject", "bob", reason="no"))
     assert (await gw.audit_verify())["ok"]
     decisions = [e for e in await gw.audit_entries(incident_id="inc-pr-1") if e["type"] == "decision"]
-    assert [(e["actor"], e["channel"]) for e in decisions] == [("alice", "cli"), ("bob", "http")]
+    assert [(e["actor"], e["channel"]) for e in decisions] == [("alice", "slack"), ("bob", "http")]
 
     r = redis.Redis.from_url(redis_url)
     [(sid, fields)] = [(s, f) for s, f in r.xrange("g:audit") if json.loads(f[b"e"])["actor"] == "alice"
@@ -235,7 +239,7 @@ async def test_outcome_met_missed_and_fed_back(redis_url: str) -> None:
     ap1, ap2 = await gw.submit(proposal(COOL, {"kind": "set_fan_speed", "unit": "cu01", "percent": 90},
                                         prediction=pred))
     for ap in (ap1, ap2):
-        await gw.decide(ap["approval_id"], {"decision": "approve", "by": "alice", **APPROVER})
+        await gw.decide(ap["approval_id"], said(ap))
     assert await gw.check_outcomes() == []  # ts 50: just executed, nothing to judge yet
     fleet.snap = {**fleet.snap, "ts": 100.0}
     assert await gw.check_outcomes() == [], "88 °C after 50 s of 90: still waiting"
@@ -250,7 +254,7 @@ async def test_outcome_met_missed_and_fed_back(redis_url: str) -> None:
     assert [e["type"] for e in await gw.audit_entries(approval_id=ap1["approval_id"])][-1] == "outcome"
 
     [ap3] = await gw.submit(proposal(COOL, prediction=pred, pid="pr-3"))
-    await gw.decide(ap3["approval_id"], {"decision": "approve", "by": "alice", **APPROVER})
+    await gw.decide(ap3["approval_id"], said(ap3))
     fleet.snap = {**fleet.snap, "ts": 60.0, "gpus": [{"gpu": "n01/gpu0", "node": "n01", "sensed_c": 80.0}]}
     [met] = await gw.check_outcomes()
     assert met["outcome"]["verdict"] == "met" and await gw.check_outcomes() == []

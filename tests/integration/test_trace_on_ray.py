@@ -97,6 +97,7 @@ def test_one_incident_one_trace_across_processes(traced_ray: tuple[dict, Path]) 
     [ap] = wait_for(pending, 240.0)
     ray.get(gw.create_user.remote("alice", "approver", "test"), timeout=30)
     out = ray.get(gw.decide.remote(ap["approval_id"], {"decision": "approve", "by": "alice", "role": "approver",
+                                                         "channel": "http", "action_hash": ap["action_hash"],
                                                          "reason": "lower the supply"}), timeout=60)
     assert out["approval"]["status"] == "executed", out
 

@@ -70,7 +70,8 @@ async def test_metrics_endpoint_shows_the_whole_loop(redis_url: str) -> None:
                 ap = pending[0]
                 break
         assert ap is not None
-        r = await client.post(f"/api/approvals/{ap['approval_id']}/decision", json={"decision": "approve"})
+        r = await client.post(f"/api/approvals/{ap['approval_id']}/decision",
+                              json={"decision": "approve", "action_hash": ap["action_hash"]})
         assert r.status_code == 200
         assert (await client.get("/metrics", headers={"Authorization": ""})).status_code == 401
         resp = await client.get("/metrics")

@@ -104,7 +104,8 @@ async def test_one_incident_is_one_trace_through_every_stage(traced_loop: tuple,
             ap = pending[0]
             break
     assert ap is not None and ap["traceparent"]
-    r = await client.post(f"/api/approvals/{ap['approval_id']}/decision", json={"decision": "approve", "reason": "ok"})
+    r = await client.post(f"/api/approvals/{ap['approval_id']}/decision",
+                          json={"decision": "approve", "reason": "ok", "action_hash": ap["action_hash"]})
     assert r.status_code == 200 and r.json()["status"] == "executed", r.text
     spans: list[dict] = []
     for i in range(1500):  # the twin sees the GPUs recover: the action's observed outcome

@@ -89,8 +89,8 @@ async def test_fault_to_approval_to_execution_to_cooling(loop: Loop) -> None:
         return all(g["sensed_c"] >= g["max_operating_c"] for g in snap["gpus"] if g["node"] == "n01")
 
     await loop.until(crossed)
-    resp = await loop.client.post(f"/api/approvals/{ap['approval_id']}/decision",
-                                  json={"decision": "approve", "reason": "cool it"}, headers=loop.auth("alice"))
+    resp = await loop.client.post(f"/api/approvals/{ap['approval_id']}/decision", headers=loop.auth("alice"),
+                                  json={"decision": "approve", "reason": "cool it", "action_hash": ap["action_hash"]})
     assert resp.status_code == 200, resp.text
     done = resp.json()
     assert done["status"] == "executed" and "cu01 supply setpoint" in done["result"]["detail"]
@@ -120,13 +120,16 @@ async def test_bad_decisions_get_clear_4xx_and_change_nothing(loop: Loop) -> Non
         r = await loop.client.post(url, content=body, headers={"content-type": "application/json"})
         assert r.status_code == 400, (body, r.text)
         assert r.json()["error"]["code"] == "bad_request" and r.json()["error"]["message"]
-    r = await loop.client.post("/api/approvals/ap-doesnotexist/decision", json={"decision": "approve"})
+    r = await loop.client.post("/api/approvals/ap-doesnotexist/decision",
+                               json={"decision": "approve", "action_hash": ap["action_hash"]})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert (await loop.client.get(f"/api/approvals/{ap['approval_id']}")).json()["status"] == "pending"
 
-    r = await loop.client.post(url, json={"decision": "reject", "reason": "not now"}, headers=loop.auth("bob"))
+    r = await loop.client.post(url, json={"decision": "reject", "reason": "not now", "action_hash": ap["action_hash"]},
+                               headers=loop.auth("bob"))
     assert r.status_code == 200 and r.json()["status"] == "rejected"
-    r = await loop.client.post(url, json={"decision": "approve"}, headers=loop.auth("carol"))
+    r = await loop.client.post(url, json={"decision": "approve", "action_hash": ap["action_hash"]},
+                               headers=loop.auth("carol"))
     assert r.status_code == 409 and "already rejected" in r.json()["error"]["message"]
     after = (await loop.client.get(f"/api/approvals/{ap['approval_id']}")).json()
     assert after["status"] == "rejected" and after["result"] is None and len(after["decisions"]) == 1
@@ -138,7 +141,8 @@ async def test_concurrent_approvals_execute_once(loop: Loop) -> None:
     [ap] = await loop.until(lambda: pending(loop))
     url = f"/api/approvals/{ap['approval_id']}/decision"
     answers = await asyncio.gather(
-        *(loop.client.post(url, json={"decision": "approve"}, headers=loop.auth(f"op{i}")) for i in range(5))
+        *(loop.client.post(url, json={"decision": "approve", "action_hash": ap["action_hash"]},
+                           headers=loop.auth(f"op{i}")) for i in range(5))
     )
     assert sorted(r.status_code for r in answers) == [200, 409, 409, 409, 409]
     await loop.turn()
@@ -173,9 +177,10 @@ async def test_tokens_roles_and_audit_of_every_decision(loop: Loop) -> None:
     viewer = loop.auth("vera")
     assert (await loop.client.get("/api/approvals", headers=viewer)).status_code == 200
     assert (await loop.client.get("/api/me", headers=viewer)).json() == {"name": "vera", "role": "viewer"}
-    r = await loop.client.post(url, json={"decision": "approve"}, headers=viewer)
+    r = await loop.client.post(url, json={"decision": "approve", "action_hash": ap["action_hash"]}, headers=viewer)
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
-    r = await loop.client.post(url, json={"decision": "approve"}, headers=loop.auth("oscar"))
+    r = await loop.client.post(url, json={"decision": "approve", "action_hash": ap["action_hash"]},
+                               headers=loop.auth("oscar"))
     assert r.status_code == 403, "an operator edits but does not decide"
     assert (await loop.client.get("/api/users", headers=loop.auth("alice"))).status_code == 403
     assert (await loop.client.get(f"/api/approvals/{ap['approval_id']}")).json()["status"] == "pending"
@@ -186,15 +191,26 @@ async def test_tokens_roles_and_audit_of_every_decision(loop: Loop) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
     r = await loop.client.post(f"/api/approvals/{ap['approval_id']}/edit", headers=loop.auth("oscar"),
                                json={"params": {"supply_c": 14.0}, "reason": "colder", "channel": "dashboard"})
+    assert r.status_code == 400 and "channel" in r.json()["error"]["message"], "a client does not claim a channel"
+    r = await loop.client.post(f"/api/approvals/{ap['approval_id']}/edit", headers=loop.auth("oscar"),
+                               json={"params": {"supply_c": 14.0}, "reason": "colder"})
     assert r.status_code == 200 and r.json()["action"]["supply_c"] == 14.0 and r.json()["proposer"] == "oscar"
-    r = await loop.client.post(url, json={"decision": "approve", "channel": "slack"}, headers=loop.auth("alice"))
+    edited = r.json()
+    r = await loop.client.post(url, json={"decision": "approve", "action_hash": ap["action_hash"]},
+                               headers=loop.auth("alice"))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "stale", "alice saw the action before the edit"
+    r = await loop.client.post(url, json={"decision": "approve", "channel": "slack",
+                                          "action_hash": edited["action_hash"]}, headers=loop.auth("alice"))
+    assert r.status_code == 400 and "channel" in r.json()["error"]["message"]
+    r = await loop.client.post(url, json={"decision": "approve", "action_hash": edited["action_hash"]},
+                               headers=loop.auth("alice"))
     assert r.status_code == 200 and r.json()["status"] == "executed"
-    assert r.json()["decisions"][0]["by"] == "alice" and r.json()["decisions"][0]["channel"] == "slack"
+    assert r.json()["decisions"][0]["by"] == "alice" and r.json()["decisions"][0]["channel"] == "http"
 
     entries = (await loop.client.get("/api/audit", params={"incident": ap["incident_id"]}, headers=viewer)).json()
     mine = [(e["type"], e["actor"], e["channel"]) for e in entries if e["approval_id"] == ap["approval_id"]]
-    assert mine == [("proposal", "agent", "agent"), ("edit", "oscar", "dashboard"), ("decision", "alice", "slack"),
-                    ("execution", "alice", "slack")]
+    assert mine == [("proposal", "agent", "agent"), ("edit", "oscar", "http"), ("decision", "alice", "http"),
+                    ("execution", "alice", "http")]
     assert (await loop.client.get("/api/audit/verify")).json()["ok"]
 
     created = await loop.client.post("/api/users", json={"name": "dave", "role": "approver"})
