@@ -14,8 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-NodeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
-GpuName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}/gpu[0-9]{1,3}$")]
+#: A host name as the fleet names it: a DNS name (RFC 1123 labels of letters, digits and inner hyphens, joined
+#: by dots, at most 253 characters: ``n01``, ``DGX-01``, ``ip-10-0-1-23.ec2.internal``). No spaces, slashes
+#: or control characters, so a GPU's name ``<node>/gpu<index>`` still splits at its one slash.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+NODE_PATTERN = rf"{_LABEL}(?:\.{_LABEL})*"
+NodeName = Annotated[str, StringConstraints(pattern=rf"^{NODE_PATTERN}$", max_length=253)]
+GpuName = Annotated[str, StringConstraints(pattern=rf"^{NODE_PATTERN}/gpu[0-9]{{1,3}}$", max_length=253 + 7)]
 UnitName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9/._-]{0,63}$")]
 JobName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]

@@ -24,6 +24,7 @@ EventKind = Literal[
     "network_bottleneck",
     "straggler",
     "sensor_fault",
+    "gpu_model_unknown",
     "cooling_degraded",
     "cooling_recovered",
     "action_executed",

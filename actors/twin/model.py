@@ -19,7 +19,7 @@ from actors.twin.estimator import EstimatorConfig, ThermalEstimator
 from actors.twin.events import Event
 from actors.twin.history import HISTORY, GpuHistory, UnitHistory, supply_lead
 from actors.twin.network import NetworkModel
-from actors.twin.profiles import profile
+from actors.twin.profiles import known, profile
 from actors.twin.signals import GpuSignals
 from actors.twin.state import StateError, arrays_from_state, arrays_to_state, need, num, strs
 from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
@@ -91,6 +91,7 @@ class TwinModel:
         self.unit_alarm: dict[str, bool] = {}
         self.now = 0.0
         self.samples_seen = 0
+        self.unknown_models: list[str] = []  # GPU models without a profile, each reported once
 
     # --- registry ---------------------------------------------------------------------------------------
     def _register(self, s: GpuSample) -> int:
@@ -101,7 +102,8 @@ class TwinModel:
         self.models.append(s.model)
         p = profile(s.model)
         add = lambda a, v: np.append(a, np.array([v], dtype=a.dtype))  # noqa: E731
-        self.latest, self.latest_t = add(self.latest, s.temp_c), add(self.latest_t, s.ts)
+        sensed = np.nan if s.temp_c is None else s.temp_c  # missing until the first temperature arrives
+        self.latest, self.latest_t = add(self.latest, sensed), add(self.latest_t, s.ts)
         self.power_w, self.clock_mhz = add(self.power_w, 0.0), add(self.clock_mhz, 0.0)
         self.slowdown_c, self.max_op_c = add(self.slowdown_c, p.slowdown_c), add(self.max_op_c, p.max_operating_c)
         self.streak, self.calm_since = add(self.streak, 0), add(self.calm_since, np.inf)
@@ -136,6 +138,7 @@ class TwinModel:
             "units": {u: s.model_dump(mode="json") for u, s in self.units.items()},
             "node_unit": dict(self.node_unit), "unit_streak": dict(self.unit_streak),
             "unit_alarm": dict(self.unit_alarm), "now": self.now, "samples_seen": self.samples_seen,
+            "unknown_models": list(self.unknown_models),
         }
 
     @classmethod
@@ -166,6 +169,7 @@ class TwinModel:
         m.unit_alarm = {need(k, str, "unit"): need(v, bool, "alarm") for k, v in need(d["unit_alarm"], dict,
                                                                                          "").items()}
         m.now, m.samples_seen = num(d["now"], "now"), need(d["samples_seen"], int, "samples seen")
+        m.unknown_models = strs(d.get("unknown_models", []), "unknown models")  # absent in older checkpoints
         return m
 
     # --- ingestion ----------------------------------------------------------------------------------------
@@ -183,6 +187,7 @@ class TwinModel:
                 i = self.index.get(s.name)
                 if i is None:
                     i = self._register(s)
+                    events += self._unknown_model(s)
                 if i in round_:
                     events += self._fold(round_)
                     round_ = {}
@@ -206,22 +211,38 @@ class TwinModel:
             events += self._fold(round_)
         return events
 
+    def _unknown_model(self, s: GpuSample) -> list[Event]:
+        """A GPU model without a profile is reported once (then its GPUs use conservative limits)."""
+        if known(s.model) or s.model in self.unknown_models:
+            return []
+        self.unknown_models.append(s.model)
+        p = profile(s.model)
+        data = {"gpu": s.name, "node": s.node, "model": s.model, "profile": p.name, "slowdown_c": p.slowdown_c,
+                "max_operating_c": p.max_operating_c, "shutdown_c": p.shutdown_c,
+                "note": "no profile for this GPU model: conservative limits apply until one is added"}
+        return [Event.make("gpu_model_unknown", s.name, s.ts, "warning", data)]
+
     def _fold(self, round_: dict[int, GpuSample]) -> list[Event]:
         idx = np.fromiter(round_.keys(), int, len(round_))
         batch = list(round_.values())
         ts = np.array([s.ts for s in batch])
-        y = np.array([s.temp_c for s in batch])
+        # A missing reading is NaN (unknown), never 0; a sample without a temperature updates everything else.
+        na = lambda v: np.nan if v is None else v  # noqa: E731
+        has_t = np.array([s.temp_c is not None for s in batch], bool)
+        y = np.array([na(s.temp_c) for s in batch], float)
         self.now = max(self.now, float(ts.max()))
         dt = ts - self.latest_t[idx]
-        self.latest[idx], self.latest_t[idx] = y, ts
-        self.power_w[idx] = [s.power_w or 0.0 for s in batch]
-        self.clock_mhz[idx] = [s.sm_clock_mhz or 0.0 for s in batch]
+        self.latest[idx[has_t]], self.latest_t[idx] = y[has_t], ts
+        self.power_w[idx] = [na(s.power_w) for s in batch]
+        self.clock_mhz[idx] = [na(s.sm_clock_mhz) for s in batch]
         self.throttled[idx] = [any(r in s.throttle_reasons for r in THERMAL_REASONS) for s in batch]
         for i, s in zip(idx.tolist(), batch, strict=True):
             self.reasons[i] = s.throttle_reasons
-        self.est.update(idx, ts, y)
-        self.gpu_hist.push(idx, ts, y)
-        events = self._detect_thermal(idx, ts)
+        events: list[Event] = []
+        if has_t.any():
+            self.est.update(idx[has_t], ts[has_t], y[has_t])
+            self.gpu_hist.push(idx[has_t], ts[has_t], y[has_t])
+            events += self._detect_thermal(idx[has_t], ts[has_t])
         events += self.signals.detect(self, idx, batch, dt)
         return events
 
@@ -276,13 +297,17 @@ class TwinModel:
             "node": node,
             "unit": self.node_unit.get(node),
             "model": self.models[i],
-            "sensed_c": float(self.latest[i]),
-            "est_c": float(self.est.x[i, 1]),
-            "projected_c": float(self.est.proj[i]),
+            "sensed_c": _f(self.latest[i]),
+            "est_c": self._est(i, self.est.x[i, 1]),
+            "projected_c": self._est(i, self.est.proj[i]),
             "slowdown_c": float(self.slowdown_c[i]),
             "max_operating_c": float(self.max_op_c[i]),
-            "power_w": float(self.power_w[i]),
+            "power_w": _f(self.power_w[i]),
         }
+
+    def _est(self, i: int, v: float, digits: int | None = None) -> float | None:
+        """An estimate for a view; ``None`` before the GPU's first temperature (not a 0 °C estimate)."""
+        return _f(v, digits) if self.est.started[i] else None
 
     def _gpu_event(self, kind: str, i: int, severity: str, **extra: float | str | None) -> Event:
         data = {**self.gpu_data(i), **extra}
@@ -329,9 +354,9 @@ class TwinModel:
     def snapshot(self) -> dict:
         """The twin as dashboards, the chat grounding and ``opsloop status`` see it."""
         gpus = [
-            {"gpu": self.names[i], "node": self.node_of[i], "sensed_c": round(float(self.latest[i]), 2),
-             "est_c": round(float(self.est.x[i, 1]), 2), "projected_c": round(float(self.est.proj[i]), 2),
-             "power_w": round(float(self.power_w[i]), 1), "clock_mhz": round(float(self.clock_mhz[i]), 0),
+            {"gpu": self.names[i], "node": self.node_of[i], "sensed_c": _f(self.latest[i], 2),
+             "est_c": self._est(i, self.est.x[i, 1], 2), "projected_c": self._est(i, self.est.proj[i], 2),
+             "power_w": _f(self.power_w[i], 1), "clock_mhz": _f(self.clock_mhz[i], 0),
              "alarm": bool(self.alarm[i]), "max_operating_c": float(self.max_op_c[i]),
              "slowdown_c": float(self.slowdown_c[i]), "energy_j": round(float(self.signals.energy_j[i]), 1),
              "throttle_reasons": list(self.reasons.get(i, ()))}
@@ -348,7 +373,7 @@ class TwinModel:
             "units": units,
             "nodes": sorted(set(self.node_of)),
             "hot_gpus": [g["gpu"] for g in gpus if g["alarm"]],
-            "max_sensed_c": round(float(self.latest.max()), 2) if len(self.latest) else None,
+            "max_sensed_c": round(float(np.nanmax(self.latest)), 2) if np.isfinite(self.latest).any() else None,
             "samples_seen": self.samples_seen,
             "energy": self.signals.energy_summary(self.node_of, self.net.job_gpus),
             "network": self.net.snapshot(),
@@ -358,3 +383,11 @@ class TwinModel:
         """Names the fleet knows, by kind: what an action may target."""
         return {"gpu": list(self.names), "node": sorted(set(self.node_of)), "unit": sorted(self.units),
                 "link": sorted(self.net.links), "job": sorted(self.net.jobs)}
+
+
+def _f(v: float, digits: int | None = None) -> float | None:
+    """A reading for a view: ``None`` when it is missing (NaN), never a 0 or a NaN in JSON."""
+    v = float(v)
+    if not np.isfinite(v):
+        return None
+    return v if digits is None else round(v, digits)

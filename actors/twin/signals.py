@@ -6,22 +6,27 @@ over the GPUs of one round at once, and only the GPUs that fire are touched in P
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from actors.twin.estimator import ThermalEstimator
 from actors.twin.events import Event
-from actors.twin.state import arrays_from_state, arrays_to_state
+from actors.twin.state import arr, arrays_from_state, arrays_to_state
+from cluster.telemetry.samples import STUCK_CLOCK_MOVE_MHZ, STUCK_POWER_MOVE_W, STUCK_SETTLE_S
+from knowledge.events import XID_MEANING
 
 if TYPE_CHECKING:
-    from actors.twin.model import TwinModel
     from cluster.telemetry.samples import GpuSample
 
 POWER_REASONS = ("sw_power_cap", "hw_power_brake")
 THERMAL_REASONS = ("hw_thermal_slowdown", "sw_thermal_slowdown")
 CLOCK_DROP_FRAC = 0.85  # a clock below 85 % of the GPU's recent reference is a drop
 CLOCK_BACK_FRAC = 0.95
-STUCK_READINGS = 30  # identical readings in a row: a live sensor with any noise never does that
+# Identical readings in a row: a live sensor finer than a degree never does that; a whole-degree sensor (NVML,
+# DCGM) does when the GPU is steady, so then the reading must also stay flat while power or clocks move
+# (the FlatRun rule of cluster.telemetry.quality, vectorised here).
+STUCK_READINGS = 30
 NOISY_NIS = 25.0  # mean normalised innovation² over the window (1 for a healthy sensor)
 NIS_WINDOW = 20
 
@@ -33,11 +38,37 @@ XID_BUCKETS: dict[int, str] = {
     94: "RESTART_APP", 95: "RESET_GPU", 109: "RESTART_APP", 119: "RESET_GPU", 120: "RESET_GPU",
     121: "CONTACT_SUPPORT", 140: "RESET_GPU", 154: "RESET_GPU",
 }
+#: XIDs of application faults: they follow the job, not the GPU (knowledge/corpus/manual-xid-reference.md);
+#: what each XID means is knowledge.events.XID_MEANING.
+APPLICATION_XIDS = frozenset({13, 31, 43})
+
+
+class GpuView(Protocol):
+    """What the detectors read of the GPU model (``actors.twin.model.TwinModel``); declared here, so that this
+    module does not import the model that imports it."""
+
+    names: list[str]
+    latest: np.ndarray
+    latest_t: np.ndarray
+    power_w: np.ndarray
+    clock_mhz: np.ndarray
+    slowdown_c: np.ndarray
+    est: ThermalEstimator
+
+    def gpu_data(self, i: int) -> dict: ...
 
 
 def xid_bucket(xid: int) -> str:
     """Resolution bucket of an XID; unknown XIDs go to support (a human looks)."""
     return XID_BUCKETS.get(xid, "CONTACT_SUPPORT")
+
+
+def xid_meaning(xid: int) -> tuple[str, str]:
+    """(meaning, follows ``job``/``gpu``/``unknown``) of an XID."""
+    meaning = XID_MEANING.get(xid)
+    if meaning is None:
+        return f"XID {xid}: not in the operator reference, see NVIDIA's XID catalogue", "unknown"
+    return meaning, "job" if xid in APPLICATION_XIDS else "gpu"
 
 
 def clock_reason(reasons: tuple[str, ...], est_c: float, slowdown_c: float) -> str:
@@ -65,9 +96,23 @@ class GpuSignals:
         self.fault = np.zeros(0, bool)
         self.energy_j = np.zeros(0)
         self.lost_j = np.zeros(0)  # energy spent while throttled, weighted by the clock lost
+        # stuck sensor: resolution finer than a degree seen; power and clock range over the flat run; when moved
+        self.fine = np.zeros(0, bool)
+        self.p_lo, self.p_hi, self.c_lo, self.c_hi = (np.zeros(0) for _ in range(4))
+        self.moved_t = np.zeros(0)
+        # XIDs are edge-triggered: the last XID seen (-1 none yet; DCGM repeats it every scrape), the source's
+        # XID counter where it has one (-1 none), and how many XID events this GPU raised (repeat offenders)
+        self.last_xid = np.zeros(0, np.int64)
+        self.xid_seen = np.zeros(0, np.int64)
+        self.xid_events = np.zeros(0, np.int64)
 
     ARRAYS = {"clock_ref": "<f8", "clock_max": "<f8", "capped": "|b1", "dropped": "|b1", "same": "<i8",
-              "last_y": "<f8", "nis": "<f8", "fault": "|b1", "energy_j": "<f8", "lost_j": "<f8"}
+              "last_y": "<f8", "nis": "<f8", "fault": "|b1", "energy_j": "<f8", "lost_j": "<f8", "fine": "|b1",
+              "p_lo": "<f8", "p_hi": "<f8", "c_lo": "<f8", "c_hi": "<f8", "moved_t": "<f8", "last_xid": "<i8",
+              "xid_seen": "<i8", "xid_events": "<i8"}
+    #: Arrays a checkpoint written before them lacks, with the value each GPU starts from.
+    ADDED = {"fine": False, "p_lo": np.nan, "p_hi": np.nan, "c_lo": np.nan, "c_hi": np.nan, "moved_t": np.inf,
+             "last_xid": -1, "xid_seen": -1, "xid_events": 0}
 
     def to_state(self) -> dict:
         """Flags and counters as plain data (see :mod:`actors.twin.state`)."""
@@ -76,6 +121,7 @@ class GpuSignals:
     @classmethod
     def from_state(cls, d: dict, n: int) -> GpuSignals:
         sig = cls()
+        d = {**{k: arr(np.full(n, v, dtype=cls.ARRAYS[k])) for k, v in cls.ADDED.items() if k not in d}, **d}
         arrays_from_state(sig, d, cls.ARRAYS, n)
         return sig
 
@@ -87,8 +133,10 @@ class GpuSignals:
             setattr(self, attr, add(getattr(self, attr), False))
         self.same, self.last_y, self.nis = add(self.same, 0), add(self.last_y, np.nan), add(self.nis, 1.0)
         self.energy_j, self.lost_j = add(self.energy_j, 0.0), add(self.lost_j, 0.0)
+        for attr, start in self.ADDED.items():
+            setattr(self, attr, add(getattr(self, attr), start))
 
-    def detect(self, m: TwinModel, idx: np.ndarray, batch: list[GpuSample], dt: np.ndarray) -> list[Event]:
+    def detect(self, m: GpuView, idx: np.ndarray, batch: list[GpuSample], dt: np.ndarray) -> list[Event]:
         """Events of one round (``batch[k]`` is the reading of GPU ``idx[k]``)."""
         events: list[Event] = []
         reasons = [s.throttle_reasons for s in batch]
@@ -98,8 +146,9 @@ class GpuSignals:
         has_clock = clock > 0
         lost_frac = np.where(has_clock, np.clip(1.0 - clock / self.clock_max[idx], 0.0, 1.0), 0.0)
         throttled = np.array([bool(r) for r in reasons])
-        self.energy_j[idx] += power * span
-        self.lost_j[idx] += np.where(throttled, power * span * lost_frac, 0.0)
+        known_w = np.nan_to_num(power, nan=0.0)  # a missing power reading adds no energy (not a 0 W reading)
+        self.energy_j[idx] += known_w * span
+        self.lost_j[idx] += np.where(throttled, known_w * span * lost_frac, 0.0)
         # power capping
         cap = np.array([any(x in r for x in POWER_REASONS) for r in reasons])
         for k in np.nonzero(cap & ~self.capped[idx])[0]:
@@ -118,22 +167,59 @@ class GpuSignals:
                                    reasons=list(reasons[k])))
         self.dropped[idx] = np.where(drop, True, self.dropped[idx] & ~(clock >= CLOCK_BACK_FRAC * ref))
         self.clock_ref[idx] = np.where(has_clock & ~self.dropped[idx], np.maximum(ref * 0.999, clock), ref)
-        # XIDs: every one is an event (each is a distinct fault report)
         for k, s in enumerate(batch):
-            if s.xid:
-                i = int(idx[k])
-                events.append(self._ev(m, "xid_error", i, "critical", xid=s.xid, resolution=xid_bucket(s.xid)))
-        events += self._sensor_faults(m, idx)
+            if s.xid is not None or s.xid_total is not None:
+                events += self._xid(m, int(idx[k]), s)
+        has_t = np.array([s.temp_c is not None for s in batch], bool)
+        events += self._sensor_faults(m, idx[has_t])
         return events
 
-    def _sensor_faults(self, m: TwinModel, idx: np.ndarray) -> list[Event]:
-        y = m.latest[idx]
-        same = np.where(y == self.last_y[idx], self.same[idx] + 1, 0)
+    def _xid(self, m: GpuView, i: int, s: GpuSample) -> list[Event]:
+        """XIDs are edge-triggered: an event for a new value (DCGM keeps the last XID, so the same one repeats
+        on every scrape; 0 means none since the driver loaded) or for a rise of the source's XID counter."""
+        if s.xid_total is not None:
+            prev = int(self.xid_seen[i])
+            base = prev if 0 <= prev <= s.xid_total else 0  # a counter that went back: the source restarted
+            new = s.xid_total > base
+            self.xid_seen[i] = s.xid_total
+        else:
+            new = bool(s.xid) and s.xid != self.last_xid[i]
+        if s.xid is not None:
+            self.last_xid[i] = s.xid
+        xid = s.xid or int(self.last_xid[i])
+        if not new or xid <= 0:
+            return []
+        self.xid_events[i] += 1
+        meaning, follows = xid_meaning(xid)
+        count = int(self.xid_events[i])
+        return [self._ev(m, "xid_error", i, "critical", xid=xid, meaning=meaning, follows=follows,
+                         resolution=xid_bucket(xid), count=count, repeat=count > 1)]
+
+    def _sensor_faults(self, m: GpuView, idx: np.ndarray) -> list[Event]:
+        if not len(idx):
+            return []
+        y, t = m.latest[idx], m.latest_t[idx]
+        flat = y == self.last_y[idx]
+        same = np.where(flat, self.same[idx] + 1, 0)
         self.same[idx], self.last_y[idx] = same, y
+        # Flat for long enough is stuck when the sensor is finer than a degree, or when power or clocks moved
+        # past the noise during the run and the sensor has had time to follow.
+        self.fine[idx] |= y != np.round(y)
+        p, c = m.power_w[idx], m.clock_mhz[idx]
+        for lo, hi, v in (("p_lo", "p_hi", p), ("c_lo", "c_hi", c)):
+            a, b = getattr(self, lo), getattr(self, hi)
+            a[idx] = np.where(flat, np.fmin(a[idx], v), v)
+            b[idx] = np.where(flat, np.fmax(b[idx], v), v)
+        with np.errstate(invalid="ignore"):
+            moved = ((self.p_hi[idx] - self.p_lo[idx]) > STUCK_POWER_MOVE_W) | (
+                (self.c_hi[idx] - self.c_lo[idx]) > STUCK_CLOCK_MOVE_MHZ)
+        self.moved_t[idx] = np.where(flat, np.where(moved, np.minimum(self.moved_t[idx], t), self.moved_t[idx]),
+                                     np.inf)
+        flat_stuck = (same >= STUCK_READINGS) & (self.fine[idx] | (t - self.moved_t[idx] >= STUCK_SETTLE_S))
         # normalised innovation against the observer's filtered sensor state
         resid = (y - m.est.x[idx, 0]) / max(m.est.cfg.noise_c, 1e-3)
         self.nis[idx] += (resid**2 - self.nis[idx]) / NIS_WINDOW
-        stuck, noisy = same >= STUCK_READINGS, self.nis[idx] > NOISY_NIS
+        stuck, noisy = flat_stuck, self.nis[idx] > NOISY_NIS
         bad = stuck | noisy
         events = [
             self._ev(m, "sensor_fault", int(idx[k]), "warning", fault="stuck" if stuck[k] else "noisy",
@@ -144,7 +230,7 @@ class GpuSignals:
         return events
 
     @staticmethod
-    def _ev(m: TwinModel, kind: str, i: int, severity: str, **extra: object) -> Event:
+    def _ev(m: GpuView, kind: str, i: int, severity: str, **extra: object) -> Event:
         return Event.make(kind, m.names[i], float(m.latest_t[i]), severity, {**m.gpu_data(i), **extra})  # type: ignore[arg-type]
 
     def energy_summary(self, node_of: list[str], job_gpus: dict[str, list[int]]) -> dict:

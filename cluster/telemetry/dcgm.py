@@ -1,23 +1,29 @@
 """DCGM source: scrape a dcgm-exporter ``/metrics`` page and map its ``DCGM_FI_*`` fields to samples.
 
-dcgm-exporter labels each series with ``gpu`` (index), ``Hostname`` and ``modelName``. The page carries
-no timestamps, so the source stamps samples with its own clock (seconds, monotonic within the source).
+dcgm-exporter labels each series with ``gpu`` (index), ``UUID``, ``pci_bus_id``, ``device``, ``modelName`` and
+``Hostname``. The page is parsed by ``prometheus_client.parser`` (no parser of our own) and carries no
+timestamps, so the source stamps samples with its own clock (seconds, monotonic within the source).
+A blank field (DCGM's blank sentinels) becomes NaN, which the validator treats as missing, never as 0.
 Fields: DCGM_FI_DEV_GPU_TEMP → temp_c, DCGM_FI_DEV_MEMORY_TEMP → mem_temp_c, DCGM_FI_DEV_POWER_USAGE →
 power_w, DCGM_FI_DEV_POWER_MGMT_LIMIT (or ENFORCED_LIMIT) → power_limit_w, DCGM_FI_DEV_SM_CLOCK →
-sm_clock_mhz, DCGM_FI_DEV_GPU_UTIL (per cent) → util, DCGM_FI_DEV_CLOCK_THROTTLE_REASONS (NVML bitmask) →
-throttle_reasons, DCGM_FI_DEV_XID_ERRORS → xid.
+sm_clock_mhz, DCGM_FI_DEV_GPU_UTIL (per cent) → util, DCGM_FI_DEV_CLOCK_THROTTLE_REASONS or its newer name
+DCGM_FI_DEV_CLOCKS_EVENT_REASONS (NVML bitmask) → throttle_reasons, DCGM_FI_DEV_XID_ERRORS (the *last* XID seen,
+0 for none: it repeats on every scrape, the twin raises an event on a change) → xid. ``modelName`` is mapped to
+a profile name by :func:`actors.twin.profiles.canonical_model` (an unknown model keeps its printed name).
 """
 
 from __future__ import annotations
 
-import re
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.telemetry.quality import Quarantined, Validator
+from actors.twin.profiles import canonical_model
+from cluster.telemetry.quality import Quarantined, Validator, is_blank
 from cluster.telemetry.samples import Sample
 
 FIELDS = {
@@ -35,8 +41,6 @@ FIELDS = {
 #: NVML clocks-throttle-reason bits (nvmlClocksThrottleReason*) → our names.
 THROTTLE_BITS = {0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
                  0x80: "hw_power_brake"}
-_LINE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def decode_throttle(mask: int) -> tuple[str, ...]:
@@ -45,42 +49,39 @@ def decode_throttle(mask: int) -> tuple[str, ...]:
 
 
 def parse_metrics(text: str, node_of: Callable[[str], str] = lambda h: h) -> list[dict[str, Any]]:
-    """Prometheus text from dcgm-exporter → one gpu record per (host, gpu), in the trace format (no ts)."""
+    """Prometheus text from dcgm-exporter → one gpu record per (host, gpu), in the trace format (no ts).
+
+    A blank value is NaN in the record (the validator makes it a missing field). Raises ``ValueError`` for
+    text that is not the Prometheus exposition format.
+    """
     records: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if not m or m["name"] not in FIELDS:
-            continue
-        labels = dict(_LABEL.findall(m["labels"] or ""))
-        try:
-            gpu, value = int(labels.get("gpu", "")), float(m["value"])
-        except ValueError:
-            continue
-        host = node_of(labels.get("Hostname", "n01"))
-        rec = records.setdefault((host, gpu), {"node": host, "gpu": gpu})
-        if labels.get("modelName"):
-            rec["model"] = _model(labels["modelName"])
-        field = FIELDS[m["name"]]
-        if field == "throttle_reasons":
-            rec[field] = list(decode_throttle(int(value)))
-        elif field == "util":
-            rec[field] = value / 100.0
-        elif field == "xid":
-            if value > 0:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            field = FIELDS.get(sample.name)
+            if field is None:
+                continue
+            labels = sample.labels
+            try:
+                gpu = int(labels.get("gpu", ""))
+            except ValueError:
+                continue
+            host = node_of(labels.get("Hostname") or "n01")
+            rec = records.setdefault((host, gpu), {"node": host, "gpu": gpu})
+            model = labels.get("modelName", "")
+            if model and not is_blank(model):
+                rec["model"] = canonical_model(model)
+            value = float(sample.value)
+            if is_blank(value):
+                rec.setdefault(field, math.nan)
+            elif field == "throttle_reasons":
+                rec[field] = list(decode_throttle(int(value)))
+            elif field == "util":
+                rec[field] = value / 100.0
+            elif field == "xid":
                 rec[field] = int(value)
-        else:
-            rec[field] = value
+            else:
+                rec[field] = value
     return [records[k] for k in sorted(records)]
-
-
-def _model(name: str) -> str:
-    up = name.upper()
-    for key in ("H100", "A100"):
-        if key in up:
-            return f"{key}-SXM"
-    return name
 
 
 class DcgmSource:
@@ -108,9 +109,14 @@ class DcgmSource:
                 except httpx.HTTPError as exc:
                     self.errors[url] = f"{type(exc).__name__}: {exc}"
                     continue
+                try:
+                    recs = parse_metrics(resp.text, self.node_of)
+                except ValueError as exc:
+                    self.errors[url] = f"not a Prometheus metrics page: {exc}"[:300]
+                    continue
                 self.errors.pop(url, None)
                 ts = round(self.clock(), 3)
-                for rec in parse_metrics(resp.text, self.node_of):
+                for rec in recs:
                     self._n += 1
                     got = self.validator.check("dcgm", self._n, {**rec, "ts": ts})
                     if isinstance(got, Quarantined):

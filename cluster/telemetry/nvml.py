@@ -1,6 +1,8 @@
 """NVML source: the local GPUs through ``pynvml`` (from the ``nvidia-ml-py`` package).
 
-Reads temperature, power, power limit, SM clock, utilisation, throttle reasons and pending XID events.
+Reads temperature, power, power limit, SM clock, utilisation, throttle reasons and pending XID events. NVML
+delivers each XID once, as an event: the source counts them per GPU (``xid_total``), so the twin raises one
+event per XID even when the same code repeats.
 On a machine without an NVIDIA driver ``nvmlInit`` fails at once; :class:`NvmlUnavailable` says so in a
 sentence a person can act on.
 """
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.twin.profiles import canonical_model
 from cluster.telemetry.dcgm import decode_throttle
 from cluster.telemetry.quality import Quarantined, Validator
 from cluster.telemetry.samples import Sample
@@ -65,6 +68,7 @@ class NvmlSource:
             except self.nv.NVMLError:
                 pass  # some GPUs (or containers) do not deliver XID events
         self._n = 0
+        self.xid_total = [0] * count  # XID events seen per GPU since this source started
 
     def _xids(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -73,14 +77,17 @@ class NvmlSource:
                 ev = self.nv.nvmlEventSetWait_v2(self.events, 0)
             except self.nv.NVMLError:
                 return out
-            out[self.handles.index(ev.device) if ev.device in self.handles else 0] = int(ev.eventData)
+            i = self.handles.index(ev.device) if ev.device in self.handles else 0
+            out[i] = int(ev.eventData)
+            self.xid_total[i] += 1
 
     async def read(self) -> list[Sample]:
         """One reading of every GPU."""
         nv, out, ts = self.nv, [], round(self.clock(), 3)
         xids = self._xids()
         for i, h in enumerate(self.handles):
-            rec: dict[str, Any] = {"ts": ts, "node": self.node, "gpu": i, "model": _model(self.models[i])}
+            rec: dict[str, Any] = {"ts": ts, "node": self.node, "gpu": i, "model": canonical_model(self.models[i]),
+                                   "xid_total": self.xid_total[i]}
             reads = {
                 "temp_c": lambda h=h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
                 "power_w": lambda h=h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0,
@@ -107,11 +114,3 @@ class NvmlSource:
 
 def _decode(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
-
-
-def _model(name: str) -> str:
-    up = name.upper()
-    for key in ("H100", "A100"):
-        if key in up:
-            return f"{key}-SXM"
-    return name

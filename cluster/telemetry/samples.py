@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic_core import PydanticCustomError
 
 from policies.actions import NodeName, UnitName
+
+#: The stuck-sensor rule, shared by the validator (cluster.telemetry.quality.FlatRun) and the twin's detector
+#: (actors.twin.signals): a power swing of STUCK_POWER_MOVE_W moves a die by ≥ 3 °C (datacenter GPUs run at
+#: ≥ 0.05 °C/W), several steps of a whole-degree sensor; so does a clock swing of STUCK_CLOCK_MOVE_MHZ; and the
+#: sensor (τ ≈ 15 s) has followed STUCK_SETTLE_S after the swing. A reading that stays flat through that is stuck.
+STUCK_POWER_MOVE_W = 60.0
+STUCK_CLOCK_MOVE_MHZ = 300.0
+STUCK_SETTLE_S = 60.0
 
 
 class _Sample(BaseModel):
@@ -21,24 +30,41 @@ class _Sample(BaseModel):
 
 
 class GpuSample(_Sample):
-    """One GPU's sensed state (NVML or DCGM field names mapped to these)."""
+    """One GPU's sensed state (NVML or DCGM field names mapped to these).
+
+    Every reading but the GPU's identity may be missing (``None``): a field the GPU does not support or that
+    came blank (DCGM's blank sentinels, NaN) is left out by the validator, never taken as 0. A sample with no
+    temperature still carries its power, clocks and XID (a GPU that fell off the bus reports only an XID).
+    """
 
     kind: Literal["gpu"] = "gpu"
     node: NodeName
     gpu: int = Field(ge=0, le=255)
-    temp_c: float = Field(ge=-20, le=150, description="Sensed die temperature (lags the true one).")
-    model: str = "H100-SXM"
+    temp_c: float | None = Field(None, ge=-20, le=150, description="Sensed die temperature (lags the true one).")
+    model: str = Field("H100-SXM", min_length=1, max_length=128, description="As NVML/DCGM print it, or a profile.")
     power_w: float | None = Field(None, ge=0, le=2000)
     power_limit_w: float | None = Field(None, ge=0, le=2000)
     sm_clock_mhz: float | None = Field(None, ge=0, le=5000)
     util: float | None = Field(None, ge=0, le=1)
     mem_temp_c: float | None = Field(None, ge=-20, le=150)
     throttle_reasons: tuple[str, ...] = ()
-    xid: int | None = Field(None, ge=0)
+    xid: int | None = Field(None, ge=0, description="The last XID the source saw (DCGM keeps it: it repeats).")
+    xid_total: int | None = Field(None, ge=0, description="XIDs the source has counted, where it counts them.")
+
+    @model_validator(mode="after")
+    def _some_reading(self) -> GpuSample:
+        if all(getattr(self, f) in (None, ()) for f in GPU_READINGS):
+            raise PydanticCustomError("missing", "a GPU sample needs at least one reading (temp_c, power_w, ...)")
+        return self
 
     @property
     def name(self) -> str:
         return f"{self.node}/gpu{self.gpu}"
+
+
+#: The readings of a GPU sample: each may be missing (or quarantined by the validator) on its own.
+GPU_READINGS = ("temp_c", "mem_temp_c", "power_w", "power_limit_w", "sm_clock_mhz", "util", "throttle_reasons", "xid",
+                "xid_total")
 
 
 class CoolingSample(_Sample):

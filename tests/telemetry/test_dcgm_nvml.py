@@ -56,7 +56,7 @@ def exporter() -> Iterator[str]:
 def test_parse_maps_dcgm_fields() -> None:
     recs = parse_metrics(PAGE)
     assert recs[0] == {"node": "n01", "gpu": 0, "model": "H100-SXM", "sm_clock_mhz": 1980.0, "temp_c": 71.0,
-                       "mem_temp_c": 64.0, "power_w": 612.5, "util": 0.97}
+                       "mem_temp_c": 64.0, "power_w": 612.5, "util": 0.97, "xid": 0}  # 0: no XID since driver load
     assert recs[1]["throttle_reasons"] == ["sw_power_cap", "hw_thermal_slowdown"] and recs[1]["xid"] == 79
 
 

@@ -34,13 +34,14 @@ def test_bad_records_are_quarantined_with_a_reason(line: str, reason: str) -> No
 
 
 def test_duplicate_backwards_and_stuck_readings() -> None:
-    v = Validator(stuck_after=4)
+    v = Validator(stuck_after=4, stuck_grace=0)
     rec = lambda ts, t: {"ts": ts, "node": "n01", "gpu": 0, "temp_c": t}  # noqa: E731
     assert not isinstance(v.check("s", 1, rec(1, 50.0)), Quarantined)
     assert v.check("s", 2, rec(1, 50.1)).reason == "duplicate_ts"
     assert v.check("s", 3, rec(0.5, 50.1)).reason == "backwards_ts"
-    results = [v.check("s", 4 + k, rec(2 + k, 50.0)) for k in range(4)]
-    assert [isinstance(r, Quarantined) for r in results] == [False, False, True, True]
+    # A sensor with a resolution finer than a degree never repeats a reading: 4 repeats are stuck.
+    results = [v.check("s", 4 + k, rec(2 + k, 50.25)) for k in range(4)]
+    assert [isinstance(r, Quarantined) for r in results] == [False, False, False, True]
     assert not isinstance(v.check("s", 9, rec(30, 51.0)), Quarantined)
     assert v.summary()["s"]["gaps"] == 1
 
