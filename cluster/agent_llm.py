@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.chat import GenParams
+from serving.chat_model import GenParams
 
 
 class ChatCompleter:
-    """``actors.agent.llm_planner.Completer`` over any ``serving.chat.ChatModel`` (greedy decoding)."""
+    """``actors.agent.llm_planner.Completer`` over any ``serving.chat_model.ChatModel`` (greedy decoding)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model

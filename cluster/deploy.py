@@ -230,10 +230,11 @@ def build_llm_app(settings: Settings, source: str, model_id: str) -> Any:
     """The vLLM deployment (``ray.serve.llm``) for the settings, not yet bound into an application."""
     from ray.serve.llm import build_llm_deployment
 
+    from cluster.llm_spec import llm_spec
     from serving.llm_config import build_llm_config, llm_config_dict, supported_engine_args
     from serving.llm_server import OpsloopLLMServer
 
-    cfg = build_llm_config(llm_config_dict(settings, source, model_id, supported_engine_args()))
+    cfg = build_llm_config(llm_config_dict(llm_spec(settings), source, model_id, supported_engine_args()))
     return build_llm_deployment(cfg, name_prefix=LLM_PREFIX, deployment_cls=OpsloopLLMServer)
 
 

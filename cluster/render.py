@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from cluster.llm_spec import llm_spec
 from cluster.settings import Settings
 from serving.llm_config import is_cpu, llm_config_dict
 
@@ -50,7 +51,7 @@ def check_fits(settings: Settings) -> None:
         ValueError: when one replica needs more GPUs than a node has.
     """
     ranks = settings.tensor_parallel_size * settings.pipeline_parallel_size
-    if not is_cpu(settings) and ranks > settings.node_gpus:
+    if not is_cpu(llm_spec(settings)) and ranks > settings.node_gpus:
         raise ValueError(f"one LLM replica needs {ranks} GPUs packed on one node, a GPU node has {settings.node_gpus}")
 
 
@@ -59,7 +60,7 @@ def llm_application(settings: Settings) -> dict[str, Any]:
     source, model_id = model_source(settings)
     return {
         "name": LLM_APP, "route_prefix": None, "import_path": LLM_IMPORT,
-        "args": {"llm_config": llm_config_dict(settings, source, model_id)},
+        "args": {"llm_config": llm_config_dict(llm_spec(settings), source, model_id)},
     }
 
 

@@ -14,7 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from knowledge.loaders import SUPPORTED_SUFFIXES, read_text
+# DocumentError lives with the loaders (which raise it first) and is re-exported here, where callers look.
+from knowledge.loaders import SUPPORTED_SUFFIXES, DocumentError, read_text
 
 DocType = Literal["manual", "sop", "mop", "eop", "experience"]
 DOC_TYPES: tuple[str, ...] = ("manual", "sop", "mop", "eop", "experience")
@@ -38,15 +39,6 @@ _INJECTION = re.compile(
     r"|<\s*/?\s*(system|assistant|im_start|im_end)\s*>",
     re.I,
 )
-
-
-class DocumentError(Exception):
-    """A file that cannot become a document; ``reason`` says why in words an operator understands."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 class Step(BaseModel):

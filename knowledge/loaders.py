@@ -20,9 +20,16 @@ SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES + TEXT_SUFFIXES + HTML_SUFFIXES + PDF_SUF
 MAX_BYTES = 5 * 1024 * 1024
 
 
-def _error(path: Path, reason: str) -> Exception:
-    from knowledge.documents import DocumentError  # documents imports this module
+class DocumentError(Exception):
+    """A file that cannot become a document; ``reason`` says why in words an operator understands."""
 
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _error(path: Path, reason: str) -> DocumentError:
     return DocumentError(path, reason)
 
 

@@ -2,8 +2,9 @@
 
 Two models are listed: ``opsloop`` answers an operator's question grounded in the live twin, the open
 incidents and retrieved runbook steps, with citations in the text and in a ``citations`` field; the raw
-model (when there is one) is plain chat. The router is built from ports: a :class:`ChatModel` (backends in
-``serving/llm.py``) and the twin, agent and knowledge ports, so it runs in-process in tests.
+model (when there is one) is plain chat. The router is built from ports: a
+:class:`serving.chat_model.ChatModel` (backends in ``serving/llm.py``) and the twin, agent and knowledge ports,
+so it runs in-process in tests.
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
 """
 
@@ -12,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from serving.chat_model import ChatError, ChatModel, Delta, GenParams, approx_tokens
 from serving.grounding import (
     Grounding,
     build_grounding,
@@ -35,74 +35,15 @@ from serving.grounding import (
 
 log = logging.getLogger("opsloop.chat")
 
-
-def approx_tokens(text: str) -> int:
-    """A cheap token count (words and punctuation), used where no tokenizer is at hand (``llm=none``)."""
-    return len(re.findall(r"\w+|[^\w\s]", text))
-
 OPSLOOP_MODEL = "opsloop"
 #: Each grounding call (twin, agent) gets this long; a slow twin makes a thinner answer, not a hung one.
 GROUNDING_TIMEOUT_S = 5.0
 PASSAGES = 3
 
 
-class ChatError(Exception):
-    """A request the caller can fix (or a dead backend), carried to the HTTP layer as an OpenAI error."""
-
-    def __init__(
-        self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def response(self) -> JSONResponse:
-        """The error as OpenAI sends it."""
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
-
-
-@dataclass(frozen=True)
-class GenParams:
-    """Sampling parameters passed through to the model."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    ignore_eos: bool | None = None  # vLLM's extension: generate exactly max_tokens (benchmarks)
-
-
-@dataclass
-class Delta:
-    """A piece of an answer; the last one carries ``finish_reason`` and, when known, token usage."""
-
-    text: str
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = field(default=None)
-
-
-class ChatModel(Protocol):
-    """A language model behind the chat endpoint (vLLM on Serve, an external OpenAI server, or none)."""
-
-    @property
-    def name(self) -> str | None:
-        """The raw model's id as listed by ``/v1/models``; ``None`` when there is no model."""
-        ...
-
-    @property
-    def context_length(self) -> int:
-        """Most prompt + answer tokens one request may use."""
-        ...
-
-    async def start(self) -> None:
-        """Resolve what must be asked once (an external server's model name); idempotent."""
-        ...
-
-    def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Delta]:
-        """Generate an answer piece by piece; raises :class:`ChatError` for bad requests (too long …)."""
-        ...
+def error_response(exc: ChatError) -> JSONResponse:
+    """A :class:`ChatError` as the HTTP response OpenAI sends."""
+    return JSONResponse(exc.body(), status_code=exc.status)
 
 
 class TwinPort(Protocol):
@@ -329,7 +270,7 @@ def build_chat_router(service: ChatService) -> APIRouter:
         try:
             return await service.models()
         except ChatError as exc:
-            return exc.response()
+            return error_response(exc)
 
     @router.post("/chat/completions", response_model=None, openapi_extra=_CHAT_OPENAPI)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
@@ -338,7 +279,7 @@ def build_chat_router(service: ChatService) -> APIRouter:
             req = await parse_request(request)
             deltas, grounding = await service.answer(req)
         except ChatError as exc:
-            return exc.response()
+            return error_response(exc)
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         citations = _citations(grounding)
@@ -355,7 +296,7 @@ def build_chat_router(service: ChatService) -> APIRouter:
                 finish = d.finish_reason or finish
                 usage = d.usage or usage
         except ChatError as exc:
-            return exc.response()
+            return error_response(exc)
         body: dict[str, Any] = {
             "id": cid, "object": "chat.completion", "created": created, "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
@@ -388,8 +329,7 @@ async def _sse(
             if d.text or d.finish_reason:
                 yield chunk({"content": d.text} if d.text else {}, d.finish_reason, **(cite if d.finish_reason else {}))
     except ChatError as exc:  # after the status went out: the error travels as an event
-        err = {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
-        yield f"data: {json.dumps(err)}\n\n".encode()
+        yield f"data: {json.dumps(exc.body())}\n\n".encode()
     if include_usage:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
                 "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}

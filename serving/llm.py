@@ -1,11 +1,11 @@
-"""The chat model backends behind :class:`serving.chat.ChatModel`, chosen by name from settings (``llm``).
+"""The chat model backends behind :class:`serving.chat_model.ChatModel`, chosen by name from settings (``llm``).
 
 - ``vllm``: the vLLM deployment on Ray Serve (``serving.llm_server.OpsloopLLMServer``) through its handle;
 - ``external``: any OpenAI-compatible server, over HTTP (httpx);
 - ``none``: no model; the ``opsloop`` model answers from a template (see :mod:`serving.grounding`).
 
 All of them speak OpenAI's streaming format, parsed by :func:`parse_sse_payload`; engine errors become
-:class:`serving.chat.ChatError` with the engine's status and message.
+:class:`serving.chat_model.ChatError` with the engine's status and message.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from serving.chat import ChatError, Delta, GenParams, approx_tokens
+from serving.chat_model import ChatError, Delta, GenParams, approx_tokens
 
 #: Connect and read timeouts for an external server; a generation may take long, a silent server may not.
 EXTERNAL_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=30.0, pool=30.0)

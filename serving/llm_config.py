@@ -1,17 +1,19 @@
-"""From opsloop's settings to a ``ray.serve.llm`` ``LLMConfig``: pure dict building, rendered by ``opsloop llm render``.
+"""From an :class:`LLMSpec` to a ``ray.serve.llm`` ``LLMConfig``: pure dict building, shown by ``opsloop llm render``.
 
-The engine knobs map one to one onto vLLM engine arguments. A GPU accelerator asks for one bundle per
-tensor x pipeline rank, each with one GPU, packed strictly onto one node (``STRICT_PACK``) so tensor
-parallel ranks talk over NVLink, not the network. On CPU the engine runs eagerly in the replica.
+The spec is plain data that ``cluster/`` builds from its settings (``cluster.llm_spec.llm_spec``); this layer
+never reads the settings itself. The engine knobs map one to one onto vLLM engine arguments. A GPU accelerator
+asks for one bundle per tensor x pipeline rank, each with one GPU, packed strictly onto one node
+(``STRICT_PACK``) so tensor parallel ranks talk over NVLink, not the network. On CPU the engine runs eagerly in
+the replica.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Literal
 
-from cluster.settings import Settings
+from pydantic import BaseModel, ConfigDict
 
 #: Engine arguments that only some vLLM versions accept (v1 engines recompute; swapping was removed).
 VERSION_DEPENDENT = ("swap_space", "preemption_mode")
@@ -24,9 +26,36 @@ GPU_BUNDLE_CPUS = 1
 CPU_KV_CACHE_BYTES = 256 * 1024**2
 
 
-def is_cpu(settings: Settings) -> bool:
+class LLMSpec(BaseModel):
+    """What the LLM deployment is built from: accelerator, parallelism, replica bounds and engine knobs.
+
+    The meaning of each field is that of the setting of the same name in ``cluster/settings.py`` (``dtype`` is
+    ``llm_dtype``, ``replicas`` and ``max_replicas`` are ``llm_replicas`` and ``llm_max_replicas``), where the
+    values are validated; ``None`` leaves the engine's default.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accelerator: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    replicas: int
+    max_replicas: int | None
+    max_model_len: int
+    dtype: str
+    gpu_memory_utilization: float
+    max_num_seqs: int
+    enable_prefix_caching: bool
+    swap_space: float
+    preemption_mode: Literal["recompute", "swap"]
+    block_size: int | None
+    kv_cache_memory_bytes: int | None
+    max_num_batched_tokens: int | None
+
+
+def is_cpu(spec: LLMSpec) -> bool:
     """Whether the LLM runs on CPU."""
-    return settings.accelerator.lower() == "cpu"
+    return spec.accelerator.lower() == "cpu"
 
 
 def supported_engine_args() -> set[str] | None:
@@ -38,35 +67,35 @@ def supported_engine_args() -> set[str] | None:
     return {f.name for f in dataclasses.fields(AsyncEngineArgs)}
 
 
-def engine_kwargs(settings: Settings, supported: set[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-    """The vLLM engine arguments from the settings, and the ones left out with why.
+def engine_kwargs(spec: LLMSpec, supported: set[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The vLLM engine arguments from the spec, and the ones left out with why.
 
     Args:
-        settings: the LLM block of the settings.
+        spec: the LLM deployment's spec.
         supported: argument names the installed vLLM accepts (``None``: keep all).
     """
     kw: dict[str, Any] = {
-        "tensor_parallel_size": settings.tensor_parallel_size,
-        "pipeline_parallel_size": settings.pipeline_parallel_size,
-        "max_model_len": settings.max_model_len,
-        "dtype": settings.llm_dtype,
-        "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "max_num_seqs": settings.max_num_seqs,
-        "enable_prefix_caching": settings.enable_prefix_caching,
-        "swap_space": settings.swap_space,
-        "preemption_mode": settings.preemption_mode,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "pipeline_parallel_size": spec.pipeline_parallel_size,
+        "max_model_len": spec.max_model_len,
+        "dtype": spec.dtype,
+        "gpu_memory_utilization": spec.gpu_memory_utilization,
+        "max_num_seqs": spec.max_num_seqs,
+        "enable_prefix_caching": spec.enable_prefix_caching,
+        "swap_space": spec.swap_space,
+        "preemption_mode": spec.preemption_mode,
         "disable_log_stats": False,  # the engine metrics opsloop watches
         "trust_remote_code": False,
     }
-    if settings.block_size is not None:
-        kw["block_size"] = settings.block_size
-    if settings.kv_cache_memory_bytes is not None:
-        kw["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
-    elif is_cpu(settings):
+    if spec.block_size is not None:
+        kw["block_size"] = spec.block_size
+    if spec.kv_cache_memory_bytes is not None:
+        kw["kv_cache_memory_bytes"] = spec.kv_cache_memory_bytes
+    elif is_cpu(spec):
         kw["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-    if settings.max_num_batched_tokens is not None:
-        kw["max_num_batched_tokens"] = settings.max_num_batched_tokens
-    if is_cpu(settings):
+    if spec.max_num_batched_tokens is not None:
+        kw["max_num_batched_tokens"] = spec.max_num_batched_tokens
+    if is_cpu(spec):
         kw["enforce_eager"] = True  # torch.compile on 2 cores costs minutes of start-up
     dropped: dict[str, str] = {}
     if supported is not None:
@@ -75,28 +104,28 @@ def engine_kwargs(settings: Settings, supported: set[str] | None = None) -> tupl
     return kw, dropped
 
 
-def placement_group_config(settings: Settings) -> dict[str, Any]:
+def placement_group_config(spec: LLMSpec) -> dict[str, Any]:
     """One bundle per rank (tensor x pipeline), strictly packed onto one node."""
-    ranks = settings.tensor_parallel_size * settings.pipeline_parallel_size
-    bundle = {"CPU": CPU_BUNDLE_CPUS} if is_cpu(settings) else {"CPU": GPU_BUNDLE_CPUS, "GPU": 1}
+    ranks = spec.tensor_parallel_size * spec.pipeline_parallel_size
+    bundle = {"CPU": CPU_BUNDLE_CPUS} if is_cpu(spec) else {"CPU": GPU_BUNDLE_CPUS, "GPU": 1}
     return {"bundles": [dict(bundle) for _ in range(ranks)], "strategy": "STRICT_PACK"}
 
 
 def llm_config_dict(
-    settings: Settings, model_source: str, model_id: str, supported: set[str] | None = None
+    spec: LLMSpec, model_source: str, model_id: str, supported: set[str] | None = None
 ) -> dict[str, Any]:
-    """The ``ray.serve.llm.LLMConfig`` for the settings, as a plain dict (validated by :func:`build_llm_config`).
+    """The ``ray.serve.llm.LLMConfig`` for the spec, as a plain dict (validated by :func:`build_llm_config`).
 
     Args:
-        settings: opsloop's settings.
+        spec: the LLM deployment's spec.
         model_source: the model folder (or a locally cached id).
         model_id: the name the model is served as.
         supported: vLLM argument names accepted here (``None``: keep all).
     """
-    kw, _dropped = engine_kwargs(settings, supported)
-    hi = max(settings.llm_max_replicas or settings.llm_replicas, settings.llm_replicas)
+    kw, _dropped = engine_kwargs(spec, supported)
+    hi = max(spec.max_replicas or spec.replicas, spec.replicas)
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if is_cpu(settings):
+    if is_cpu(spec):
         # The cluster runs everything else with one OpenMP thread; the engine gets the cores.
         env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -104,22 +133,22 @@ def llm_config_dict(
         "model_loading_config": {"model_id": model_id, "model_source": model_source},
         "llm_engine": "vLLM",
         "engine_kwargs": kw,
-        "placement_group_config": placement_group_config(settings),
+        "placement_group_config": placement_group_config(spec),
         "deployment_config": {
             "autoscaling_config": {
-                "min_replicas": settings.llm_replicas, "initial_replicas": settings.llm_replicas, "max_replicas": hi,
-                "target_ongoing_requests": max(1, settings.max_num_seqs // 2),
+                "min_replicas": spec.replicas, "initial_replicas": spec.replicas, "max_replicas": hi,
+                "target_ongoing_requests": max(1, spec.max_num_seqs // 2),
             },
-            "max_ongoing_requests": settings.max_num_seqs * 2,
+            "max_ongoing_requests": spec.max_num_seqs * 2,
             "ray_actor_options": {"num_cpus": REPLICA_NUM_CPUS},
         },
         "runtime_env": {"env_vars": env},
         "log_engine_metrics": False,
     }
-    if is_cpu(settings):
+    if is_cpu(spec):
         cfg["accelerator_config"] = {"kind": "cpu"}
     else:
-        cfg["accelerator_type"] = settings.accelerator
+        cfg["accelerator_type"] = spec.accelerator
     return cfg
 
 
@@ -130,14 +159,14 @@ def build_llm_config(cfg: dict[str, Any]) -> Any:
     return LLMConfig(**cfg)
 
 
-def render(settings: Settings, model_source: str, model_id: str) -> dict[str, Any]:
+def render(spec: LLMSpec, model_source: str, model_id: str) -> dict[str, Any]:
     """What ``opsloop llm render`` prints: the LLMConfig and, when vLLM is installed, the Serve options it implies.
 
     The Serve options (``placement_group_bundles``, ``placement_group_strategy``) are what Ray schedules.
     """
     supported = supported_engine_args()
-    cfg = llm_config_dict(settings, model_source, model_id, supported)
-    _kw, dropped = engine_kwargs(settings, supported)
+    cfg = llm_config_dict(spec, model_source, model_id, supported)
+    _kw, dropped = engine_kwargs(spec, supported)
     build_llm_config(cfg)  # validated by ray.serve.llm itself
     out: dict[str, Any] = {"llm_config": cfg}
     if dropped:

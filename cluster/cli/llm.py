@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from cluster.llm_spec import llm_spec
     from cluster.models import DEFAULT_MODEL_ID, default_model_dir
     from serving.llm_config import render
 
@@ -42,7 +43,7 @@ def _render(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CliError(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", code=2) from exc
     source, model_id = (s.model, s.model) if s.model else (str(default_model_dir(s)), DEFAULT_MODEL_ID)
-    out = render(s, source, model_id)
+    out = render(llm_spec(s), source, model_id)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -63,9 +63,10 @@ def test_llm_replicas_pack_their_tp_group_and_spread(cluster: Any) -> None:
     from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    from cluster.llm_spec import llm_spec
     from serving.llm_config import placement_group_config
 
-    cfg = placement_group_config(Settings(accelerator="A100", tensor_parallel_size=2, llm_replicas=2))
+    cfg = placement_group_config(llm_spec(Settings(accelerator="A100", tensor_parallel_size=2, llm_replicas=2)))
     assert cfg["strategy"] == "STRICT_PACK" and [b["GPU"] for b in cfg["bundles"]] == [1, 1]
 
     @ray.remote(num_cpus=0, num_gpus=1)

@@ -6,10 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cluster.cli import main
+from cluster.llm_spec import llm_spec
 from cluster.settings import Settings
-from serving.llm_config import engine_kwargs, llm_config_dict, placement_group_config, render, supported_engine_args
+from serving.llm_config import (
+    LLMSpec,
+    engine_kwargs,
+    llm_config_dict,
+    placement_group_config,
+    render,
+    supported_engine_args,
+)
 from tests.requirements_check import require
 
 KNOBS = ("model", "accelerator", "tensor_parallel_size", "pipeline_parallel_size", "llm_replicas", "llm_max_replicas",
@@ -26,7 +35,7 @@ def test_config_show_explains_every_engine_knob(capsys: pytest.CaptureFixture[st
 
 def test_gpu_setting_packs_two_gpus_per_replica() -> None:
     s = Settings(accelerator="H100", tensor_parallel_size=2, llm_replicas=2)
-    cfg = llm_config_dict(s, "/models/m", "m")
+    cfg = llm_config_dict(llm_spec(s), "/models/m", "m")
     assert cfg["placement_group_config"] == {"bundles": [{"CPU": 1, "GPU": 1}] * 2, "strategy": "STRICT_PACK"}
     assert cfg["accelerator_type"] == "H100" and cfg["engine_kwargs"]["tensor_parallel_size"] == 2
     auto = cfg["deployment_config"]["autoscaling_config"]
@@ -36,7 +45,7 @@ def test_gpu_setting_packs_two_gpus_per_replica() -> None:
 
 
 def test_cpu_setting_bounds_the_kv_cache_and_reserves_no_whole_cpu_for_the_replica() -> None:
-    cfg = llm_config_dict(Settings(llm_max_replicas=3), "/models/m", "m")
+    cfg = llm_config_dict(llm_spec(Settings(llm_max_replicas=3)), "/models/m", "m")
     assert cfg["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in cfg
     assert cfg["engine_kwargs"]["kv_cache_memory_bytes"] == 256 * 1024**2
     assert cfg["engine_kwargs"]["enforce_eager"] is True
@@ -48,15 +57,34 @@ def test_cpu_setting_bounds_the_kv_cache_and_reserves_no_whole_cpu_for_the_repli
 def test_engine_knobs_map_onto_vllm_arguments_and_unknown_ones_are_reported() -> None:
     s = Settings(block_size=32, max_num_batched_tokens=1024, enable_prefix_caching=False, preemption_mode="swap",
                  swap_space=4)
-    kw, dropped = engine_kwargs(s, supported={"block_size", "max_num_batched_tokens", "enable_prefix_caching"})
+    supported = {"block_size", "max_num_batched_tokens", "enable_prefix_caching"}
+    kw, dropped = engine_kwargs(llm_spec(s), supported=supported)
     assert kw == {"block_size": 32, "max_num_batched_tokens": 1024, "enable_prefix_caching": False}
     assert set(dropped) >= {"preemption_mode", "swap_space", "max_num_seqs"}
-    assert placement_group_config(Settings(pipeline_parallel_size=3))["bundles"] == [{"CPU": 1}] * 3
+    assert placement_group_config(llm_spec(Settings(pipeline_parallel_size=3)))["bundles"] == [{"CPU": 1}] * 3
+
+
+def test_cluster_builds_the_spec_serving_takes_from_every_llm_setting() -> None:
+    s = Settings(accelerator="L4", tensor_parallel_size=2, pipeline_parallel_size=3, llm_replicas=2, llm_max_replicas=5,
+                 max_model_len=1024, llm_dtype="float16", gpu_memory_utilization=0.5, max_num_seqs=4,
+                 enable_prefix_caching=False, swap_space=2, preemption_mode="swap", block_size=16,
+                 kv_cache_memory_bytes=2**30, max_num_batched_tokens=2048)
+    spec = llm_spec(s)
+    assert spec.model_dump() == {
+        "accelerator": "L4", "tensor_parallel_size": 2, "pipeline_parallel_size": 3, "replicas": 2, "max_replicas": 5,
+        "max_model_len": 1024, "dtype": "float16", "gpu_memory_utilization": 0.5, "max_num_seqs": 4,
+        "enable_prefix_caching": False, "swap_space": 2.0, "preemption_mode": "swap", "block_size": 16,
+        "kv_cache_memory_bytes": 2**30, "max_num_batched_tokens": 2048,
+    }
+    with pytest.raises(ValidationError):
+        LLMSpec(**spec.model_dump(), model="m")  # a typo or a stray setting is an error, not ignored
+    with pytest.raises(ValidationError):
+        spec.replicas = 3  # type: ignore[misc]  # frozen: the deployment's spec does not drift
 
 
 def test_rendered_serve_options_ask_for_a_strict_pack_of_two_gpus_per_replica() -> None:
     require("vllm")
-    out = render(Settings(accelerator="H100", tensor_parallel_size=2, llm_replicas=2), "/models/m", "m")
+    out = render(llm_spec(Settings(accelerator="H100", tensor_parallel_size=2, llm_replicas=2)), "/models/m", "m")
     so = out["serve_options"]
     assert so["placement_group_strategy"] == "STRICT_PACK"
     assert [b["GPU"] for b in so["placement_group_bundles"]] == [1, 1]

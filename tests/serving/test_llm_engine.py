@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster.llm_spec import llm_spec
 from cluster.settings import Settings
 from serving.llm import error_from
-from serving.llm_config import engine_kwargs, supported_engine_args
+from serving.llm_config import LLMSpec, engine_kwargs, supported_engine_args
 from tests.requirements_check import require
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -69,7 +70,7 @@ def gpu_available() -> bool:
         return False
 
 
-def engine_checks(model: str, settings_json: str) -> dict:
+def engine_checks(model: str, spec_json: str) -> dict:
     """Start vLLM in this process with the engine arguments opsloop renders, exercise it, report what it did."""
     import os
 
@@ -77,7 +78,7 @@ def engine_checks(model: str, settings_json: str) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from vllm import LLM, SamplingParams
 
-    kw, dropped = engine_kwargs(Settings.model_validate_json(settings_json), supported_engine_args())
+    kw, dropped = engine_kwargs(LLMSpec.model_validate_json(spec_json), supported_engine_args())
     kw.pop("disable_log_stats")
     llm = LLM(model=model, distributed_executor_backend="uni", **kw)
     params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
@@ -94,9 +95,9 @@ def engine_checks(model: str, settings_json: str) -> dict:
             "too_long": too_long}
 
 
-def _child(model: str, settings_json: str, queue: object) -> None:
+def _child(model: str, spec_json: str, queue: object) -> None:
     try:
-        queue.put(engine_checks(model, settings_json))  # type: ignore[attr-defined]
+        queue.put(engine_checks(model, spec_json))  # type: ignore[attr-defined]
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         queue.put({"error": repr(exc)})  # type: ignore[attr-defined]
 
@@ -107,7 +108,7 @@ def run_engine(model: Path, settings: Settings) -> None:
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(str(model), settings.model_dump_json(), queue))
+    proc = ctx.Process(target=_child, args=(str(model), llm_spec(settings).model_dump_json(), queue))
     proc.start()
     out = queue.get(timeout=240)
     proc.join(60)
