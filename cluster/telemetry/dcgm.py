@@ -48,39 +48,64 @@ def decode_throttle(mask: int) -> tuple[str, ...]:
     return tuple(name for bit, name in THROTTLE_BITS.items() if mask & bit)
 
 
-def parse_metrics(text: str, node_of: Callable[[str], str] = lambda h: h) -> list[dict[str, Any]]:
+#: What prometheus_client's parser raises on text that is not the exposition format.
+PARSE_ERRORS = (ValueError, IndexError, KeyError, TypeError)
+
+
+def metric_samples(text: str, bad_lines: list[str] | None = None) -> list[Any]:
+    """Every sample of a Prometheus text page, read by ``prometheus_client.parser``.
+
+    The parser gives up on the first line it cannot read, which would lose a whole page of good readings for
+    one broken line (a truncated scrape, a stray byte): then each line is read on its own, and the lines that
+    still do not parse are skipped and appended to ``bad_lines``.
+    """
+    try:
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except PARSE_ERRORS:
+        pass
+    samples = []
+    for line in text.splitlines():
+        try:
+            samples += [s for family in text_string_to_metric_families(line + "\n") for s in family.samples]
+        except PARSE_ERRORS:
+            if bad_lines is not None:
+                bad_lines.append(line)
+    return samples
+
+
+def parse_metrics(text: str, node_of: Callable[[str], str] = lambda h: h,
+                  bad_lines: list[str] | None = None) -> list[dict[str, Any]]:
     """Prometheus text from dcgm-exporter → one gpu record per (host, gpu), in the trace format (no ts).
 
-    A blank value is NaN in the record (the validator makes it a missing field). Raises ``ValueError`` for
-    text that is not the Prometheus exposition format.
+    A blank value is NaN in the record (the validator makes it a missing field). Lines that are not in the
+    exposition format are skipped and appended to ``bad_lines`` (see :func:`metric_samples`); the rest is kept.
     """
     records: dict[tuple[str, int], dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            field = FIELDS.get(sample.name)
-            if field is None:
-                continue
-            labels = sample.labels
-            try:
-                gpu = int(labels.get("gpu", ""))
-            except ValueError:
-                continue
-            host = node_of(labels.get("Hostname") or "n01")
-            rec = records.setdefault((host, gpu), {"node": host, "gpu": gpu})
-            model = labels.get("modelName", "")
-            if model and not is_blank(model):
-                rec["model"] = canonical_model(model)
-            value = float(sample.value)
-            if is_blank(value):
-                rec.setdefault(field, math.nan)
-            elif field == "throttle_reasons":
-                rec[field] = list(decode_throttle(int(value)))
-            elif field == "util":
-                rec[field] = value / 100.0
-            elif field == "xid":
-                rec[field] = int(value)
-            else:
-                rec[field] = value
+    for sample in metric_samples(text, bad_lines):
+        field = FIELDS.get(sample.name)
+        if field is None:
+            continue
+        labels = sample.labels
+        try:
+            gpu = int(labels.get("gpu", ""))
+        except ValueError:
+            continue
+        host = node_of(labels.get("Hostname") or "n01")
+        rec = records.setdefault((host, gpu), {"node": host, "gpu": gpu})
+        model = labels.get("modelName", "")
+        if model and not is_blank(model):
+            rec["model"] = canonical_model(model)
+        value = float(sample.value)
+        if is_blank(value):
+            rec.setdefault(field, math.nan)
+        elif field == "throttle_reasons":
+            rec[field] = list(decode_throttle(int(value)))
+        elif field == "util":
+            rec[field] = value / 100.0
+        elif field == "xid":
+            rec[field] = int(value)
+        else:
+            rec[field] = value
     return [records[k] for k in sorted(records)]
 
 
@@ -96,6 +121,7 @@ class DcgmSource:
         self.validator = validator or Validator()
         self.quarantined: list[Quarantined] = []
         self.errors: dict[str, str] = {}
+        self.skipped_lines: dict[str, int] = {}  # per URL: lines of its pages that were not Prometheus text
         self._n = 0
 
     async def read(self) -> list[Sample]:
@@ -109,12 +135,15 @@ class DcgmSource:
                 except httpx.HTTPError as exc:
                     self.errors[url] = f"{type(exc).__name__}: {exc}"
                     continue
-                try:
-                    recs = parse_metrics(resp.text, self.node_of)
-                except ValueError as exc:
-                    self.errors[url] = f"not a Prometheus metrics page: {exc}"[:300]
+                bad: list[str] = []
+                recs = parse_metrics(resp.text, self.node_of, bad)
+                if bad and not recs:
+                    first = bad[0][:120]
+                    self.errors[url] = f"not a Prometheus metrics page: {len(bad)} lines unreadable, first {first!r}"
                     continue
                 self.errors.pop(url, None)
+                if bad:
+                    self.skipped_lines[url] = self.skipped_lines.get(url, 0) + len(bad)
                 ts = round(self.clock(), 3)
                 for rec in recs:
                     self._n += 1

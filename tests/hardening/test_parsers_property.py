@@ -69,8 +69,15 @@ def test_a_valid_gpu_record_round_trips(record: dict) -> None:
 @SETTINGS
 @given(gpu_records, st.sampled_from([math.nan, math.inf, -math.inf, 1e9, -1e9]))
 def test_nan_and_out_of_range_are_quarantined(record: dict, bad: float) -> None:
-    out = Validator().check("t", 1, {**record, "temp_c": bad})
-    assert isinstance(out, Quarantined) and out.reason in ("nan", "out_of_range")
+    # Fields, not samples (#16): the bad temperature is dropped and counted; the sample is refused only when it
+    # has no other reading left, with the temperature's reason.
+    v = Validator()
+    out = v.check("t", 1, {**record, "temp_c": bad})
+    if isinstance(out, Quarantined):
+        assert out.reason in ("nan", "out_of_range")
+    else:
+        assert isinstance(out, GpuSample) and out.temp_c is None
+        assert v.missing.get("t", {}).get("temp_c", 0) + v.fields.get("t", {}).get("temp_c:out_of_range", 0) == 1
 
 
 # --- DCGM exporter text --------------------------------------------------------------------------------------

@@ -49,9 +49,15 @@ def test_page_parses_with_both_reason_names_blank_fields_and_dns_hosts() -> None
     assert summary["quarantined"] == 0 and summary["fields"] == {} and summary["missing"] == {"mem_temp_c": 2}
 
 
-def test_not_a_metrics_page_is_a_clear_error() -> None:
-    with pytest.raises(ValueError):
-        parse_metrics('DCGM_FI_DEV_GPU_TEMP{gpu="0" 62\n')
+def test_a_broken_line_is_skipped_and_named_and_the_rest_of_the_page_kept() -> None:
+    bad: list[str] = []
+    page = ('DCGM_FI_DEV_GPU_TEMP{gpu="0",Hostname="DGX-01"} 62\n'
+            'DCGM_FI_DEV_GPU_TEMP{gpu="1" 62\n'  # truncated labels
+            'DCGM_FI_DEV_POWER_USAGE{gpu="0",Hostname="DGX-01"} 310.5\n')
+    [rec] = parse_metrics(page, bad_lines=bad)
+    assert (rec["node"], rec["gpu"], rec["temp_c"], rec["power_w"]) == ("DGX-01", 0, 62.0, 310.5)
+    assert bad == ['DCGM_FI_DEV_GPU_TEMP{gpu="1" 62']
+    assert parse_metrics('DCGM_FI_DEV_GPU_TEMP{gpu="0" 62\n', bad_lines=bad) == [] and len(bad) == 2
 
 
 def test_a_bad_field_is_quarantined_alone_and_the_sample_stays() -> None:
