@@ -120,7 +120,9 @@ def test_up_approve_ctrl_c_and_resume(tmp_path: Path) -> None:
     assert mine and mine[0]["status"] == "pending" and mine[0]["action"] == ap["action"]
     assert {"id", "status", "action"} <= set(mine[0])
 
-    # Without --port: the CLI finds the running up through its data directory (<data dir>/up.json).
+    # Without --port: the CLI finds the running up through its data directory (<data dir>/up.json), which `up`
+    # writes once its own health check passes, a moment after /healthz first answers this test.
+    again.wait_for(lambda: (data / "up.json").exists())
     assert json.loads((data / "up.json").read_text())["port"] == port
     bad = opsloop("approvals", "approve", "ap-nope", cwd=tmp_path)
     assert bad.returncode == 2 and "no approval ap-nope" in bad.stderr
