@@ -4,7 +4,8 @@ The workers stand for remote GPU nodes, so by default their "work" is ``asyncio.
 busy, this machine is not) and they reserve no CPU (``num_cpus=0``): N is not bounded by local cores.
 Each round the coordinator actor sends every worker its draw and a common start time; a worker's reply is
 its arrival at the barrier (the coordinator keeps the pure :class:`actors.twin.barrier.Barrier` and waits
-on it with a named timeout), and the round ends when the last worker has arrived.
+on it with a named timeout), and the round ends when the last worker has arrived. The result sets the
+measurement beside :func:`actors.twin.barrier_theory.theory` for the same workers, work and straggler.
 
 Ray's per-call cost is real (~1-2 ms per actor call on a 2-core machine, so ~N ms to reach N workers). If
 each worker started on receipt, that dispatch skew would blur into the work and no subtraction could undo
@@ -36,7 +37,8 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from actors.twin.barrier import Barrier, WorkDist, rounds_for_precision, theory
+from actors.twin.barrier import Barrier
+from actors.twin.barrier_theory import BarrierTheory, WorkDist, rounds_for_precision, theory
 
 #: Named limits on every wait (seconds). A round may also take as long as its longest draw.
 BARRIER_TIMEOUT_S = 30.0
@@ -87,12 +89,11 @@ class ExperimentResult(BaseModel):
     measured_round_ms: float = Field(description="Mean span: common start to last arrival (work + wait).")
     stderr_round_ms: float = Field(description="Standard error of measured_round_ms.")
     p99_round_ms: float = Field(description="99th percentile of the spans.")
-    theory_round_ms: float = Field(description="E[max] of the work times.")
-    theory_round_sd_ms: float
-    ratio: float = Field(description="measured_round_ms / theory_round_ms.")
+    theory: BarrierTheory = Field(description="What theory expects for the same workers, work and straggler.")
+    ratio: float = Field(description="measured_round_ms / theory.round_ms.")
     drawn_round_ms: float = Field(description="Mean of the max of the actual draws: theory for this sample.")
     raw_round_ms: float = Field(description="Mean round, dispatch to last reply: span plus Ray overhead.")
-    raw_ratio: float = Field(description="raw_round_ms / theory_round_ms.")
+    raw_ratio: float = Field(description="raw_round_ms / theory.round_ms.")
     overhead_ms: float = Field(description="Mean lead + tail: the Ray cost of a round outside the span.")
     lead_ms: float = Field(description="Dispatch to common start (margin over the calibrated dispatch time).")
     tail_ms: float = Field(description="Last arrival to the coordinator holding every reply.")
@@ -101,11 +102,9 @@ class ExperimentResult(BaseModel):
     late_starts: int = Field(description="Worker-rounds whose call arrived after the common start.")
     driver_round_ms: float = Field(description="Mean round seen by the driver (one more Ray call).")
     measured_wait_ms: float = Field(description="Mean per-worker wait at the barrier.")
-    theory_wait_ms: float
     p99_wait_ms: float = Field(description="99th percentile of all per-worker waits.")
     mean_round_p99_wait_ms: float = Field(description="Mean over rounds of each round's p99 wait.")
     efficiency: float = Field(description="busy / (workers * span) over all rounds.")
-    theory_efficiency: float
     slowest_worker: str | None
     slowest_share: float | None = Field(description="Fraction of rounds the slowest worker was last.")
     elapsed_s: float = Field(description="Wall time of the measured rounds.")
@@ -278,8 +277,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = False) -> Experime
         measured_round_ms=measured,
         stderr_round_ms=float(span.std(ddof=1) / np.sqrt(rounds)) if rounds > 1 else 0.0,
         p99_round_ms=float(np.percentile(span, 99)),
-        theory_round_ms=expected.round_ms,
-        theory_round_sd_ms=expected.round_sd_ms,
+        theory=expected,
         ratio=measured / per_theory,
         drawn_round_ms=float(draws.max(axis=1).mean()),
         raw_round_ms=raw,
@@ -292,11 +290,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = False) -> Experime
         late_starts=int(sum(o["late"] for o in outs)),
         driver_round_ms=float(np.mean(driver_ms)),
         measured_wait_ms=float(summary["mean_wait_ms"]),
-        theory_wait_ms=expected.wait_ms,
         p99_wait_ms=float(summary["p99_wait_ms"]),
         mean_round_p99_wait_ms=float(np.mean([o["stats"]["p99_wait_ms"] for o in outs])),
         efficiency=float(summary["efficiency"]),
-        theory_efficiency=expected.efficiency,
         slowest_worker=summary["slowest_shard"],
         slowest_share=summary["slowest_share"],
         elapsed_s=elapsed,

@@ -1,10 +1,11 @@
-"""Barrier bookkeeping for the sharded twin, and the theory of what a barrier costs.
+"""The barrier the sharded twin waits at every tick, and what each tick's wait cost.
 
 Every tick each shard does its modification work, propagates its delta and then waits until all shards
-reach the same tick ("work & wait to make same state"). The whole fleet waits for the slowest shard, so
-the wait cost grows with the number of shards: with i.i.d. exponential work the round lasts
-``E[max of N] = H_N * mean``. This module is pure (no Ray, no IO): :class:`Barrier` records arrivals and
-turns them into :class:`TickStats`; :func:`expected_max_of_n` says what the statistics should be.
+reach the same tick ("work & wait to make same state"). :class:`Barrier` records those arrivals, lets the
+coordinator await a tick (:meth:`Barrier.wait_tick`) and turns each completed tick into :class:`TickStats`
+(span, per-shard waits, the shard everyone waited for); :meth:`Barrier.summary` rolls them up for the status
+snapshot. Pure (no Ray, no IO); the twin checkpoints it through ``actors.twin.state``. What a barrier
+*should* cost (``E[max of N]``) is :mod:`actors.twin.barrier_theory`.
 
 Times passed to :meth:`Barrier.arrive` are seconds on one clock (``time.time()`` across processes of one
 host, or synchronised clocks across hosts); every statistic is reported in milliseconds.
@@ -14,15 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections import Counter, deque
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-# ---------------------------------------------------------------------------------------------- bookkeeping
 
 
 class TickStats(BaseModel):
@@ -269,181 +266,3 @@ class Barrier:
             slowest_share=top / len(self._history),
         )
         return out
-
-
-# ---------------------------------------------------------------------------------------------- theory
-
-_SPEC_HELP = "expected const:MS, exp:MS or lognormal:MS:SIGMA"
-_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-
-
-class WorkDist(BaseModel):
-    """A per-worker work-time distribution. ``ms`` is always the *mean*, so specs compare at equal work.
-
-    For ``lognormal`` the mean (not the median) is ``ms``: ``mu = ln(ms) - sigma**2 / 2``, so
-    ``lognormal:20:0.5`` does the same average work as ``exp:20`` and only the shape differs.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["const", "exp", "lognormal"]
-    ms: float = Field(ge=0, description="Mean work time in milliseconds.")
-    sigma: float | None = Field(default=None, gt=0, description="Lognormal shape (std dev of ln X).")
-
-    @property
-    def spec(self) -> str:
-        """The canonical spec string, e.g. ``exp:20``."""
-        parts = [self.kind, f"{self.ms:g}"] + ([f"{self.sigma:g}"] if self.sigma is not None else [])
-        return ":".join(parts)
-
-    def survival(self, x: np.ndarray) -> np.ndarray:
-        """P(X > x) for x > 0, vectorised."""
-        if self.kind == "const":
-            return (x < self.ms).astype(float)
-        if self.kind == "exp":
-            return np.exp(-x / self.ms)
-        sigma = float(self.sigma or 0.0)
-        mu = math.log(self.ms) - sigma * sigma / 2.0
-        z = (np.log(x) - mu) / (sigma * math.sqrt(2.0))
-        return 0.5 * np.frompyfunc(math.erfc, 1, 1)(z).astype(float)
-
-    def sample(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
-        """Draw work times in milliseconds from a seeded generator."""
-        if self.kind == "const":
-            return np.full(size, self.ms, dtype=float)
-        if self.kind == "exp":
-            return rng.exponential(self.ms, size)
-        sigma = float(self.sigma or 0.0)
-        return rng.lognormal(math.log(self.ms) - sigma * sigma / 2.0, sigma, size)
-
-
-def parse_work(spec: str) -> WorkDist:
-    """Parse ``const:MS``, ``exp:MS`` or ``lognormal:MS:SIGMA`` (MS = mean milliseconds).
-
-    Raises:
-        ValueError: Unknown kind, wrong arity, or a non-positive / non-numeric parameter.
-    """
-    parts = spec.strip().split(":")
-    kind, args = parts[0].lower(), parts[1:]
-    arity = {"const": 1, "exp": 1, "lognormal": 2}
-    if kind not in arity:
-        raise ValueError(f"unknown work distribution {parts[0]!r} in {spec!r} ({_SPEC_HELP})")
-    if len(args) != arity[kind] or not all(re.fullmatch(_NUMBER, a.strip()) for a in args):
-        raise ValueError(f"bad work spec {spec!r} ({_SPEC_HELP})")
-    values = [float(a) for a in args]
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"bad work spec {spec!r}: parameters must be finite")
-    ms = values[0]
-    if ms < 0 or (ms == 0 and kind != "const"):
-        raise ValueError(f"bad work spec {spec!r}: MS must be {'>= 0' if kind == 'const' else '> 0'} milliseconds")
-    if kind == "lognormal" and values[1] <= 0:
-        raise ValueError(f"bad work spec {spec!r}: SIGMA must be > 0")
-    return WorkDist(kind=kind, ms=ms, sigma=values[1] if kind == "lognormal" else None)  # type: ignore[arg-type]
-
-
-def parse_straggler(spec: str) -> float:
-    """Parse a straggler factor such as ``3x`` (one worker's work is multiplied by it).
-
-    Raises:
-        ValueError: Not a positive number followed by an optional ``x``.
-    """
-    match = re.fullmatch(rf"\s*({_NUMBER})\s*[xX]?\s*", spec)
-    factor = float(match.group(1)) if match else float("nan")
-    if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"bad straggler {spec!r}: expected a positive factor like 3x")
-    return factor
-
-
-def _as_dist(dist: str | WorkDist) -> WorkDist:
-    return dist if isinstance(dist, WorkDist) else parse_work(dist)
-
-
-def max_of_n_moments(dist: str | WorkDist, n: int, straggler: float = 1.0) -> tuple[float, float]:
-    """Mean and standard deviation of the maximum of ``n`` independent work times, in ms.
-
-    One of the ``n`` workers (the straggler) has its work multiplied by ``straggler``. Continuous cases are
-    integrated numerically (not sampled): ``E[M] = ∫ P(M > x) dx`` and ``E[M²] = ∫ 2x P(M > x) dx`` with
-    ``P(M <= x) = F(x)^(n-1) F(x/k)``, on a logarithmic grid that resolves both the bulk and the tail.
-
-    Raises:
-        ValueError: ``n < 1`` or a non-positive straggler factor.
-    """
-    d = _as_dist(dist)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if not (math.isfinite(straggler) and straggler > 0):
-        raise ValueError(f"straggler factor must be > 0, got {straggler}")
-    k = straggler
-    if d.kind == "const" or d.ms == 0:
-        return (d.ms * (k if n == 1 else max(1.0, k)), 0.0)
-    hi_scale = max(1.0, k)
-    if d.kind == "exp":
-        upper = hi_scale * d.ms * (math.log(n) + 80.0)
-    else:
-        sigma = float(d.sigma or 0.0)
-        mu = math.log(d.ms) - sigma * sigma / 2.0
-        upper = hi_scale * math.exp(mu + sigma * (13.0 + math.sqrt(2.0 * math.log(n))))
-    lower = 1e-12 * d.ms * min(1.0, k)
-    u = np.linspace(math.log(lower), math.log(upper), 40_001)
-    x = np.exp(u)
-    q_rest = np.clip(d.survival(x), 0.0, 1.0)
-    q_k = np.clip(d.survival(x / k), 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        log_cdf = np.log1p(-q_k) + ((n - 1) * np.log1p(-q_rest) if n > 1 else 0.0)
-    tail = -np.expm1(log_cdf)  # P(M > x), accurate when it is tiny
-    # Below `lower`, P(M > x) is 1 to within 1e-12, so those pieces integrate to `lower` and `lower**2`.
-    mean = float(np.trapezoid(tail * x, u)) + lower
-    second = float(np.trapezoid(2.0 * x * tail * x, u)) + lower * lower
-    return mean, math.sqrt(max(second - mean * mean, 0.0))
-
-
-def expected_max_of_n(dist: str | WorkDist, n: int, straggler: float = 1.0) -> float:
-    """Expected round time of an ``n``-worker barrier: ``E[max]`` of the work times, in ms.
-
-    ``const:MS`` gives MS; ``exp:MS`` gives ``H_n * MS`` (2.72× at n=8, 3.38× at n=16);
-    ``lognormal:MS:SIGMA`` (MS = mean) is integrated numerically. ``straggler`` multiplies one worker's work.
-    """
-    return max_of_n_moments(dist, n, straggler)[0]
-
-
-class BarrierTheory(BaseModel):
-    """What a barrier of ``workers`` costs per round, in theory (no call overhead)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    workers: int
-    round_ms: float = Field(description="E[max] of the work times.")
-    round_sd_ms: float = Field(description="Standard deviation of the round time.")
-    mean_work_ms: float = Field(description="Mean work per worker (the straggler included).")
-    wait_ms: float = Field(description="Mean per-worker wait: E[max] - mean work.")
-    efficiency: float = Field(description="mean work / E[max].")
-
-
-def theory(dist: str | WorkDist, n: int, straggler: float = 1.0) -> BarrierTheory:
-    """Expected round time, spread, per-worker wait and efficiency of an ``n``-worker barrier."""
-    d = _as_dist(dist)
-    mean, sd = max_of_n_moments(d, n, straggler)
-    work = d.ms * (n - 1 + straggler) / n
-    return BarrierTheory(
-        workers=n,
-        round_ms=mean,
-        round_sd_ms=sd,
-        mean_work_ms=work,
-        wait_ms=mean - work,
-        efficiency=work / mean if mean > 0 else 1.0,
-    )
-
-
-def rounds_for_precision(
-    dist: str | WorkDist, n: int, straggler: float = 1.0, rel_se: float = 0.03, lo: int = 50, hi: int = 2000
-) -> int:
-    """Rounds needed so the standard error of the mean round time is ``rel_se`` of its expectation.
-
-    ``SE = sd / sqrt(R)``, so ``R = (sd / (rel_se * mean))**2``, clamped to ``[lo, hi]``. For ``exp`` the
-    coefficient of variation of the max is ``sqrt(sum 1/i²) / H_n``: 0.57 at n=4, 0.45 at n=8, 0.37 at n=16,
-    hence 365, 230 and 154 rounds at 3 %, so a 15 % acceptance band is five standard errors wide.
-    """
-    mean, sd = max_of_n_moments(dist, n, straggler)
-    if mean <= 0 or sd == 0:
-        return lo
-    return int(min(hi, max(lo, math.ceil((sd / (rel_se * mean)) ** 2))))

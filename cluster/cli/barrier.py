@@ -1,20 +1,67 @@
-"""``opsloop barrier``: measure the wait cost of a barrier of N Ray workers against theory."""
+"""``opsloop barrier``: measure the wait cost of a barrier of N Ray workers against theory.
+
+The command's flags and their parsing (``--work`` spec strings into a
+:class:`~actors.twin.barrier_theory.WorkDist`, ``--straggler`` factors), the run on Ray
+(``cluster.barrier_experiment``) and the table, JSON or plot of the result.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.twin.barrier import parse_straggler, parse_work
+from actors.twin.barrier_theory import WorkDist
 from cluster.cli import CliError
 
 #: Worker counts drawn by ``--plot``.
 PLOT_WORKERS = (1, 2, 4, 8, 16, 32)
+
+_SPEC_HELP = "expected const:MS, exp:MS or lognormal:MS:SIGMA"
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_ARITY = {"const": 1, "exp": 1, "lognormal": 2}
+
+
+def parse_work(spec: str) -> WorkDist:
+    """Parse ``const:MS``, ``exp:MS`` or ``lognormal:MS:SIGMA`` (MS = mean milliseconds).
+
+    Raises:
+        ValueError: Unknown kind, wrong arity, or a non-positive / non-numeric parameter.
+    """
+    parts = spec.strip().split(":")
+    kind, args = parts[0].lower(), parts[1:]
+    if kind not in _ARITY:
+        raise ValueError(f"unknown work distribution {parts[0]!r} in {spec!r} ({_SPEC_HELP})")
+    if len(args) != _ARITY[kind] or not all(re.fullmatch(_NUMBER, a.strip()) for a in args):
+        raise ValueError(f"bad work spec {spec!r} ({_SPEC_HELP})")
+    values = [float(a) for a in args]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"bad work spec {spec!r}: parameters must be finite")
+    ms = values[0]
+    if ms < 0 or (ms == 0 and kind != "const"):
+        raise ValueError(f"bad work spec {spec!r}: MS must be {'>= 0' if kind == 'const' else '> 0'} milliseconds")
+    if kind == "lognormal" and values[1] <= 0:
+        raise ValueError(f"bad work spec {spec!r}: SIGMA must be > 0")
+    return WorkDist(kind=kind, ms=ms, sigma=values[1] if kind == "lognormal" else None)  # type: ignore[arg-type]
+
+
+def parse_straggler(spec: str) -> float:
+    """Parse a straggler factor such as ``3x`` (one worker's work is multiplied by it).
+
+    Raises:
+        ValueError: Not a positive number followed by an optional ``x``.
+    """
+    match = re.fullmatch(rf"\s*({_NUMBER})\s*[xX]?\s*", spec)
+    factor = float(match.group(1)) if match else float("nan")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"bad straggler {spec!r}: expected a positive factor like 3x")
+    return factor
 
 
 def register(subparsers: Any) -> None:
@@ -92,11 +139,11 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                                          if rows[0]["straggler_worker"] else "") + f", mode {rows[0]['work_mode']}",
              head]
     for r in rows:
-        slowest = f"{r['slowest_worker']} {100 * (r['slowest_share'] or 0):.0f}%"
+        slowest, th = f"{r['slowest_worker']} {100 * (r['slowest_share'] or 0):.0f}%", r["theory"]
         lines.append(
-            f"{r['workers']:>3} {r['rounds']:>6} {r['measured_round_ms']:>9.1f} {r['theory_round_ms']:>7.1f} "
-            f"{r['ratio']:>6.2f} {r['measured_wait_ms']:>8.1f} {r['theory_wait_ms']:>7.1f} {r['p99_wait_ms']:>8.1f} "
-            f"{r['efficiency']:>5.2f} {r['theory_efficiency']:>6.2f} {slowest:>12} | {r['raw_round_ms']:>7.1f} "
+            f"{r['workers']:>3} {r['rounds']:>6} {r['measured_round_ms']:>9.1f} {th['round_ms']:>7.1f} "
+            f"{r['ratio']:>6.2f} {r['measured_wait_ms']:>8.1f} {th['wait_ms']:>7.1f} {r['p99_wait_ms']:>8.1f} "
+            f"{r['efficiency']:>5.2f} {th['efficiency']:>6.2f} {slowest:>12} | {r['raw_round_ms']:>7.1f} "
             f"{r['overhead_ms']:>8.1f}")
     lines.append("round = common start to last arrival (work + wait); raw = dispatch to last reply, i.e. round + "
                  "Ray overhead (lead to the common start + reply tail). Zero-work raw round: "
@@ -114,11 +161,11 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
     ns = [r["workers"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    left.plot(ns, [r["theory_wait_ms"] for r in rows], "o--", label="theory E[max] − E[X]")
+    left.plot(ns, [r["theory"]["wait_ms"] for r in rows], "o--", label="theory E[max] − E[X]")
     left.plot(ns, [r["measured_wait_ms"] for r in rows], "s-", label="measured mean wait")
     left.plot(ns, [r["p99_wait_ms"] for r in rows], "^:", label="measured p99 wait")
     left.set(title="wait per worker per round", xlabel="workers N", ylabel="ms", xscale="log")
-    right.plot(ns, [r["theory_round_ms"] for r in rows], "o--", label="theory E[max]")
+    right.plot(ns, [r["theory"]["round_ms"] for r in rows], "o--", label="theory E[max]")
     right.plot(ns, [r["measured_round_ms"] for r in rows], "s-", label="measured round (span)")
     right.plot(ns, [r["raw_round_ms"] for r in rows], "x:", label="raw round (incl. Ray overhead)")
     right.set(title="round time", xlabel="workers N", ylabel="ms", xscale="log")
