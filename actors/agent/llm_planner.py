@@ -1,12 +1,13 @@
 """Proposing with a language model, verified before anything leaves the agent.
 
-The deterministic plan (``planner.plan``) is computed first: it fixes the *verified mapping* — which action
-kinds and which targets this incident allows. The model then gets the twin's facts and the retrieved
-runbook passages fenced as data, and answers in JSON (schema from ``LlmProposal``). Its answer is held to:
-every action in the catalogue, of a kind and on targets the mapping allows, parameters in bounds, every
-citation among the passages it was shown. A failing answer is repaired once (the errors go back to the
-model); a second failure falls back to the deterministic plan. So runbook text, log lines or telemetry
-labels can change wording and parameters within bounds, never add an action or move a target.
+The runbook passages are retrieved once and the deterministic plan (``planner.plan``) is computed from them
+first: it fixes the *verified mapping* — which action kinds and which targets this incident allows. The
+model then gets the twin's facts and the same passages fenced as data, and answers in JSON (schema from
+``LlmProposal``). Its answer is held to: every action in the catalogue, of a kind and on targets the mapping
+allows, parameters in bounds, every citation among the passages it was shown. A failing answer is repaired
+once (the errors go back to the model); a second failure falls back to the deterministic plan. So runbook
+text, log lines or telemetry labels can change wording and parameters within bounds, never add an action or
+move a target.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.agent.incidents import Incident
-from actors.agent.planner import Knowledge, incident_facts, plan
+from actors.agent.planner import Knowledge, incident_facts, plan, retrieve
 from actors.agent.proposals import Cited, Proposal, ProposedAction, action_id
 from actors.agent.whatif import predict
 from policies.actions import Action, action_hash, action_targets, describe, parse_action
@@ -130,19 +131,22 @@ async def propose(inc: Incident, kb: Knowledge, topology: Mapping[str, Collectio
 
     ``feedback`` is an operator's reason for rejecting the previous proposal, and ``already`` the actions
     proposed before for this incident (rejected or done). The runbook mapping cannot use the operator's
-    reason, so it proposes nothing on those kinds and targets again; the model may, with other parameters."""
-    fallback = plan(inc, kb, topology)
+    reason, so it proposes nothing on those kinds and targets again; the model may, with other parameters.
+
+    One retrieval and one plan per call: the passages the plan rests on are the ones the model is shown."""
+    found = retrieve(inc, kb)
+    mapping = plan(inc, kb, topology, found)
+    allowed = [a for a in mapping.actions if a.citations]  # the verified mapping, before `already` trims it
+    fallback = mapping
     before = {(a.kind, tuple(action_targets(a))) for a in already}
     same = {action_hash(a) for a in already}
     if already:
         kept = tuple(a for a in fallback.actions if (a.action.kind, tuple(action_targets(a.action))) not in before)
         fallback = fallback.model_copy(update={"actions": kept})
-    allowed = [a for a in plan(inc, kb, topology).actions if a.citations]
     if llm is None or not fallback.verified or not allowed:
         return fallback
     facts = incident_facts(inc)
-    passages = [(p.citation.doc_id, p.citation.step_id, p.text)
-                for p in kb.for_event(inc.root_cause.kind, inc.root_cause.subject, inc.root_event.get("data", {}))]
+    passages = [(p.citation.doc_id, p.citation.step_id, p.text) for p in found]
     for a in allowed:  # the runbooks the mapping rests on are retrieved whole
         doc = kb.document(a.citations[0].doc_id)
         passages += [(doc.doc_id, s.step_id, f"{s.title}. {s.text}") for s in doc.steps] if doc else []

@@ -8,7 +8,7 @@ filled from the incident's facts, then checked against the catalogue, the fleet 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -76,11 +76,20 @@ def bind(template: ActionTemplate, facts: Mapping[str, Any]) -> dict[str, Any] |
     return out
 
 
-def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]]) -> Proposal:
+def retrieve(inc: Incident, kb: Knowledge) -> list[Passage]:
+    """The passages for an incident's root cause: the one retrieval a proposal rests on."""
+    return kb.for_event(inc.root_cause.kind, inc.root_cause.subject, inc.root_event.get("data", {}), top_k=5)
+
+
+def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]],
+         passages: Sequence[Passage] | None = None) -> Proposal:
     """The fallback proposal for an incident revision: the first runbook (in retrieval order) whose primary
-    action binds and verifies, plus its low-risk actions (ticket, notification)."""
-    root = inc.root_event
-    passages = kb.for_event(inc.root_cause.kind, inc.root_cause.subject, root.get("data", {}), top_k=5)
+    action binds and verifies, plus its low-risk actions (ticket, notification).
+
+    ``passages`` are :func:`retrieve`'s for this incident when the caller has them already (the model path
+    shows the same passages to the model); without them the plan retrieves them itself."""
+    if passages is None:
+        passages = retrieve(inc, kb)
     facts = incident_facts(inc)
     pid = proposal_id(inc.incident_id, inc.revision)
     problems: list[str] = []  # templates skipped, for the record

@@ -137,3 +137,57 @@ async def test_a_parameter_the_twin_predicts_will_not_help_is_refused(kb, incide
     p = await propose(incident, kb, TOPOLOGY, llm)
     assert p.source == "fallback" and p.actions[0].action.supply_c < 20
     assert "the twin predicts it does not bring" in llm.prompts[1][-1]["content"]
+
+
+class CountingKnowledge:
+    """The real knowledge base, with its retrievals counted (every call goes through to it)."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.retrievals: list[tuple[str, str, int]] = []
+
+    def for_event(self, kind: str, subject: str, data: dict, top_k: int = 5) -> list:
+        self.retrievals.append((kind, subject, top_k))
+        return self.kb.for_event(kind, subject, data, top_k)
+
+    def document(self, doc_id: str):  # noqa: ANN201
+        return self.kb.document(doc_id)
+
+    def add_experience(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return self.kb.add_experience(*args, **kwargs)
+
+
+@pytest.mark.parametrize("path", ["llm", "repaired", "fallback", "no model", "after rejection"])
+async def test_one_retrieval_and_one_plan_per_proposal(kb, incident, monkeypatch, path) -> None:  # noqa: ANN001
+    import actors.agent.llm_planner as llm_planner
+    from actors.agent.planner import plan as real_plan
+    from policies.actions import parse_action
+
+    plans: list[str] = []
+
+    def counted_plan(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        plans.append(args[0].incident_id)
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(llm_planner, "plan", counted_plan)
+    counting = CountingKnowledge(kb)
+    llm = {"llm": Scripted(answer(COOL)), "repaired": Scripted("no json", answer(COOL)),
+           "fallback": Scripted("no json", "still none"), "no model": None,
+           "after rejection": Scripted(answer({**COOL, "params": {"unit": "cu01", "supply_c": 16.0}}))}[path]
+    already = [parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 15.0})] \
+        if path == "after rejection" else []
+    p = await propose(incident, counting, TOPOLOGY, llm, already=already)
+    assert len(counting.retrievals) == 1 and len(plans) == 1
+    assert counting.retrievals[0][:2] == (incident.root_cause.kind, incident.root_cause.subject)
+    assert p.verified and p.source == ("fallback" if path in ("fallback", "no model") else "llm")
+    if llm is not None:  # the model was shown the passages the plan rested on
+        shown = llm.prompts[0][1]["content"]
+        for passage in kb.for_event(incident.root_cause.kind, incident.root_cause.subject,
+                                    incident.root_event.get("data", {})):
+            assert f"[{passage.citation.doc_id}#{passage.citation.step_id or '-'}]" in shown
+
+
+async def test_without_a_model_the_proposal_is_the_plan(kb, incident) -> None:  # noqa: ANN001
+    from actors.agent.planner import plan
+
+    assert await propose(incident, kb, TOPOLOGY, None) == plan(incident, kb, TOPOLOGY)
