@@ -34,7 +34,7 @@ GATEWAY_TIMEOUT_S = 30.0
 
 
 class ProposalSink(Protocol):
-    async def submit(self, proposal: Proposal) -> list[dict]: ...
+    async def submit(self, proposal: Proposal) -> object: ...  # the gateway's typed replies; the agent reads none
 
 
 class Fleet(Protocol):

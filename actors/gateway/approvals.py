@@ -1,14 +1,17 @@
 """Approvals and their state machine (pure: no IO, no clock of its own; time is passed in).
 
-    pending ──approve×N──▶ approved ──▶ executing ──▶ executed | failed
-       │ │└──reject──▶ rejected
-       │ └──expire──▶ expired (counts as denied)          denied (by policy, never runs)
+    pending ──approve×N──▶ approved ──start──▶ executing ──finish──▶ executed | failed
+       │ │└──reject──▶ rejected     └──hold──▶ denied (the policy holds an auto action back; it never ran)
+       │ └──expire──▶ expired (counts as denied)          denied (by policy at open, never runs)
        └──edit──▶ pending | approved | denied   (the edited action is verified and judged again)
+
+Every status change goes through :data:`TRANSITIONS` (the shells never set a status themselves): a change
+that is not in it raises :class:`IllegalTransition`, a bug in the caller. What an operator may not do (decide
+twice, approve their own edit, decide an expired approval) is refused as data (``Refusal``), never raised.
 
 A decision binds to the hash of the exact action it was shown (required: a stale or missing hash is refused,
 ``stale``, and the approval stays pending); the approvers must be distinct, hold a role
 the policy names, and none of them may be the proposer (the agent, or the operator who edited the action).
-Deciding a decided approval is refused, as data (``Refusal``), never as an exception.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ Status = Literal["pending", "approved", "rejected", "denied", "expired", "execut
 # the body could no longer name its channel, and still load.
 Channel = Literal["http", "cli", "dashboard", "slack", "policy", "agent", "gateway"]
 FINAL: frozenset[str] = frozenset({"rejected", "denied", "expired", "executed", "failed"})
+#: Every status change there is: from → the statuses it may go to (a final status goes nowhere).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"pending", "approved", "rejected", "expired", "denied"}),  # pending: 1st of 2 approvals, edit
+    "approved": frozenset({"executing", "denied"}),  # denied: held back by the policy before it ran
+    "executing": frozenset({"executed", "failed"}),
+    **{final: frozenset() for final in FINAL},
+}
 AGENT = "agent"
 
 
@@ -75,9 +85,9 @@ class Edit(BaseModel):
 
 
 class Approval(BaseModel):
-    """One proposed action waiting for (or past) its decision."""
+    """One proposed action waiting for (or past) its decision (a record: changes make a new one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     approval_id: str
     proposal_id: str
@@ -122,6 +132,24 @@ class Refusal(BaseModel):
 
     code: Literal["not_found", "conflict", "stale", "forbidden", "blocked", "invalid"]
     message: str
+
+
+class IllegalTransition(ValueError):
+    """A status change the state machine does not have: a bug in the caller, never an operator's doing."""
+
+
+def _move(ap: Approval, status: Status, now: float, **update: Any) -> Approval:
+    """``ap`` in ``status`` (with ``update``), if :data:`TRANSITIONS` has that change.
+
+    Raises:
+        IllegalTransition: it does not.
+    """
+    allowed = TRANSITIONS[ap.status]
+    if status not in allowed:
+        to = ", ".join(sorted(allowed)) if allowed else f"nowhere ({ap.status} is final)"
+        raise IllegalTransition(f"approval {ap.approval_id}: {ap.status} -> {status} is not a transition "
+                                f"(from {ap.status} only to {to})")
+    return ap.model_copy(update={**update, "status": status, "updated_ts": now})
 
 
 def approval_id(action_id: str) -> str:
@@ -187,7 +215,7 @@ def decide(ap: Approval, d: Decision) -> Approval | Refusal:
         status: Status = "rejected"
     else:
         status = "approved" if sum(x.decision == "approve" for x in decisions) >= ap.required else "pending"
-    return ap.model_copy(update={"decisions": decisions, "status": status, "updated_ts": d.ts})
+    return _move(ap, status, d.ts, decisions=decisions)
 
 
 def edit(
@@ -215,26 +243,62 @@ def edit(
     if judged["status"] == "approved" and not verdict.emergency:
         # An operator's edit of an action that needs no approval still gets a second pair of eyes.
         judged.update(status="pending", required=1, expires_ts=now + expiry_s)
-    return ap.model_copy(update={
-        "action": action, "action_hash": new_hash, "action_id": new_id, "summary": describe(action),
-        "proposer": by, "decisions": [], "edits": [*ap.edits, record], "updated_ts": now, **judged,
-    })
+    status = judged.pop("status")
+    return _move(ap, status, now, action=action, action_hash=new_hash, action_id=new_id, summary=describe(action),
+                 proposer=by, decisions=[], edits=[*ap.edits, record], **judged)
 
 
 def expire(ap: Approval, now: float) -> Approval | None:
     """The expired approval if its time ran out while pending, else None."""
     if ap.status == "pending" and ap.expires_ts is not None and now >= ap.expires_ts:
-        return ap.model_copy(update={"status": "expired", "updated_ts": now})
+        return _move(ap, "expired", now)
     return None
 
 
-def with_status(ap: Approval, status: Status, now: float, result: dict[str, Any] | None = None) -> Approval:
-    """Move an approved action through execution.
+def hold(ap: Approval, why: str, now: float) -> Approval:
+    """An approved action the policy holds back before it ever ran (change window, blast radius): denied, and the
+    policy text says why. The shell holds an auto action as it opens; an operator's approval that the policy
+    holds back is refused instead (:func:`blocked`), so their decision is not recorded either.
 
     Raises:
-        ValueError: the transition does not exist (a bug in the caller).
+        IllegalTransition: ``ap`` is not approved.
     """
-    allowed = {"approved": {"executing"}, "executing": {"executed", "failed"}}
-    if status not in allowed.get(ap.status, set()):
-        raise ValueError(f"approval {ap.approval_id}: {ap.status} -> {status} is not a transition")
-    return ap.model_copy(update={"status": status, "updated_ts": now, "result": result or ap.result})
+    if ap.status != "approved":  # pending -> denied is an edit's, not a hold
+        raise IllegalTransition(f"approval {ap.approval_id}: {ap.status} -> denied is not a transition by hold "
+                                "(only an approved action is held back)")
+    return _move(ap, "denied", now, policy=f"{ap.policy}; held: {why}")
+
+
+def blocked(why: str) -> Refusal:
+    """The refusal of a decision whose approval the policy holds back now (nothing executed, nothing recorded)."""
+    return Refusal(code="blocked", message=f"not executed and not recorded: {why}")
+
+
+def start(ap: Approval, now: float) -> Approval:
+    """An approved action handed to the actuator: executing (a gateway that dies now resumes it).
+
+    Raises:
+        IllegalTransition: ``ap`` is not approved.
+    """
+    return _move(ap, "executing", now)
+
+
+def finish(ap: Approval, result: dict[str, Any], now: float) -> Approval:
+    """An executing action with its actuator's result (an ``ActionResult`` as JSON): executed or failed.
+
+    Raises:
+        IllegalTransition: ``ap`` is not executing, or the result's status is neither executed nor failed.
+    """
+    return _move(ap, result.get("status"), now, result=result)  # type: ignore[arg-type]
+
+
+def record_outcome(ap: Approval, outcome: dict[str, Any], now: float) -> Approval:
+    """An executed action with its judged outcome (met, missed, unobservable); the status stays executed.
+
+    Raises:
+        IllegalTransition: ``ap`` is not executed, has no prediction to judge, or was judged already.
+    """
+    if ap.status != "executed" or ap.prediction is None or ap.outcome is not None:
+        raise IllegalTransition(f"approval {ap.approval_id}: only an executed action with a prediction and no "
+                                f"outcome yet takes one (it is {ap.status})")
+    return ap.model_copy(update={"outcome": outcome, "updated_ts": now})

@@ -1,73 +1,45 @@
-"""The gateway's shell: approvals persisted in Redis, the policy applied, approved actions executed.
+"""The gateway actor's shell: proposals in, the policy applied, operators' decisions taken, approved actions run.
 
-One asyncio lock serialises decisions inside this actor, and every write is a compare-and-set on the
-approval's stored JSON (WATCH/MULTI), so two decisions at once, even from two gateway processes, yield
-one decision. Everything lives in Redis (approvals, users, the audit trail, execution counters), so a
-restarted gateway finds every pending approval where it was.
+It wires the rooms and holds none of their logic: :mod:`actors.gateway.approvals` (the pure state machine: every
+status change), :mod:`actors.gateway.store` (approvals and their audit entries in Redis, compare-and-set, listing,
+expiry), :mod:`actors.gateway.execution` (run, resume after a crash, feedback to the twin, outcome checks),
+:mod:`actors.gateway.users` and :mod:`actors.gateway.audit`. One asyncio lock serialises decisions inside this
+actor; the store's writes are compare-and-set besides, so two gateway processes still yield one decision.
 
-Keys (``{ns}:`` prefix): ``approval:<id>`` and ``approvals`` (index), ``executed:<kind>`` (sorted set of
-executions, for blast radius), ``awaiting_outcome`` (executed approvals with a prediction to check),
-``audit`` and ``audit:head``, ``refused`` (ids of proposals refused on submit), ``users``/``tokens``,
-``notifications`` (emergencies, for people) and ``feedback`` (ActionResult samples the twin reads as
-telemetry: outcome misses, and results of actuators that do not report through the simulator).
+Commands (``submit``, ``decide``, ``edit``) answer typed :class:`~actors.gateway.replies.Reply` records; reads
+answer the JSON the REST API returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import WatchError
 
 from actors.agent.proposals import Proposal
 from actors.gateway import approvals as sm
 from actors.gateway import traced
 from actors.gateway.approvals import Approval, Decision, Refusal
-from actors.gateway.audit import AuditLog
+from actors.gateway.audit import Report
 from actors.gateway.auth import hash_token
-from actors.gateway.outcomes import expectation, judge, observe
+from actors.gateway.execution import FLEET_TIMEOUT_S, Actuator, Execution, Fleet
+from actors.gateway.replies import Reply
+from actors.gateway.store import EXECUTED_KEPT_S, ApprovalStore
 from actors.gateway.users import UserStore
 from actors.metrics import Metrics
-from cluster.telemetry.samples import ActionResult
-from policies.actions import Action, action_targets, parse_action
-from policies.policy import Executed, Policy
+from policies.actions import parse_action
+from policies.policy import Policy
 from policies.verify import check_action, check_proposal
+
+__all__ = ["Actuator", "Fleet", "GatewayService"]
 
 log = logging.getLogger("opsloop.gateway")
 
-EXECUTE_TIMEOUT_S = 30.0
-FLEET_TIMEOUT_S = 10.0
 SWEEP_EVERY_S = 1.0
-
-
-class Actuator(Protocol):
-    """Carries out an approved action in the data center (idempotent by ``action_id``).
-
-    An actuator whose results reach the twin by themselves (the simulator's) sets ``feeds_back = True``;
-    for the others the gateway publishes the ``ActionResult`` to the feedback stream.
-    """
-
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Execute; failures come back as ``ActionResult(status="failed")``, not exceptions."""
-        ...
-
-
-class Fleet(Protocol):
-    """What the gateway reads of the twin: the snapshot (outcomes) and the topology (edits, fleet size)."""
-
-    async def snapshot(self) -> dict: ...
-
-    async def topology(self) -> Mapping[str, Collection[str]]: ...
-
-
-def _refuse(code: str, message: str) -> dict:
-    return {"refusal": Refusal(code=code, message=message).model_dump()}  # type: ignore[arg-type]
 
 
 class GatewayService:
@@ -77,80 +49,39 @@ class GatewayService:
         self, redis_url: str, namespace: str, policy: Policy, actuator: Actuator, fleet: Fleet | None = None
     ) -> None:
         self.redis = aioredis.Redis.from_url(redis_url)
-        self.ns = namespace
         self.policy = policy
-        self.actuator = actuator
         self.fleet = fleet
-        self.audit = AuditLog(self.redis, namespace)
+        self.store = ApprovalStore(self.redis, namespace)
         self.users = UserStore(self.redis, namespace)
-        self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
         self.meter = Metrics()
         self.meter.declare("opsloop_decision_latency_seconds")
-
-    def _key(self, *parts: str) -> str:
-        return ":".join((self.ns, *parts))
-
-    async def _load(self, approval_id: str) -> Approval | None:
-        raw = await self.redis.get(self._key("approval", approval_id))
-        return Approval.model_validate_json(raw) if raw else None
-
-    async def _save(self, ap: Approval, expect: Approval | None, also: Callable[[Any], None] | None = None) -> bool:
-        """Write ``ap`` if the stored version is still ``expect`` (None: must not exist); ``also`` adds commands
-        to the same transaction."""
-        key = self._key("approval", ap.approval_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                current = await pipe.get(key)
-                if (current is None) != (expect is None) or (
-                    expect is not None and Approval.model_validate_json(current) != expect
-                ):
-                    await pipe.unwatch()
-                    return False
-                pipe.multi()
-                pipe.set(key, ap.model_dump_json())
-                pipe.zadd(self._key("approvals"), {ap.approval_id: ap.created_ts})
-                if also is not None:
-                    also(pipe)
-                await pipe.execute()
-                return True
-            except WatchError:
-                return False
-
-    async def _audit(self, ap: Approval, type: str, actor: str, channel: str, **payload: Any) -> None:
-        await self.audit.append(
-            time.time(), type, actor, channel, approval_id=ap.approval_id, incident_id=ap.incident_id,  # type: ignore[arg-type]
-            proposal_id=ap.proposal_id, action_id=ap.action_id,
-            payload={"status": ap.status, "action": ap.action.model_dump(mode="json"), **payload},
-        )
+        self.execution = Execution(self.store, actuator, self.meter)
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
 
     # --- policy gates -------------------------------------------------------------------------------
-    async def _fleet_size(self) -> dict[str, int] | None:
-        if self.fleet is None:
-            return None
-        topo = await asyncio.wait_for(self.fleet.topology(), FLEET_TIMEOUT_S)
-        return {k: len(v) for k, v in topo.items()}
+    async def _topology(self) -> Any:
+        return await asyncio.wait_for(self.fleet.topology(), FLEET_TIMEOUT_S) if self.fleet is not None else None
 
     async def _gate(self, ap: Approval, now: float) -> str | None:
         """Why the policy holds this approved action back now (change window, blast radius), or None."""
-        rows = await self.redis.zrangebyscore(self._key("executed", ap.action.kind), now - 86400 * 7, "+inf",
-                                              withscores=True)
-        executed = [Executed(ts=ts, target=json.loads(m)["t"]) for m, ts in rows]
+        executed = await self.store.executed_since(ap.action.kind, now - EXECUTED_KEPT_S)
         rule = self.policy.rule_for(ap.action.kind)
-        fleet = await self._fleet_size() if rule is not None and rule.max_fleet_frac is not None else None
+        fleet = None
+        if rule is not None and rule.max_fleet_frac is not None and self.fleet is not None:
+            fleet = {k: len(v) for k, v in (await self._topology()).items()}
         return self.policy.gate(ap.action, now, executed, fleet, emergency=ap.emergency)
 
     # --- from the agent -----------------------------------------------------------------------------
-    async def submit(self, proposal: Proposal) -> list[dict]:
+    async def submit(self, proposal: Proposal) -> list[Reply]:
         """Open an approval per proposed action (a repeat of a known action is a no-op); run auto ones.
 
         The proposal is verified again first (``policies.verify.check_proposal``: the agent's flag, and every
         action against the fleet): a proposal that fails opens nothing, and its refusal is recorded as data, an
         audit entry of type ``proposal`` with status ``refused`` (once per proposal id); the answer then holds
-        one ``{"refusal": …}`` per action."""
-        topology = await asyncio.wait_for(self.fleet.topology(), FLEET_TIMEOUT_S) if self.fleet is not None else None
-        problems = check_proposal([pa.action for pa in proposal.actions], proposal.verified, topology,
+        one refusal per action. An auto action the policy holds back now (change window, blast radius) opens
+        ``denied`` and never runs."""
+        problems = check_proposal([pa.action for pa in proposal.actions], proposal.verified, await self._topology(),
                                   proposal.problems)
         if problems:
             return await self._refuse_proposal(proposal, problems)
@@ -160,232 +91,120 @@ class GatewayService:
             verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
             ap = traced.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s), proposal)
             async with self._lock:
-                existing = await self._load(ap.approval_id)
+                existing = await self.store.load(ap.approval_id)
                 if existing is None:
                     held = await self._gate(ap, now) if ap.status == "approved" else None
-                    if held:  # an auto action outside its window or over its blast radius does not run
-                        ap = ap.model_copy(update={"status": "denied", "policy": f"{ap.policy}; held: {held}"})
-                    if await self._save(ap, None):
-                        existing = ap
-                        await self._audit(ap, "proposal", sm.AGENT, "agent", policy=ap.policy, summary=ap.summary,
-                                          emergency=ap.emergency, citations=[c.model_dump() for c in ap.citations])
-                        if ap.emergency:
-                            await self._notify(ap, f"EMERGENCY {ap.summary} runs now: {ap.policy}")
-                        if ap.status == "approved":
-                            existing = await self._execute(ap, actor="policy", channel="policy")
-            out.append(existing.model_dump(mode="json") if existing else {})
+                    if held:
+                        ap = sm.hold(ap, held, now)
+                    if await self.store.save(ap, None):
+                        existing = await self._opened(ap)
+                    else:  # another gateway opened it a moment ago
+                        existing = await self.store.load(ap.approval_id)
+            out.append(Reply.of(existing) if existing is not None
+                       else Reply.refused("conflict", f"approval {ap.approval_id} changed concurrently; look again"))
         return out
 
-    async def _refuse_proposal(self, proposal: Proposal, problems: list[str]) -> list[dict]:
+    async def _opened(self, ap: Approval) -> Approval:
+        await self.store.record(ap, "proposal", sm.AGENT, "agent", policy=ap.policy, summary=ap.summary,
+                                emergency=ap.emergency, citations=[c.model_dump() for c in ap.citations])
+        if ap.emergency:
+            await self.store.notify(ap, f"EMERGENCY {ap.summary} runs now: {ap.policy}")
+        if ap.status == "approved":
+            return await self.execution.run(ap, actor="policy", channel="policy")
+        return ap
+
+    async def _refuse_proposal(self, proposal: Proposal, problems: list[str]) -> list[Reply]:
         message = f"proposal {proposal.proposal_id} refused: {'; '.join(problems)}"
         log.warning("%s", message)
-        key = self._key("refused")
-        if not await self.redis.sismember(key, proposal.proposal_id):  # a resubmitted proposal is audited once
-            await self.audit.append(
+        if not await self.store.was_refused(proposal.proposal_id):  # a resubmitted proposal is audited once
+            await self.store.audit.append(
                 time.time(), "proposal", sm.AGENT, "agent", incident_id=proposal.incident_id,
                 proposal_id=proposal.proposal_id,
                 payload={"status": "refused", "reason": message, "problems": problems,
                          "agent_verified": proposal.verified, "agent_problems": list(proposal.problems),
                          "actions": [pa.action.model_dump(mode="json") for pa in proposal.actions]},
             )
-            await self.redis.sadd(key, proposal.proposal_id)
-        refusal = Refusal(code="invalid", message=message).model_dump()
-        return [{"refusal": refusal} for _ in proposal.actions] or [{"refusal": refusal}]
-
-    async def _notify(self, ap: Approval, message: str) -> None:
-        await self.redis.xadd(self._key("notifications"), {"approval_id": ap.approval_id, "message": message},
-                              maxlen=10_000, approximate=True)
+            await self.store.mark_refused(proposal.proposal_id)
+        return [Reply.refused("invalid", message)] * max(len(proposal.actions), 1)
 
     # --- from operators -----------------------------------------------------------------------------
-    async def decide(self, approval_id: str, decision: dict) -> dict:
+    async def decide(self, approval_id: str, decision: dict) -> Reply:
         """Apply a decision (``decision``, ``by``, ``role``, ``reason``, ``channel``, ``action_hash``, optional
-        ``client``); returns ``{"approval": …}`` or ``{"refusal": {"code", "message"}}``. The caller is the
-        serving layer, which sets ``channel`` from the route the decision came through. A decision without the
-        hash of the action it was shown, or with another one, is refused (``stale``). An approval that becomes
-        approved is executed before return, unless the policy holds it back (then the decision is refused,
-        ``blocked``)."""
+        ``client``). The caller is the serving layer, which sets ``channel`` from the route the decision came
+        through. A decision without the hash of the action it was shown, or with another one, is refused
+        (``stale``). An approval that becomes approved is executed before return, unless the policy holds it
+        back (then the decision is refused, ``blocked``, and not recorded)."""
         now = time.time()
         async with self._lock:
-            ap = await self._expired_or(approval_id, now)
+            ap = await self.store.current(approval_id, now)
             if ap is None:
-                return _refuse("not_found", f"no approval {approval_id}")
+                return Reply.refused("not_found", f"no approval {approval_id}")
             if not decision.get("action_hash"):
-                return {"refusal": sm.refuse_unbound(ap, now).model_dump()}
+                return Reply.of(sm.refuse_unbound(ap, now))
             d = Decision.model_validate({**decision, "ts": now})
             new = sm.decide(ap, d)
             if isinstance(new, Refusal):
-                return {"refusal": new.model_dump()}
+                return Reply.of(new)
             new = traced.decided(new, d, ap.created_ts)
-            if new.status == "approved":
-                held = await self._gate(new, d.ts)
-                if held:
-                    return _refuse("blocked", f"not executed and not recorded: {held}")
-            if not await self._save(new, ap):
-                return _refuse("conflict", "decided concurrently; look again")
-            await self._audit(new, "decision", d.by, d.channel, decision=d.decision, reason=d.reason, role=d.role,
-                              action_hash=new.action_hash, **({"client": d.client} if d.client else {}))
+            if new.status == "approved" and (held := await self._gate(new, d.ts)):
+                return Reply.of(sm.blocked(held))
+            if not await self.store.save(new, ap):
+                return Reply.refused("conflict", "decided concurrently; look again")
+            client = {"client": d.client} if d.client else {}
+            await self.store.record(new, "decision", d.by, d.channel, decision=d.decision, reason=d.reason,
+                                    role=d.role, action_hash=new.action_hash, **client)
             if new.status != "pending":  # the decision that settled it (not a first of two approvals)
                 self.meter.observe("opsloop_decision_latency_seconds", max(d.ts - ap.created_ts, 0.0))
-            if new.status == "rejected":  # the operator's reason goes back to the twin, and so to the agent
-                said_no = ActionResult(
-                    ts=0.0, action_id=new.action_id, approval_id=new.approval_id, action_kind=new.action.kind,
-                    targets=tuple(action_targets(new.action)), status="rejected", detail=d.reason,
-                )
-                await self.redis.xadd(self._key("feedback"), {"sample": await self._stamped(said_no)})
+            if new.status == "rejected":
+                await self.execution.rejected(new, d)
             if new.status == "approved":
-                new = await self._execute(new, actor=d.by, channel=d.channel)
-        return {"approval": new.model_dump(mode="json")}
+                new = await self.execution.run(new, actor=d.by, channel=d.channel)
+        return Reply.of(new)
 
-    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> dict:
+    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> Reply:
         """Change a pending action's parameters; the edited action is verified and judged again."""
         now = time.time()
         async with self._lock:
-            ap = await self._expired_or(approval_id, now)
+            ap = await self.store.current(approval_id, now)
             if ap is None:
-                return _refuse("not_found", f"no approval {approval_id}")
+                return Reply.refused("not_found", f"no approval {approval_id}")
             if "kind" in params and params["kind"] != ap.action.kind:
-                return _refuse("invalid", f"an edit keeps the kind ({ap.action.kind}); propose anew instead")
+                return Reply.refused("invalid", f"an edit keeps the kind ({ap.action.kind}); propose anew instead")
             try:
                 action = parse_action({**ap.action.model_dump(mode="json"), **params})
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
-                return _refuse("invalid", f"the edited action does not validate: {problems}")
-            if self.fleet is not None:
-                issues = check_action(action, await asyncio.wait_for(self.fleet.topology(), FLEET_TIMEOUT_S))
-                if issues:
-                    return _refuse("invalid", "; ".join(issues))
+                return Reply.refused("invalid", f"the edited action does not validate: {problems}")
+            if self.fleet is not None and (issues := check_action(action, await self._topology())):
+                return Reply.refused("invalid", "; ".join(issues))
             new = sm.edit(ap, action, self.policy.evaluate(action), by=by, channel=channel,  # type: ignore[arg-type]
                           reason=reason, now=now, expiry_s=self.policy.expiry_s)
             if isinstance(new, Refusal):
-                return {"refusal": new.model_dump()}
-            if not await self._save(new, ap):
-                return _refuse("conflict", "changed concurrently; look again")
-            await self._audit(new, "edit", by, channel, reason=reason, before=new.edits[-1].before,
-                              policy=new.policy, action_hash=new.action_hash)
-        return {"approval": new.model_dump(mode="json")}
+                return Reply.of(new)
+            if not await self.store.save(new, ap):
+                return Reply.refused("conflict", "changed concurrently; look again")
+            await self.store.record(new, "edit", by, channel, reason=reason, before=new.edits[-1].before,
+                                    policy=new.policy, action_hash=new.action_hash)
+        return Reply.of(new)
 
-    async def _expired_or(self, approval_id: str, now: float) -> Approval | None:
-        """The stored approval, moved to expired (and audited) first if its time ran out."""
-        ap = await self._load(approval_id)
-        if ap is not None:
-            expired = sm.expire(ap, now)
-            if expired is not None and await self._save(expired, ap):
-                await self._audit(expired, "expiry", "gateway", "policy", expires_ts=ap.expires_ts)
-                ap = expired
-        return ap
-
-    async def _execute(self, ap: Approval, actor: str, channel: str) -> Approval:
-        running = sm.with_status(ap, "executing", time.time())
-        if not await self._save(running, ap):
-            return (await self._load(ap.approval_id)) or ap
-        return await self._carry_out(running, actor, channel)
-
+    # --- the loop -----------------------------------------------------------------------------------
     async def resume_executing(self) -> list[str]:
-        """Carry out approvals left ``executing`` by a gateway that died mid-way (``run`` calls it first).
+        """Carry out approvals left ``executing`` by a gateway that died mid-way (``run`` calls it first); returns
+        the approval ids resumed (see ``Execution.resume``)."""
+        return await self.execution.resume(self._lock)
 
-        The action goes to the actuator again with the same ``action_id``: actuators are idempotent by it (the
-        simulator and the webhook receiver drop a repeat), so a crash between the call and the record neither
-        loses the action nor runs it twice. Returns the approval ids resumed.
-        """
-        resumed = []
-        for raw_id in await self.redis.zrevrange(self._key("approvals"), 0, -1):
-            ap = await self._load(raw_id.decode())
-            if ap is not None and ap.status == "executing":
-                log.warning("resuming approval %s: it was executing when the gateway stopped", ap.approval_id)
-                async with self._lock:
-                    await self._carry_out(ap, "gateway", "recovery")
-                resumed.append(ap.approval_id)
-        return resumed
-
-    async def _carry_out(self, running: Approval, actor: str, channel: str) -> Approval:
-        """Call the actuator for an ``executing`` approval and record the result, its feedback and its audit."""
-        ap = running
-        with traced.action(ap) as traceparent:
-            try:
-                result = await asyncio.wait_for(
-                    self.actuator.execute(ap.action, ap.action_id, ap.approval_id, traceparent), EXECUTE_TIMEOUT_S
-                )
-            except Exception as exc:  # noqa: BLE001 - a dead actuator is recorded as a failed execution
-                result = ActionResult(
-                    ts=0.0, action_id=ap.action_id, approval_id=ap.approval_id, action_kind=ap.action.kind,
-                    targets=tuple(action_targets(ap.action)), status="failed", detail=f"actuator error: {exc!r}",
-                    traceparent=traceparent,
-                )
-        self.meter.inc("opsloop_actions_total", outcome=result.status)
-        now = time.time()
-        done = sm.with_status(running, result.status, now, result.model_dump(mode="json"))
-        feedback = None if getattr(self.actuator, "feeds_back", False) else await self._stamped(result)
-
-        def record(pipe: Any) -> None:  # with the status, in one transaction: a crash keeps all or none
-            if result.status == "executed":
-                for t in action_targets(ap.action) or [ap.action.kind]:
-                    pipe.zadd(self._key("executed", ap.action.kind), {json.dumps({"t": t, "a": ap.action_id}): now})
-                if ap.prediction is not None and ap.prediction.checkable:
-                    pipe.sadd(self._key("awaiting_outcome"), ap.approval_id)
-            if feedback is not None:
-                pipe.xadd(self._key("feedback"), {"sample": feedback})
-
-        await self._save(done, running, also=record)
-        await self._audit(done, "execution", actor, channel, result=result.model_dump(mode="json"))
-        return done
-
-    async def _stamped(self, result: ActionResult) -> str:
-        """The result as a sample on the twin's clock (actuators outside the simulator do not know it)."""
-        if self.fleet is not None and result.ts == 0.0:
-            try:
-                snap = await asyncio.wait_for(self.fleet.snapshot(), FLEET_TIMEOUT_S)
-                result = result.model_copy(update={"ts": float(snap.get("ts") or 0.0)})
-            except Exception:  # noqa: BLE001 - the sample still goes, on its own clock
-                log.warning("could not read the twin's clock for %s", result.action_id)
-        return result.model_dump_json()
-
-    # --- closing the loop ---------------------------------------------------------------------------
-    async def check_outcomes(self) -> list[dict]:
-        """Judge executed approvals that carry a prediction against the twin's snapshot; record met or missed
-        outcomes in the approval and the audit trail; a miss goes back to the twin as a failed ActionResult."""
-        ids = [i.decode() for i in await self.redis.smembers(self._key("awaiting_outcome"))]
-        if not ids or self.fleet is None:
+    async def check_outcomes(self) -> list[Approval]:
+        """Judge executed approvals that carry a prediction against the twin (see ``Execution.check_outcomes``);
+        returns the approvals judged now."""
+        if self.fleet is None:
             return []
-        snap = await asyncio.wait_for(self.fleet.snapshot(), FLEET_TIMEOUT_S)
-        now_twin = float(snap.get("ts") or 0.0)
-        judged = []
-        async with self._lock:
-            for aid in sorted(ids):
-                ap = await self._load(aid)
-                if ap is None or ap.prediction is None or ap.outcome is not None:
-                    await self.redis.srem(self._key("awaiting_outcome"), aid)
-                    continue
-                executed_ts = float((ap.result or {}).get("ts") or 0.0)
-                observed = observe(ap.prediction, snap)
-                verdict = judge(ap.prediction, observed, now_twin - executed_ts)
-                if verdict == "waiting":
-                    continue
-                outcome = {"verdict": verdict, "observed": observed, "at_ts": now_twin,
-                           "elapsed_s": round(now_twin - executed_ts, 3), "expected": expectation(ap.prediction)}
-                new = ap.model_copy(update={"outcome": outcome, "updated_ts": time.time()})
-                if not await self._save(new, ap):
-                    continue
-                await self.redis.srem(self._key("awaiting_outcome"), aid)
-                await self._audit(new, "outcome", "gateway", "gateway", **outcome)
-                outcome_tp = traced.outcome(ap, verdict, observed)
-                self.meter.inc("opsloop_action_outcomes_total", verdict=verdict)
-                if verdict != "met":
-                    miss = ActionResult(
-                        ts=now_twin, action_id=ap.action_id, approval_id=aid, action_kind=ap.action.kind,
-                        targets=tuple(action_targets(ap.action)), status="failed",
-                        detail=f"outcome {verdict}: expected {outcome['expected']}, observed {observed}",
-                        traceparent=outcome_tp,
-                    )
-                    await self.redis.xadd(self._key("feedback"), {"sample": miss.model_dump_json()})
-                judged.append(new.model_dump(mode="json"))
-        return judged
+        return await self.execution.check_outcomes(self.fleet, self._lock)
 
     async def sweep(self) -> None:
         """Expire due approvals (audited) and check outcomes; ``run`` calls this every second."""
-        ids = await self.redis.zrevrange(self._key("approvals"), 0, 499)
         now = time.time()
-        for raw_id in ids:
-            await self._expired_or(raw_id.decode(), now)
+        for approval_id in await self.store.ids(500):
+            await self.store.current(approval_id, now)
         await self.check_outcomes()
 
     async def run(self) -> None:
@@ -416,14 +235,15 @@ class GatewayService:
     async def create_user(self, name: str, role: str, by: str, channel: str = "http") -> dict:
         """A new user (or a new token for one); the token is in the answer and nowhere else."""
         user, token = await self.users.create(name, role, by, time.time())
-        await self.audit.append(time.time(), "user", by, channel, payload={"name": name, "role": role})
+        await self.store.audit.append(time.time(), "user", by, channel, payload={"name": name, "role": role})
         return {**user.public(), "token": token}
 
     async def ensure_user(self, name: str, role: str, token_hash: str) -> bool:
         """Register a token hash made elsewhere (the admin token of ``opsloop up``); True if new."""
         changed = await self.users.ensure(name, role, token_hash, time.time())
         if changed:
-            await self.audit.append(time.time(), "user", "opsloop up", "cli", payload={"name": name, "role": role})
+            await self.store.audit.append(time.time(), "user", "opsloop up", "cli",
+                                          payload={"name": name, "role": role})
         return changed
 
     async def ensure_token(self, name: str, role: str, token: str) -> bool:
@@ -435,26 +255,16 @@ class GatewayService:
 
     # --- audit --------------------------------------------------------------------------------------
     async def audit_entries(self, incident_id: str | None = None, approval_id: str | None = None) -> list[dict]:
-        return await self.audit.entries(incident_id, approval_id)
+        return await self.store.audit.entries(incident_id, approval_id)
 
-    async def audit_verify(self) -> dict:
-        return (await self.audit.verify()).model_dump()
+    async def audit_verify(self) -> Report:
+        """The hash chain checked (``ok``; ``problem`` names the first bad entry)."""
+        return await self.store.audit.verify()
 
     # --- reads --------------------------------------------------------------------------------------
     async def get(self, approval_id: str) -> dict | None:
-        ap = await self._load(approval_id)
+        ap = await self.store.load(approval_id)
         return ap.model_dump(mode="json") if ap else None
-
-    async def list(self, status: str | None = None, limit: int = 500) -> list[dict]:
-        """Approvals, newest first; pending ones past their expiry are shown (and stored) as expired."""
-        ids = await self.redis.zrevrange(self._key("approvals"), 0, limit - 1)
-        out = []
-        now = time.time()
-        for raw_id in ids:
-            ap = await self._expired_or(raw_id.decode(), now)  # a CAS write: no lock needed, one writer wins
-            if ap is not None and (status is None or ap.status == status):
-                out.append(ap.model_dump(mode="json"))
-        return out
 
     async def metrics(self) -> list[dict]:
         """Approvals by state, decision latency, actions by outcome (``actors.metrics`` dump)."""
@@ -465,6 +275,11 @@ class GatewayService:
 
     async def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for ap in await self.list():
-            counts[ap["status"]] = counts.get(ap["status"], 0) + 1
+        for ap in await self.store.listing(None, 500, time.time()):
+            counts[ap.status] = counts.get(ap.status, 0) + 1
         return counts
+
+    # last: inside the class, ``list`` below names this method, not the builtin
+    async def list(self, status: str | None = None, limit: int = 500) -> list[dict]:
+        """Approvals, newest first; pending ones past their expiry are shown (and stored) as expired."""
+        return [ap.model_dump(mode="json") for ap in await self.store.listing(status, limit, time.time())]

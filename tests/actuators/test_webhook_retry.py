@@ -183,7 +183,8 @@ async def test_gateway_records_a_failed_delivery_as_failed_with_the_reason_and_n
     url = receiver.url.replace("http://", "http://ops:url-pass-77@") + "?token=query-secret-42&site=a"
     act = actuator(tmp_path, url, actuator_retry_attempts=2)
     gw = GatewayService(redis_url, "w", load_policy(), act, fleet=FakeFleet())
-    [ap] = await gw.submit(_proposal({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 300.0}))
+    [reply] = await gw.submit(_proposal({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 300.0}))
+    ap = reply.as_json()["approval"]
     assert ap["status"] == "failed" and len(receiver.deliveries) == 2
     [(_, fields)] = redis.Redis.from_url(redis_url).xrange("w:feedback")
     sample = json.loads(fields[b"sample"])

@@ -13,7 +13,7 @@ from actors.twin.physics import Topology
 from actors.twin.service import TwinService
 from cluster.actuators import SimActuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
-from cluster.deploy import SimSource
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from knowledge.retrieval import KnowledgeBase
 from policies.policy import load_policy
@@ -44,7 +44,7 @@ async def test_rejection_comes_back_as_an_event_and_becomes_experience(redis_url
     out = await gateway.decide(ap["approval_id"], {"decision": "reject", "by": "alice", "role": "approver",
                                                    "channel": "http", "action_hash": ap["action_hash"],
                                                    "reason": "flow sensor is wrong, checking the strainer first"})
-    assert out["approval"]["status"] == "rejected"
+    assert out.approval is not None and out.approval.status == "rejected"
     kinds: list[str] = []
     for _ in range(100):
         await turn()

@@ -11,24 +11,33 @@ found the two open_ticket executions but not the approved action's ``action_exec
 
 The integration test now waits for the approved action's own event by approval id, and takes "cooled" to mean
 3 °C below max operating, where the throttling cycle never goes.
+
+Below: who stamps an ``ActionResult``. The twin does, with its own time as it folds the result, when the result
+comes unstamped (``ts`` 0: an actuator outside the simulator, an operator's rejection); the gateway reads nothing
+of the twin to publish one, and an outcome window counts on the twin's clock.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from actors.agent.incidents import RootCause
-from actors.agent.proposals import Proposal, ProposedAction
+from actors.agent.proposals import Prediction, Proposal, ProposedAction
 from actors.gateway.service import GatewayService
 from actors.twin.model import TwinModel
 from actors.twin.service import TwinService
+from actors.twin.shards import ShardedTwin
 from cluster.actuators import SimActuator
-from cluster.deploy import build_simulator
+from cluster.actuators.feedback import FeedbackSource, MergedSource
 from cluster.settings import Settings
+from cluster.sources import build_simulator
+from cluster.telemetry.samples import ActionResult, GpuSample
 from cluster.telemetry.sim import SimulatorService
-from policies.actions import parse_action
+from policies.actions import action_targets, parse_action
 from policies.policy import load_policy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -82,18 +91,133 @@ async def test_an_executed_decision_reaches_the_log_with_the_next_tick(tmp_path:
         await twin.step()
     cool = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 15.9})
     pa = ProposedAction(action_id="act-fb-0", action=cool, citations=(), rationale="t")
-    [ap] = await gw.submit(Proposal(
+    [reply] = await gw.submit(Proposal(
         proposal_id="pr-fb", incident_id="inc-fb", ts=3.0, root_cause=RootCause(kind="k", subject="cu01", why="w"),
         diagnosis="d", actions=(pa,), source="fallback", verified=True, confidence=0.9))
-    out = await gw.decide(ap["approval_id"], {"decision": "approve", "by": "alice", "role": "approver",
-                                              "channel": "http", "action_hash": ap["action_hash"]})
-    assert out["approval"]["status"] == "executed"
+    ap = reply.approval
+    assert ap is not None, reply
+    out = await gw.decide(ap.approval_id, {"decision": "approve", "by": "alice", "role": "approver",
+                                           "channel": "http", "action_hash": ap.action_hash})
+    assert out.approval is not None and out.approval.status == "executed"
 
     async def executed() -> list[str]:
         return [e.data["approval_id"] for e in await twin.log.recent(1000) if e.kind == "action_executed"]
 
     assert await executed() == [], "the decision returned before the twin heard of its result"
     await twin.step()  # the simulator's next tick carries the result
-    assert await executed() == [ap["approval_id"]]
+    assert await executed() == [ap.approval_id]
     await twin.step()
-    assert await executed() == [ap["approval_id"]], "reported once"
+    assert await executed() == [ap.approval_id], "reported once"
+
+
+# --- who stamps an ActionResult: the twin, with its own time as it folds it (issue 14) -----------------------------
+def gpu(ts: float, node: str = "n01") -> GpuSample:
+    return GpuSample(ts=ts, node=node, gpu=0, temp_c=60.0, power_w=300.0)
+
+
+def result(ts: float, status: str = "executed", action_id: str = "act-1") -> ActionResult:
+    return ActionResult(ts=ts, action_id=action_id, approval_id="ap-1", action_kind="drain_node", targets=("n01",),
+                        status=status, detail="d")  # type: ignore[arg-type]
+
+
+def test_the_twin_stamps_an_unstamped_result_with_its_own_time_and_keeps_a_stamped_one() -> None:
+    twin = TwinModel()
+    twin.ingest([gpu(10.0), gpu(11.0)])
+    [ev] = twin.ingest([result(0.0)])
+    assert (ev.kind, ev.ts) == ("action_executed", 11.0), "unstamped (an actuator outside the simulator): now"
+    [ev] = twin.ingest([result(7.5, action_id="act-2")])
+    assert ev.ts == 7.5, "the simulator's stamp is already on the twin's clock"
+    replayed = TwinModel()
+    replayed.ingest([gpu(10.0), gpu(11.0)])
+    assert replayed.ingest([result(0.0)])[0].to_json() == TwinModel().ingest([gpu(11.0), result(0.0)])[0].to_json(), (
+        "the stamp is the twin's time, so a replay of the same samples writes the same bytes")
+
+
+def test_the_sharded_twin_stamps_with_the_fleets_time_even_without_cooling_samples() -> None:
+    twin = ShardedTwin({"s01": ["n01"], "s02": ["n02"]})
+    twin.ingest([gpu(20.0), gpu(21.0, "n02")])
+    events = twin.ingest([gpu(22.0), result(0.0, "rejected")])
+    [ev] = [e for e in events if e.kind == "action_rejected"]
+    assert ev.ts == 22.0
+
+
+class UnstampedActuator:
+    """An actuator outside the simulator: it does not know the twin's clock (``ts`` 0) and does not feed back."""
+
+    async def execute(self, action: Any, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+        return ActionResult(ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
+                            targets=tuple(action_targets(action)), status="executed", detail="done")
+
+
+class Twin:
+    """The twin as the gateway sees it; counts snapshot reads."""
+
+    def __init__(self) -> None:
+        self.ts, self.reads = 1000.0, 0
+        self.gpus = [{"gpu": "n01/gpu0", "node": "n01", "sensed_c": 88.0}]
+
+    async def snapshot(self) -> dict:
+        self.reads += 1
+        return {"ts": self.ts, "gpus": self.gpus, "units": []}
+
+    async def topology(self) -> dict:
+        return {"gpu": ["n01/gpu0"], "node": ["n01"], "unit": ["cu01"]}
+
+
+async def test_the_gateway_publishes_results_unstamped_and_opens_the_outcome_window_on_the_twins_clock(
+    redis_url: str,
+) -> None:
+    twin = Twin()
+    gw = GatewayService(redis_url, "st", load_policy(), UnstampedActuator(), fleet=twin)
+    pred = Prediction(metric="max_sensed_c", subject="n01", below=84.0, within_s=90)
+    cool = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 16.0})
+    fan = parse_action({"kind": "set_fan_speed", "unit": "cu01", "percent": 90})
+    pas = tuple(ProposedAction(action_id=f"act-st-{i}", action=a, citations=(), rationale="t", prediction=pred)
+                for i, a in enumerate((cool, fan)))
+    replies = await gw.submit(Proposal(
+        proposal_id="pr-st", incident_id="inc-st", ts=3.0, root_cause=RootCause(kind="k", subject="cu01", why="w"),
+        diagnosis="d", actions=pas, source="fallback", verified=True, confidence=0.9))
+    ap, other = (r.approval for r in replies)
+    assert ap is not None and other is not None
+    said = {"by": "alice", "role": "approver", "channel": "http"}
+    done = await gw.decide(ap.approval_id, {"decision": "approve", "action_hash": ap.action_hash, **said})
+    no = await gw.decide(other.approval_id, {"decision": "reject", "action_hash": other.action_hash,
+                                             "reason": "not the fans", **said})
+    assert done.approval is not None and done.approval.status == "executed" and done.approval.result["ts"] == 0.0
+    assert no.approval is not None and no.approval.status == "rejected"
+    assert twin.reads == 0, "executing and rejecting read nothing of the twin: it stamps the results itself"
+    r = redis.Redis.from_url(redis_url)
+    feedback = [ActionResult.model_validate_json(f[b"sample"]) for _, f in r.xrange("st:feedback")]
+    assert [(f.status, f.ts) for f in feedback] == [("executed", 0.0), ("rejected", 0.0)]
+
+    assert await gw.check_outcomes() == [], "the window opens now, at the twin's 1000 s"
+    twin.ts = 1089.0
+    assert await gw.check_outcomes() == [], "89 s on the twin's clock: still waiting"
+    twin.ts = 1090.0
+    [missed] = await gw.check_outcomes()
+    assert missed.outcome is not None and (missed.outcome["verdict"], missed.outcome["elapsed_s"]) == ("missed", 90.0)
+    assert r.hlen("st:outcome_from") == 0 and r.scard("st:awaiting_outcome") == 0
+    miss = ActionResult.model_validate_json(r.xrange("st:feedback")[-1][1][b"sample"])
+    assert (miss.status, miss.ts) == ("failed", 1090.0), "a miss is judged on the twin's clock, at its time"
+
+
+async def test_a_rejection_reaches_the_log_stamped_with_the_twins_time(tmp_path: Path, redis_url: str) -> None:
+    """Through the feedback stream (FeedbackSource), as in ``opsloop up``: the gateway never reads the twin's clock."""
+    sim = SimulatorService(build_simulator(loop_settings(tmp_path)), speed=1e9)
+    twin = TwinService(MergedSource(OneTick(sim), FeedbackSource(redis_url, "rj")), redis_url, "rj")
+    gw = GatewayService(redis_url, "rj", load_policy(), SimActuator(sim), fleet=twin)
+    for _ in range(3):
+        await twin.step()
+    cool = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 15.9})
+    pa = ProposedAction(action_id="act-rj-0", action=cool, citations=(), rationale="t")
+    [reply] = await gw.submit(Proposal(
+        proposal_id="pr-rj", incident_id="inc-rj", ts=3.0, root_cause=RootCause(kind="k", subject="cu01", why="w"),
+        diagnosis="d", actions=(pa,), source="fallback", verified=True, confidence=0.9))
+    assert reply.approval is not None
+    out = await gw.decide(reply.approval.approval_id, {
+        "decision": "reject", "by": "alice", "role": "approver", "channel": "http", "reason": "strainer first",
+        "action_hash": reply.approval.action_hash})
+    assert out.approval is not None and out.approval.status == "rejected"
+    await twin.step()
+    [ev] = [e for e in await twin.log.recent(1000) if e.kind == "action_rejected"]
+    assert ev.ts == twin.model.now > 0 and ev.data["detail"] == "strainer first"

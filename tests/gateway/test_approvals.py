@@ -14,9 +14,10 @@ from actors.gateway.approvals import (
     Refusal,
     decide,
     expire,
+    finish,
     open_approval,
     refuse_unbound,
-    with_status,
+    start,
 )
 from policies.actions import action_hash, parse_action
 from policies.policy import Verdict
@@ -47,8 +48,8 @@ def test_policy_verdict_sets_the_initial_state() -> None:
 def test_one_approver_approves_and_execution_follows() -> None:
     ap = decide(approval(), d("approve"))
     assert ap.status == "approved"
-    ap = with_status(with_status(ap, "executing", 111), "executed", 112, {"detail": "ok"})
-    assert ap.status == "executed" and ap.result == {"detail": "ok"}
+    ap = finish(start(ap, 111), {"status": "executed", "detail": "ok"}, 112)
+    assert ap.status == "executed" and ap.result == {"status": "executed", "detail": "ok"} and ap.updated_ts == 112
 
 
 def test_second_decision_is_refused_and_changes_nothing() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from actors.agent.incidents import RootCause
 from actors.agent.proposals import Proposal, ProposedAction
-from actors.gateway.approvals import STALE
+from actors.gateway.approvals import STALE, Approval
 from actors.gateway.service import GatewayService
 from policies.actions import parse_action
 from policies.policy import load_policy
@@ -43,9 +43,15 @@ class Api:
     def auth(self, user: str, agent: str = "test-client/1.0") -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKENS[user]}", "User-Agent": agent}
 
-    async def decide(self, ap: dict, user: str = "alice", **body: object) -> httpx.Response:
-        return await self.client.post(f"/api/approvals/{ap['approval_id']}/decision",
+    async def decide(self, approval_id: str, user: str = "alice", **body: object) -> httpx.Response:
+        return await self.client.post(f"/api/approvals/{approval_id}/decision",
                                       json={"decision": "approve", **body}, headers=self.auth(user))
+
+    async def open(self, p: Proposal) -> list[Approval]:
+        """The approvals a submitted proposal opened."""
+        replies = await self.gw.submit(p)
+        assert all(r.approval is not None for r in replies), replies
+        return [r.approval for r in replies]  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -61,22 +67,22 @@ async def api(redis_url: str) -> AsyncIterator[Api]:
 
 
 async def test_approving_an_edited_action_with_the_old_hash_is_409_and_stays_pending(api: Api) -> None:
-    [ap] = await api.gw.submit(proposal(COOL))
-    edited = await api.client.post(f"/api/approvals/{ap['approval_id']}/edit", headers=api.auth("oscar"),
+    [ap] = await api.open(proposal(COOL))
+    edited = await api.client.post(f"/api/approvals/{ap.approval_id}/edit", headers=api.auth("oscar"),
                                    json={"params": {"supply_c": 16}, "reason": "colder"})
-    assert edited.status_code == 200 and edited.json()["action_hash"] != ap["action_hash"], edited.text
+    assert edited.status_code == 200 and edited.json()["action_hash"] != ap.action_hash, edited.text
 
-    stale = await api.decide(ap, action_hash=ap["action_hash"])  # what alice saw before the edit
+    stale = await api.decide(ap.approval_id, action_hash=ap.action_hash)  # what alice saw before the edit
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale"
     assert STALE in stale.json()["error"]["message"]
-    after = await api.gw.get(ap["approval_id"])
-    assert after["status"] == "pending" and after["decisions"] == [] and api.act.calls == []
-    trail = await api.gw.audit_entries(approval_id=ap["approval_id"])
+    after = await api.gw.get(ap.approval_id)
+    assert after is not None and after["status"] == "pending" and after["decisions"] == [] and api.act.calls == []
+    trail = await api.gw.audit_entries(approval_id=ap.approval_id)
     assert [(e["type"], e["channel"]) for e in trail] == [("proposal", "agent"), ("edit", "http")]
 
-    done = await api.decide(ap, action_hash=edited.json()["action_hash"])  # the action as it is now
+    done = await api.decide(ap.approval_id, action_hash=edited.json()["action_hash"])  # the action as it is now
     assert done.status_code == 200 and done.json()["status"] == "executed", done.text
-    decision = [e for e in await api.gw.audit_entries(approval_id=ap["approval_id"]) if e["type"] == "decision"]
+    decision = [e for e in await api.gw.audit_entries(approval_id=ap.approval_id) if e["type"] == "decision"]
     [d] = decision
     assert (d["actor"], d["channel"]) == ("alice", "http"), "the route's channel, whoever the client says it is"
     assert d["payload"]["client"] == "test-client/1.0" and d["payload"]["action_hash"] == edited.json()["action_hash"]
@@ -84,24 +90,24 @@ async def test_approving_an_edited_action_with_the_old_hash_is_409_and_stays_pen
 
 
 async def test_a_decision_without_a_hash_is_409_and_decides_nothing(api: Api) -> None:
-    [ap] = await api.gw.submit(proposal(COOL))
+    [ap] = await api.open(proposal(COOL))
     for body in ({}, {"action_hash": None}):
-        r = await api.decide(ap, **body)
+        r = await api.decide(ap.approval_id, **body)
         assert r.status_code == 409 and r.json()["error"]["code"] == "stale", r.text
         assert "reload" in r.json()["error"]["message"]
-    r = await api.decide(ap, decision="reject", reason="no")
+    r = await api.decide(ap.approval_id, decision="reject", reason="no")
     assert r.status_code == 409
-    assert (await api.gw.get(ap["approval_id"]))["status"] == "pending" and api.act.calls == []
-    assert [e["type"] for e in await api.gw.audit_entries(approval_id=ap["approval_id"])] == ["proposal"]
-    gone = await api.decide({"approval_id": "ap-nope"})
+    assert (await api.gw.get(ap.approval_id))["status"] == "pending" and api.act.calls == []  # type: ignore[index]
+    assert [e["type"] for e in await api.gw.audit_entries(approval_id=ap.approval_id)] == ["proposal"]
+    gone = await api.decide("ap-nope")
     assert gone.status_code == 404, "an unknown approval is named as such first"
 
 
 async def test_a_client_cannot_claim_a_channel_or_send_a_malformed_hash(api: Api) -> None:
-    [ap] = await api.gw.submit(proposal(COOL))
-    claimed = await api.decide(ap, action_hash=ap["action_hash"], channel="slack")
+    [ap] = await api.open(proposal(COOL))
+    claimed = await api.decide(ap.approval_id, action_hash=ap.action_hash, channel="slack")
     assert claimed.status_code == 400 and "channel" in claimed.json()["error"]["message"], claimed.text
-    for path, body in ((f"/api/approvals/{ap['approval_id']}/edit", {"params": {"supply_c": 16}, "reason": "r",
+    for path, body in ((f"/api/approvals/{ap.approval_id}/edit", {"params": {"supply_c": 16}, "reason": "r",
                                                                       "channel": "cli"}),
                        ("/api/users", {"name": "zed", "role": "viewer", "channel": "dashboard"})):
         r = await api.client.post(path, json=body, headers=api.auth("root"))
@@ -110,34 +116,34 @@ async def test_a_client_cannot_claim_a_channel_or_send_a_malformed_hash(api: Api
     assert made.status_code == 200
     [user] = [e for e in await api.gw.audit_entries() if e["type"] == "user" and e["payload"]["name"] == "zed"]
     assert user["channel"] == "http"
-    bad = await api.decide(ap, action_hash="not-a-hash")
+    bad = await api.decide(ap.approval_id, action_hash="not-a-hash")
     assert bad.status_code == 400 and "action_hash" in bad.json()["error"]["message"]
-    assert (await api.gw.get(ap["approval_id"]))["status"] == "pending" and api.act.calls == []
+    assert (await api.gw.get(ap.approval_id))["status"] == "pending" and api.act.calls == []  # type: ignore[index]
 
 
 async def test_the_gateway_refuses_an_unverified_proposal_as_data(api: Api) -> None:
     unverified = proposal(COOL, verified=False, problems=("citation x#1 was not among the retrieved passages",))
-    refused = await api.gw.submit(unverified)
+    refused = [r.as_json() for r in await api.gw.submit(unverified)]
     assert [r["refusal"]["code"] for r in refused] == ["invalid"]
     assert "did not verify" in refused[0]["refusal"]["message"] and "citation x#1" in refused[0]["refusal"]["message"]
     assert await api.gw.list() == [] and api.act.calls == []
-    assert await api.gw.submit(unverified) == refused, "a resubmitted proposal is refused again"
+    assert [r.as_json() for r in await api.gw.submit(unverified)] == refused, "a resubmitted proposal is refused again"
     [entry] = await api.gw.audit_entries(incident_id="inc-pr-1")
     assert (entry["type"], entry["actor"], entry["payload"]["status"]) == ("proposal", "agent", "refused")
     assert entry["proposal_id"] == "pr-1" and entry["payload"]["actions"] == [COOL]
-    assert (await api.gw.audit_verify())["ok"]
+    assert (await api.gw.audit_verify()).ok
 
 
 async def test_the_gateway_checks_the_actions_against_the_fleet_itself(api: Api) -> None:
     """The agent's ``verified`` flag is not taken on trust: a target the fleet does not have is refused."""
     ghost = {"kind": "set_power_limit", "gpu": "n09/gpu3", "watts": 300.0}
     refused = await api.gw.submit(proposal(COOL, ghost, pid="pr-2"))
-    assert len(refused) == 2 and all("n09/gpu3" in r["refusal"]["message"] for r in refused)
+    assert len(refused) == 2 and all(r.refusal and "n09/gpu3" in r.refusal.message for r in refused)
     assert await api.gw.list() == [] and api.act.calls == []
     [entry] = await api.gw.audit_entries(incident_id="inc-pr-2")
     assert entry["payload"]["status"] == "refused" and entry["payload"]["agent_verified"] is True
-    [ok] = await api.gw.submit(proposal(COOL, pid="pr-3"))
-    assert ok["status"] == "pending"
+    [ok] = await api.open(proposal(COOL, pid="pr-3"))
+    assert ok.status == "pending"
 
 
 def test_a_slack_button_carries_the_hash_it_shows() -> None:

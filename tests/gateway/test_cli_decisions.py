@@ -74,7 +74,7 @@ def server(redis_url: str) -> Iterator[Server]:
 
 
 def test_cli_shows_the_action_and_sends_the_hash_it_showed(server: Server, tmp_path: Path) -> None:
-    [ap] = server.run(server.gw.submit(proposal(COOL)))
+    [ap] = [r.as_json()["approval"] for r in server.run(server.gw.submit(proposal(COOL)))]
     shown = server.cli("show", ap["approval_id"], cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert f"action_hash  {ap['action_hash']}" in shown.stdout and '"supply_c": 18.0' in shown.stdout
@@ -90,9 +90,10 @@ def test_cli_shows_the_action_and_sends_the_hash_it_showed(server: Server, tmp_p
 
 
 def test_cli_refuses_to_decide_an_action_that_changed_since_it_was_shown(server: Server, tmp_path: Path) -> None:
-    [ap] = server.run(server.gw.submit(proposal(COOL, pid="pr-9")))
+    [ap] = [r.as_json()["approval"] for r in server.run(server.gw.submit(proposal(COOL, pid="pr-9")))]
     seen = ap["action_hash"][:12]  # what `approvals show` printed
-    edited = server.run(server.gw.edit(ap["approval_id"], {"supply_c": 16}, "oscar", "http", "colder"))["approval"]
+    reply = server.run(server.gw.edit(ap["approval_id"], {"supply_c": 16}, "oscar", "http", "colder"))
+    edited = reply.as_json()["approval"]
     stale = server.cli("approve", ap["approval_id"], "--hash", seen, cwd=tmp_path)
     assert stale.returncode == 2 and "the action changed since you saw it; reload" in stale.stderr, stale.stderr
     short = server.cli("reject", ap["approval_id"], "--reason", "no", "--hash", "abc", cwd=tmp_path)

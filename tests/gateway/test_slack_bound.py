@@ -24,7 +24,8 @@ async def test_a_click_on_a_message_older_than_an_edit_is_refused(bot: slack_tes
     assert json.loads(old_button)["h"] == ap["action_hash"]
     edited = await bot.loop.gateway.edit(ap["approval_id"], {"supply_c": ap["action"]["supply_c"] - 1}, "oscar",
                                          "http", "one degree colder")
-    new_hash = edited["approval"]["action_hash"]
+    assert edited.approval is not None, edited
+    new_hash = edited.approval.action_hash
 
     r = await bot.post(body := button_click("UALICE", APPROVE, old_button), sign(body))
     assert r.status_code == 200

@@ -24,8 +24,8 @@ from actors.twin.service import TwinService
 from cluster.actuators import SimActuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
 from cluster.agent_llm import ChatCompleter
-from cluster.deploy import SimSource
 from cluster.settings import Settings
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from cluster.tracing import HOOK, ray_env
 from knowledge.retrieval import KnowledgeBase
@@ -99,7 +99,7 @@ def test_one_incident_one_trace_across_processes(traced_ray: tuple[dict, Path]) 
     out = ray.get(gw.decide.remote(ap["approval_id"], {"decision": "approve", "by": "alice", "role": "approver",
                                                          "channel": "http", "action_hash": ap["action_hash"],
                                                          "reason": "lower the supply"}), timeout=60)
-    assert out["approval"]["status"] == "executed", out
+    assert out.approval is not None and out.approval.status == "executed", out
 
     def observed() -> list[dict] | None:
         spans = incident_timeline(spans_dir, ap["incident_id"])

@@ -1,0 +1,153 @@
+"""Carrying out approved actions and closing the loop: run, resume after a crash, and the feedback that re-enters
+the twin as ``ActionResult`` samples (an actuator's result, an operator's "no", a missed outcome).
+
+Time: an ``ActionResult`` is on the twin's clock. The simulator stamps its results itself; an actuator outside it
+does not know the twin's time and leaves ``ts`` 0, and the twin stamps the result with its own time when it folds
+it. An outcome window counts on the twin's clock from the result's stamp: the result's ``ts`` when it has one,
+else the twin's time the first time the gateway judges the outcome after the execution (within a sweep of the
+twin's stamp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+from actors.gateway import approvals as sm
+from actors.gateway import traced
+from actors.gateway.approvals import Approval, Decision
+from actors.gateway.outcomes import expectation, judge, observe
+from actors.gateway.store import ApprovalStore
+from actors.metrics import Metrics
+from cluster.telemetry.samples import ActionResult
+from policies.actions import Action, action_targets
+
+log = logging.getLogger("opsloop.gateway")
+
+EXECUTE_TIMEOUT_S = 30.0
+FLEET_TIMEOUT_S = 10.0
+
+
+class Actuator(Protocol):
+    """Carries out an approved action in the data center (idempotent by ``action_id``).
+
+    An actuator whose results reach the twin by themselves (the simulator's) sets ``feeds_back = True``;
+    for the others the gateway publishes the ``ActionResult`` to the feedback stream.
+    """
+
+    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+        """Execute; failures come back as ``ActionResult(status="failed")``, not exceptions."""
+        ...
+
+
+class Fleet(Protocol):
+    """What the gateway reads of the twin: the snapshot (outcomes) and the topology (edits, fleet size)."""
+
+    async def snapshot(self) -> dict: ...
+
+    async def topology(self) -> Mapping[str, Collection[str]]: ...
+
+
+def _result(ap: Approval, status: str, detail: str, traceparent: str | None = None, ts: float = 0.0) -> ActionResult:
+    return ActionResult(ts=ts, action_id=ap.action_id, approval_id=ap.approval_id, action_kind=ap.action.kind,
+                        targets=tuple(action_targets(ap.action)), status=status, detail=detail,  # type: ignore[arg-type]
+                        traceparent=traceparent)
+
+
+class Execution:
+    """Runs approved actions through the actuator and records each result once, with its feedback and audit.
+
+    The caller holds the gateway's lock around each call (one decision at a time inside the actor); the writes
+    are compare-and-set besides, so a second gateway process cannot record a result twice.
+    """
+
+    def __init__(self, store: ApprovalStore, actuator: Actuator, meter: Metrics) -> None:
+        self.store = store
+        self.actuator = actuator
+        self.meter = meter
+
+    async def run(self, ap: Approval, actor: str, channel: str) -> Approval:
+        """Execute an approved action; returns the approval as recorded (executed or failed), or as another
+        writer left it if it changed meanwhile."""
+        running = sm.start(ap, time.time())
+        if not await self.store.save(running, ap):
+            return (await self.store.load(ap.approval_id)) or ap
+        return await self._carry_out(running, actor, channel)
+
+    async def resume(self, lock: asyncio.Lock) -> list[str]:
+        """Carry out approvals left ``executing`` by a gateway that died mid-way.
+
+        The action goes to the actuator again with the same ``action_id``: actuators are idempotent by it (the
+        simulator and the webhook receiver drop a repeat), so a crash between the call and the record neither
+        loses the action nor runs it twice. Returns the approval ids resumed.
+        """
+        resumed = []
+        for approval_id in await self.store.ids():
+            ap = await self.store.load(approval_id)
+            if ap is not None and ap.status == "executing":
+                log.warning("resuming approval %s: it was executing when the gateway stopped", ap.approval_id)
+                async with lock:
+                    await self._carry_out(ap, "gateway", "recovery")
+                resumed.append(ap.approval_id)
+        return resumed
+
+    async def _carry_out(self, running: Approval, actor: str, channel: str) -> Approval:
+        """Call the actuator for an ``executing`` approval and record the result, its feedback and its audit."""
+        ap = running
+        with traced.action(ap) as traceparent:
+            try:
+                result = await asyncio.wait_for(
+                    self.actuator.execute(ap.action, ap.action_id, ap.approval_id, traceparent), EXECUTE_TIMEOUT_S
+                )
+            except Exception as exc:  # noqa: BLE001 - a dead actuator is recorded as a failed execution
+                result = _result(ap, "failed", f"actuator error: {exc!r}", traceparent)
+        self.meter.inc("opsloop_actions_total", outcome=result.status)
+        now = time.time()
+        done = sm.finish(running, result.model_dump(mode="json"), now)
+        feedback = None if getattr(self.actuator, "feeds_back", False) else result  # the twin stamps it
+        await self.store.save(done, running, also=lambda pipe: self.store.queue_execution(pipe, done, now, feedback))
+        await self.store.record(done, "execution", actor, channel, result=result.model_dump(mode="json"))
+        return done
+
+    async def rejected(self, ap: Approval, d: Decision) -> None:
+        """An operator's "no" goes back to the twin with their reason, and so to the agent."""
+        await self.store.publish(_result(ap, "rejected", d.reason))
+
+    async def check_outcomes(self, fleet: Fleet, lock: asyncio.Lock) -> list[Approval]:
+        """Judge executed approvals that carry a prediction against the twin's snapshot; record met or missed
+        outcomes in the approval and the audit trail; a miss goes back to the twin as a failed ActionResult."""
+        ids = await self.store.awaiting()
+        if not ids:
+            return []
+        snap = await asyncio.wait_for(fleet.snapshot(), FLEET_TIMEOUT_S)
+        now_twin = float(snap.get("ts") or 0.0)
+        judged = []
+        async with lock:
+            for aid in ids:
+                ap = await self.store.load(aid)
+                if ap is None or ap.prediction is None or ap.outcome is not None:
+                    await self.store.settled(aid)
+                    continue
+                stamped = float((ap.result or {}).get("ts") or 0.0)
+                executed_ts = stamped or await self.store.window_from(aid, now_twin)
+                observed = observe(ap.prediction, snap)
+                verdict = judge(ap.prediction, observed, now_twin - executed_ts)
+                if verdict == "waiting":
+                    continue
+                outcome = {"verdict": verdict, "observed": observed, "at_ts": now_twin,
+                           "elapsed_s": round(now_twin - executed_ts, 3), "expected": expectation(ap.prediction)}
+                new = sm.record_outcome(ap, outcome, time.time())
+                if not await self.store.save(new, ap):
+                    continue
+                await self.store.settled(aid)
+                await self.store.record(new, "outcome", "gateway", "gateway", **outcome)
+                outcome_tp = traced.outcome(ap, verdict, observed)
+                self.meter.inc("opsloop_action_outcomes_total", verdict=verdict)
+                if verdict != "met":
+                    detail = f"outcome {verdict}: expected {outcome['expected']}, observed {observed}"
+                    await self.store.publish(_result(ap, "failed", detail, outcome_tp, ts=now_twin))
+                judged.append(new)
+        return judged
