@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
+ALERTMANAGER := /usr/bin/prometheus-alertmanager
 
-.PHONY: run test lint clean chromium
+.PHONY: run test lint clean chromium monitoring
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/opsloop up
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium monitoring
 	$(BIN)/python -m pytest -q
 
 # The dashboard tests drive a real browser: Debian's Chromium (never a browser downloaded by a test tool).
@@ -40,6 +42,27 @@ chromium:
 	  echo "error: CI=true: required component missing: Chromium ($(CHROMIUM)), and not root with apt-get to install it" >&2; \
 	  exit 1; \
 	else echo "note: no $(CHROMIUM) and not root with apt-get: the dashboard browser tests will be skipped"; fi
+
+# The Prometheus -> Alertmanager -> opsloop chain test runs Debian's Prometheus and Alertmanager, each started by
+# the test on a free loopback port with its own config and data in a temp dir. The packages' own daemons
+# (ports 9090, 9093, 9094, 9100) are not wanted: where systemd started them on install, they are stopped and
+# disabled at once (an installation that was already there is left alone). Under CI=true a missing one that
+# cannot be installed is an error.
+monitoring:
+	@missing=""; \
+	[ -x $(PROMETHEUS) ] || missing="$$missing prometheus"; \
+	[ -x $(ALERTMANAGER) ] || missing="$$missing prometheus-alertmanager"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+	  if [ -d /run/systemd/system ]; then \
+	    for p in $$missing; do systemctl disable --now "$$p.service" >/dev/null 2>&1 || true; done; \
+	  fi; \
+	elif [ "$$CI" = true ]; then \
+	  echo "error: CI=true: required component missing:$$missing, and not root with apt-get to install it" >&2; \
+	  exit 1; \
+	else echo "note: no$$missing and not root with apt-get: the Prometheus chain test will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

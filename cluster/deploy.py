@@ -18,7 +18,6 @@ from typing import Any
 from actors.agent.service import AgentService
 from actors.gateway.service import GatewayService
 from actors.remote import RemotePort
-from actors.twin.physics import Topology
 from cluster.actuators import build_actuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
 from cluster.agent_llm import completer_from_spec
@@ -27,7 +26,7 @@ from cluster.lifetime import keep_sigterm_handler
 from cluster.masking import redact_url
 from cluster.redis_server import EmbeddedRedis
 from cluster.settings import Settings
-from cluster.telemetry.sim import Fault, Simulator, SimulatorService
+from cluster.sources import start_fleet
 from cluster.tokens import start_gateway
 from cluster.tracing import HOOK, ray_env
 from cluster.twin_deploy import SHARD_CPUS, on_head, start_twin
@@ -39,33 +38,12 @@ START_TIMEOUT_S = 120.0
 #: Bound on the loop actors' ``stop`` calls together, when stopping.
 STOP_TIMEOUT_S = 5.0
 LOOP_ACTORS = ("twin", "agent", "gateway")
-#: Stopped first (it reads the LLM deployment, which goes down with Serve).
-WATCHER = "llm_watcher"
 LLM_PREFIX = "llm:"
 #: The vLLM deployment is its own Serve app (deployed from a task; see ``deploy_llm_app``).
 LLM_APP = "opsloop-llm"
 LLM_START_TIMEOUT_S = 900.0
 INGRESS_MAX_ONGOING = 100
 APP_NAME = "opsloop"
-
-
-class SimSource:
-    """``TelemetrySource`` over the simulator actor."""
-
-    def __init__(self, simulator: Any) -> None:
-        self.simulator = simulator
-
-    async def read(self) -> list:
-        return await self.simulator.read()
-
-
-def build_simulator(settings: Settings) -> Simulator:
-    """The simulated fleet of ``opsloop up``, with the demo fault when enabled."""
-    topo = Topology.build(settings.sim_nodes, settings.sim_gpus_per_node, n_units=settings.sim_units)
-    faults = [Fault.parse(spec) for spec in settings.sim_faults]
-    if settings.demo_fault:
-        faults.append(Fault(kind="cooling_degradation", at_s=settings.demo_fault_at_s, target=topo.nodes[0], value=0.5))
-    return Simulator(topo, faults, seed=settings.sim_seed, sensor_tau_s=settings.sensor_tau_s, tick_s=settings.tick_s)
 
 
 def build_knowledge(settings: Settings) -> Any:
@@ -148,27 +126,22 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
                             "scheduling_strategy": on_head()}  # not 0 CPUs: Ray ignores affinity for those
     if detached:
         opts["lifetime"] = "detached"
-    sim = ray.remote(SimulatorService).options(name="simulator", **opts).remote(
-        build_simulator(settings), settings.sim_speed, redis_url, settings.key("sim", "state")
-    )
-    demo = ""
-    if settings.demo_fault:
-        demo = f", demo fault at {settings.demo_fault_at_s:g} s (cooling degradation on n01)"
-    progress(
-        f"simulator  {settings.sim_nodes} nodes x {settings.sim_gpus_per_node} GPUs, "
-        f"{settings.sim_units} cooling unit(s), {settings.sim_speed:g}x real time{demo}"
-    )
+    fleet, sim = start_fleet(settings, redis_url, opts, progress)  # the simulator, or the real fleet's sources
     # The twin: one shard actor per node, a coordinator that runs the barrier and writes the event log.
-    twin = start_twin(settings, MergedSource(SimSource(RemotePort(sim)), FeedbackSource(redis_url, ns)), redis_url,
-                      detached=detached)
-    actuator = build_actuator(settings, RemotePort(sim))
+    # vLLM's engine metrics are telemetry too (llm=vllm|external): the twin is the only writer of what they mean.
+    from cluster.telemetry.alerts import AlertSource  # Alertmanager's alerts (POST /api/alerts/alertmanager)
+
+    twin = start_twin(settings, MergedSource(*fleet.sources, FeedbackSource(redis_url, ns), *llm_sources(settings, sim),
+                                             AlertSource(redis_url, ns)), redis_url, detached=detached,
+                      nodes=fleet.nodes or None)
+    actuator = build_actuator(settings, RemotePort(sim) if sim is not None else None)
     gateway = ray.remote(GatewayService).options(name="gateway", **opts).remote(
         redis_url, ns, load_policy(settings.policy_file), actuator, fleet=RemotePort(twin)
     )
     agent = ray.remote(AgentService).options(name="agent", **opts).remote(
         redis_url, ns, build_knowledge(settings), RemotePort(gateway), RemotePort(twin), batch=settings.agent_batch
     )
-    handles = {"simulator": sim, "twin": twin, "gateway": gateway, "agent": agent}
+    handles = {"twin": twin, "gateway": gateway, "agent": agent, **({"simulator": sim} if sim is not None else {})}
     ray.get([twin.status.remote(), gateway.counts.remote(), agent.status.remote()], timeout=START_TIMEOUT_S)
     start_gateway(settings, gateway, progress)
     return handles
@@ -193,16 +166,6 @@ def _start_ray(rt: Runtime, ray: Any) -> None:
             **({"_tracing_startup_hook": HOOK} if s.tracing else {}),
         )
         rt.started_ray = True
-
-
-class FleetClock:
-    """The twin's clock (simulated seconds), so the LLM watcher's events sit on the log's time line."""
-
-    def __init__(self, twin: Any) -> None:
-        self.twin = twin
-
-    async def __call__(self) -> float:
-        return float((await self.twin.status())["ts"])
 
 
 def _chat_spec(rt: Runtime, progress: Any) -> tuple[Any, str | None]:
@@ -265,23 +228,21 @@ def _wait_llm_app(serve: Any, timeout_s: float) -> None:
     raise TimeoutError(f"the LLM deployment did not become ready in {timeout_s:.0f} s")
 
 
-def _start_watcher(rt: Runtime, ray: Any, spec: Any) -> Any:
-    from serving.llm_metrics import HttpMetricsReader, LLMWatcherService, ServeMetricsReader
+def llm_sources(settings: Settings, sim: Any = None) -> list[Any]:
+    """The LLM engine's metrics as a telemetry source for the twin: every replica of the vLLM app (``llm=vllm``) or
+    the external server's ``/metrics`` (``llm=external``), stamped with the simulator's clock (else Unix time)."""
+    from cluster.telemetry.vllm import HttpMetricsReader, PortClock, ServeReplicasReader, VllmSource
 
-    s = rt.settings
-    if spec.backend == "vllm":
-        reader: Any = ServeMetricsReader(deployment=spec.deployment, app=LLM_APP)
-    elif spec.backend == "external" and s.openai_base_url:
-        reader = HttpMetricsReader(s.openai_base_url.rstrip("/").removesuffix("/v1") + "/metrics")
+    s = settings
+    if s.llm == "vllm":
+        reader: Any = ServeReplicasReader(LLM_APP)
+    elif s.llm == "external" and s.openai_base_url:
+        url = s.openai_base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+        reader = HttpMetricsReader([url], s.openai_model or "external")
     else:
-        return None
-    watcher = ray.remote(LLMWatcherService).options(
-        name="llm_watcher", namespace=s.namespace, num_cpus=0, max_restarts=3
-    ).remote(reader, rt.redis_url, s.namespace, f"llm/{spec.model_id or 'external'}",
-             FleetClock(RemotePort(rt.handles["twin"])), s.llm_metrics_every_s, s.kv_cache_pressure_at,
-             s.llm_backlog_at)
-    rt.handles["llm_watcher"] = watcher
-    return watcher
+        return []
+    clock = PortClock(RemotePort(sim)) if sim is not None else time.time
+    return [VllmSource(reader, clock, every_s=s.llm_metrics_every_s)]
 
 
 def _deployment_suffix(model_id: str | None) -> str:
@@ -303,7 +264,6 @@ def _start_serve(rt: Runtime, serve: Any, progress: Any = print) -> None:
         task = ray.remote(num_cpus=0, max_calls=1, max_retries=0)(deploy_llm_app)
         ray.get(task.remote(s, source, spec.model_id), timeout=LLM_START_TIMEOUT_S)
         _wait_llm_app(serve, LLM_START_TIMEOUT_S)
-    watcher = _start_watcher(rt, ray, spec)
     # The agent asks the same model (verified, with the runbook mapping as fallback); it builds the client itself.
     ray.get(rt.handles["agent"].set_llm.remote(functools.partial(completer_from_spec, spec)), timeout=60)
     # Chat streams stay open for seconds: Serve's default of 5 ongoing requests per replica would queue the 6th.
@@ -312,15 +272,14 @@ def _start_serve(rt: Runtime, serve: Any, progress: Any = print) -> None:
     h = rt.handles
     serve.run(
         deployment.bind(h["gateway"], h["twin"], h["agent"], chat=spec,
-                        knowledge=build_knowledge(s), watcher=watcher, **ingress_options(s, rt.redis_url)),
+                        knowledge=build_knowledge(s), **ingress_options(s, rt.redis_url)),
         name=APP_NAME, route_prefix="/",
     )
-    if watcher is not None:
-        watcher.run.remote()
 
 
 def ingress_options(s: Settings, redis_url: str) -> dict[str, Any]:
-    """What the ingress needs besides the actors and the chat: Slack (when configured), limits, traces."""
+    """What the ingress needs besides the actors and the chat: Slack and the Alertmanager receiver (when
+    configured), limits, traces."""
     slack = None
     if s.slack_bot_token and s.slack_signing_secret and s.slack_channel:
         from serving.slack import SlackConfig
@@ -329,6 +288,10 @@ def ingress_options(s: Settings, redis_url: str) -> dict[str, Any]:
                             channel=s.slack_channel, api_url=s.slack_api_url, users=s.slack_users)
     http = {"traces_dir": str(s.data_dir / "traces") if s.tracing else None,
             "max_body_bytes": s.http_max_body_bytes, "rate_per_s": s.http_rate_per_s, "burst": s.http_burst}
+    if s.alertmanager_token:  # the Alertmanager receiver; unset, its route answers 404
+        from serving.alerts import AlertReceiver
+
+        http["alerts"] = AlertReceiver(redis_url, s.namespace, s.alertmanager_token)
     return {"slack": slack, "redis_url": redis_url, "namespace": s.namespace, "http": http}
 
 
@@ -341,7 +304,7 @@ def stop(rt: Runtime) -> None:
     if ray.is_initialized():
         # All at once, one bound for all: a hung actor must not hold the stop for 5 s each.
         refs = []
-        for name in (WATCHER, *LOOP_ACTORS):
+        for name in LOOP_ACTORS:
             handle = rt.handles.get(name)
             if handle is not None:
                 with contextlib.suppress(Exception):

@@ -15,10 +15,12 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from cluster.deploy_settings import DeploySettings
+from cluster.fleet_settings import FleetSettings
 from cluster.masking import MASK, redact_url
 
 
-class Settings(BaseSettings):
+class Settings(FleetSettings, DeploySettings, BaseSettings):
     """Every knob of opsloop, with where it came from shown by ``opsloop config show``."""
 
     model_config = SettingsConfigDict(env_prefix="OPSLOOP_", extra="forbid", validate_default=True)
@@ -58,12 +60,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP ingress listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP ingress (API, dashboard, chat).")
 
-    # --- the simulated fleet -------------------------------------------------------------------------
-    telemetry: Literal["sim"] = Field("sim", description="Telemetry source of `opsloop up`: sim (built-in simulator).")
+    # --- actions (the fleet's telemetry and the simulator: cluster/fleet_settings.py) ---------------
     actuator: Literal["sim", "dry-run", "nvml", "webhook"] = Field(
         "sim",
-        description="Where approved actions execute: sim (the simulator), dry-run (logged only), nvml (power "
-        "limits on this host's GPUs through pynvml) or webhook (POST the action as JSON to webhook_url).",
+        description="Where approved actions execute: sim (the simulator; with any other telemetry source the "
+        "default is dry-run), dry-run (logged only), nvml (power limits on this host's GPUs through pynvml) or "
+        "webhook (POST the action as JSON to webhook_url).",
     )
     webhook_url: str | None = Field(
         None, description="URL the webhook actuator POSTs approved actions to (a BMS, Slurm or Kubernetes hook)."
@@ -94,26 +96,6 @@ class Settings(BaseSettings):
         description="Time budget of one HTTP actuator call, tries and waits included, in seconds (kept under the "
         "gateway's 30 s bound on one execution); then the action is recorded as failed with the reason.",
     )
-    sim_nodes: int = Field(2, ge=1, le=4096, description="Simulated nodes.")
-    sim_gpus_per_node: int = Field(8, ge=1, le=16, description="Simulated GPUs per node.")
-    sim_units: int = Field(1, ge=1, le=1024, description="Simulated cooling units; nodes are served round-robin.")
-    sim_faults: list[str] = Field(
-        default_factory=list,
-        description="Extra scheduled faults, each KIND@SECONDS:TARGET[=VALUE] (e.g. fan_failure@60:cu01=25).",
-    )
-    sim_speed: float = Field(
-        2.0, gt=0, le=1000, description="Simulated seconds per wall-clock second (1 = real time)."
-    )
-    sim_seed: int = Field(7, description="Seed of the simulator's random numbers (sensor noise).")
-    demo_fault: bool = Field(
-        True,
-        description="Inject the demo fault: the coolant flow to the first node degrades shortly after start.",
-    )
-    demo_fault_at_s: float = Field(20.0, ge=0, description="Simulated second at which the demo fault starts.")
-    sensor_tau_s: float = Field(
-        15.0, gt=0, le=120, description="Time constant of the GPU temperature sensors (63 % of a step at tau)."
-    )
-    tick_s: float = Field(1.0, gt=0, le=60, description="Simulated seconds per twin tick.")
 
     # --- the loop ----------------------------------------------------------------------------------
     policy_file: Path | None = Field(
@@ -128,6 +110,12 @@ class Settings(BaseSettings):
         None,
         description="API token the CLI sends (Authorization: Bearer). Unset: the admin token `opsloop up` created "
         "on first start and keeps in <data_dir>/admin.token (mode 0600). Shown masked; never logged.",
+    )
+    alertmanager_token: SecretStr | None = Field(
+        None, min_length=16,
+        description="Bearer token Alertmanager must send to POST /api/alerts/alertmanager (its webhook_configs: "
+        "http_config: authorization: credentials), at least 16 characters. Unset: the receiver is off (404). "
+        "Shown masked; never logged.",
     )
 
     # --- the LLM -----------------------------------------------------------------------------------
@@ -261,36 +249,6 @@ class Settings(BaseSettings):
     )
     http_burst: int = Field(60, ge=1, description="Requests a caller may make at once before http_rate_per_s applies.")
 
-    # --- deployment on a cluster (`opsloop deploy render`; docs/deploy.md) -----------------------------
-    deploy_name: str = Field(
-        "opsloop", pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$",
-        description="Name of the rendered RayService, Ray cluster and Serve apps' cluster (a DNS label).",
-    )
-    deploy_image: str = Field(
-        "rayproject/ray:2.60.0-py311",
-        description="Container image of the head and worker nodes (KubeRay, cluster launcher): Ray 2.60 with "
-        "opsloop installed (pip install 'opsloop[gpu]' on GPU nodes).",
-    )
-    gcs_redis_address: str = Field(
-        "opsloop-gcs-redis:6379",
-        description="host:port of the external Redis the Ray head keeps its GCS state in (GCS fault tolerance: "
-        "a restarted head recovers actors, placement groups and Serve apps).",
-    )
-    head_cpus: int = Field(8, ge=1, description="CPUs of the head node (rendered deployment files).")
-    head_memory: str = Field("32Gi", description="Memory of the head node pod (a Kubernetes quantity).")
-    gpu_nodes: int = Field(2, ge=0, le=4096, description="GPU worker nodes at start (rendered deployment files).")
-    gpu_nodes_max: int | None = Field(
-        None, ge=0, le=4096, description="Most GPU worker nodes the Ray autoscaler may add. Unset: equal to gpu_nodes."
-    )
-    node_gpus: int = Field(8, ge=1, le=16, description="GPUs per GPU worker node (rendered deployment files).")
-    node_cpus: int = Field(64, ge=1, description="CPUs per GPU worker node (rendered deployment files).")
-    node_memory: str = Field("512Gi", description="Memory per GPU worker node pod (a Kubernetes quantity).")
-    launcher_region: str = Field("us-west-2", description="Cloud region of the rendered cluster-launcher YAML (AWS).")
-    launcher_head_type: str = Field("m5.2xlarge", description="Instance type of the head VM (cluster launcher).")
-    launcher_gpu_type: str = Field(
-        "p4d.24xlarge", description="Instance type of the GPU worker VMs (cluster launcher)."
-    )
-
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # SecretStr fields print masked by themselves; a URL may carry a password or a token in its query
         for name, value in super().__repr_args__():
@@ -375,13 +333,22 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"invalid settings: {problems}") from None  # the cause would print the inputs
 
 
+def _redact_entry(entry: str) -> str:
+    """A URL, or NAME=URL (redfish_urls), with its password masked."""
+    name, sep, url = entry.partition("=")
+    return f"{name}={redact_url(url)}" if sep and "://" not in name else redact_url(entry)
+
+
 def describe_settings(settings: Settings) -> list[dict[str, Any]]:
     """Every setting with its value, where the value came from, and its description."""
     env_prefix = "OPSLOOP_"
     yaml_keys = set(_YamlSource(Settings)().keys()) if (settings.config or os.environ.get("OPSLOOP_CONFIG")) else set()
     explicit = settings.model_fields_set
     rows = []
-    for name, field in Settings.model_fields.items():
+    # Settings' own fields first (where data lives, Ray, HTTP ...), then the fleet's, then the rendered deployment's.
+    order = [*Settings.__annotations__, *FleetSettings.model_fields, *DeploySettings.model_fields]
+    for name in [n for n in dict.fromkeys(order) if n in Settings.model_fields]:
+        field = Settings.model_fields[name]
         env_name = env_prefix + name.upper()
         if env_name in os.environ:
             source = f"env {env_name}"
@@ -396,6 +363,8 @@ def describe_settings(settings: Settings) -> list[dict[str, Any]]:
             value = MASK  # a secret's value is shown nowhere, not even its length
         elif isinstance(value, str) and "://" in value:
             value = redact_url(value)
+        elif isinstance(value, list):  # URL lists (dcgm_urls, redfish_urls) may carry passwords too
+            value = ", ".join(_redact_entry(v) if isinstance(v, str) else str(v) for v in value)
         rows.append(
             {
                 "name": name,

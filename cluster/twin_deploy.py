@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from actors.remote import RemotePort
+from actors.twin.model import Thresholds
 from actors.twin.shard_service import TwinCoordinator, TwinShard
 from actors.twin.shards import partition
 from cluster.settings import Settings
@@ -25,6 +26,7 @@ def start_twin(
     by: Literal["node", "rack"] = "node",
     detached: bool = False,
     max_restarts: int | None = None,
+    nodes: list[str] | None = None,
 ) -> Any:
     """Create the coordinator (named ``twin`` in ``settings.namespace``, on the head); it spawns the shards.
 
@@ -36,13 +38,15 @@ def start_twin(
         by: Partition by node or by rack (the nodes a cooling unit serves).
         detached: Detached actors outlive the process that created them.
         max_restarts: The coordinator's restarts (default: unlimited when detached, else 3).
+        nodes: The fleet's node names (default: the simulator's ``n01 …``); a node not named here is still
+            folded, in the first shard.
 
     Returns:
         The coordinator's actor handle (named ``twin``).
     """
     import ray
 
-    nodes = [f"n{i + 1:02d}" for i in range(settings.sim_nodes)]
+    nodes = nodes or [f"n{i + 1:02d}" for i in range(settings.sim_nodes)]
     node_unit = {n: f"cu{i % settings.sim_units + 1:02d}" for i, n in enumerate(nodes)}
     count = n_shards or min(len(nodes), 8)
     if by == "rack":
@@ -54,7 +58,8 @@ def start_twin(
         opts["lifetime"] = "detached"
     spawn = ShardSpawner(layout, settings.namespace, redis_url, settings.sensor_tau_s)
     return ray.remote(TwinCoordinator).options(name="twin", scheduling_strategy=on_head(), **opts).remote(
-        source, spawn, layout, redis_url, settings.namespace, settings.sensor_tau_s
+        source, spawn, layout, redis_url, settings.namespace, settings.sensor_tau_s,
+        Thresholds(kv_pressure_at=settings.kv_cache_pressure_at, llm_backlog_at=settings.llm_backlog_at),
     )
 
 

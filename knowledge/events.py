@@ -16,12 +16,14 @@ EVENT_WORDS: dict[str, str] = {
     "straggler": "straggler, slow rank holding the job barrier",
     "sensor_fault": "sensor fault, implausible or stuck sensor reading",
     "cooling_degraded": "cooling degraded, coolant flow loss, cooling unit CDU",
+    "coolant_leak": "coolant leak, leak detection alarm, liquid in a liquid-cooled rack, leak detector",
     "kv_cache_pressure": "LLM serving KV cache pressure, GPU memory full, preemption",
     "llm_queue_backlog": "LLM serving request queue backlog, latency rising",
 }
 
 #: Event kinds that call for an emergency operating procedure first.
-EMERGENCY_EVENTS = frozenset({"gpu_overheat", "thermal_slowdown", "thermal_slowdown_predicted", "cooling_degraded"})
+EMERGENCY_EVENTS = frozenset({"gpu_overheat", "thermal_slowdown", "thermal_slowdown_predicted", "cooling_degraded",
+                              "coolant_leak"})
 #: XID codes that mean hardware trouble, not an application fault.
 SEVERE_XIDS = frozenset({48, 74, 79, 94, 95})
 #: What the common XID codes mean, in the words manuals use (NVIDIA's XID catalogue).

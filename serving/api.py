@@ -6,6 +6,8 @@ caller can fix, so a script can act on it. Every route but ``/healthz`` needs ``
 <token>``: reads need ``viewer``, edits ``operator``, decisions ``approver``, users ``admin`` (401
 ``unauthorized`` without a valid token, 403 ``forbidden`` with too small a role). The ingress asks the
 gateway who a token belongs to, so serving holds no secrets and needs no Redis.
+The one exception is Alertmanager's receiver (``serving.alerts``): it checks a token of its own
+(``alertmanager_token``) and stores the alerts in Redis for the twin to read.
 
 Before any route, ``serving.limits`` refuses bodies over ``max_body_bytes`` (413 ``too_large``) and callers over
 their rate (429 ``rate_limited`` with ``Retry-After``). ``/metrics`` renders every process's metrics in the
@@ -16,6 +18,7 @@ share the ingress's data directory: use OTLP there). Every route documents its a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -28,10 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.gateway.audit import Report
 from actors.gateway.auth import ROLES, allows, bearer
+from actors.gateway.replies import Reply
 from actors.metrics import Metrics
 from actors.tracing import incident_timeline
 from serving import limits
+from serving.alerts import AlertReceiver, build_alerts_router
 from serving.headers import secure
 from serving.metrics import CONTENT_TYPE, gather, render
 
@@ -48,14 +54,14 @@ APPROVAL_STATES = ("pending", "approved", "rejected", "denied", "expired", "exec
 class Gateway(Protocol):
     async def list(self, status: str | None = None, limit: int = 500) -> list[dict]: ...
     async def get(self, approval_id: str) -> dict | None: ...
-    async def decide(self, approval_id: str, decision: dict) -> dict: ...
+    async def decide(self, approval_id: str, decision: dict) -> Reply: ...
     async def counts(self) -> dict[str, int]: ...
     async def authenticate(self, token: str) -> dict | None: ...
-    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> dict: ...
+    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> Reply: ...
     async def create_user(self, name: str, role: str, by: str, channel: str = "http") -> dict: ...
     async def list_users(self) -> list[dict]: ...
     async def audit_entries(self, incident_id: str | None = None, approval_id: str | None = None) -> list[dict]: ...
-    async def audit_verify(self) -> dict: ...
+    async def audit_verify(self) -> Report: ...
 
 
 class Twin(Protocol):
@@ -79,13 +85,18 @@ class _NoChannel(BaseModel):
         return data
 
 
+#: A character someone can see: not whitespace (Python's or JSON Schema's: they differ on \x1c-\x1f, \x85 and
+#: \ufeff, so those are named) and not a control character. One pattern for the schema and the check below.
+VISIBLE = r"[^\s\u0000-\u001f\u0085\ufeff]"
+
+
 class DecisionBody(_NoChannel):
     """An operator's decision on one approval, bound to the action they were shown by its ``action_hash``."""
 
     # The rule below, in the schema too (a rejection's reason has a non-blank character), so clients see it.
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"reason": {"pattern": r"\S"}}, "required": ["reason"]},
+        "then": {"properties": {"reason": {"pattern": VISIBLE}}, "required": ["reason"]},
     })
 
     decision: Literal["approve", "reject"]
@@ -97,7 +108,7 @@ class DecisionBody(_NoChannel):
 
     @model_validator(mode="after")
     def _reason_for_reject(self) -> DecisionBody:
-        if self.decision == "reject" and not self.reason.strip():
+        if self.decision == "reject" and not re.search(VISIBLE, self.reason):
             raise ValueError("a rejection needs a reason (it goes back to the agent)")
         return self
 
@@ -203,17 +214,18 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 
-def _refused(out: dict) -> JSONResponse | None:
-    if "refusal" not in out:
-        return None
-    r = out["refusal"]
-    return _error(REFUSAL_STATUS[r["code"]], r["code"], r["message"])
+def _answer(reply: Reply) -> Any:
+    """A gateway command's reply as HTTP: the approval's JSON, or its refusal as an error with the code's status."""
+    if reply.refusal is not None:
+        r = reply.refusal
+        return _error(REFUSAL_STATUS[r.code], r.code, r.message)
+    return reply.as_json()["approval"]
 
 
 def build_app(
     gateway: Gateway, twin: Twin, agent: Agent, *, traces_dir: str | Path | None = None,
     max_body_bytes: int = limits.MAX_BODY_BYTES, rate_per_s: float = limits.RATE_PER_S, burst: int = limits.BURST,
-    routers: Sequence[tuple[APIRouter, str | None]] = (),
+    routers: Sequence[tuple[APIRouter, str | None]] = (), alerts: AlertReceiver | None = None,
 ) -> FastAPI:
     """The FastAPI app over the three layers' ports.
 
@@ -224,6 +236,8 @@ def build_app(
         rate_per_s, burst: each caller's token bucket (429 beyond it).
         routers: more routes (chat, dashboard, Slack), each with the role a token needs for it (None: the
             router checks its callers itself).
+        alerts: the Alertmanager receiver (``POST /api/alerts/alertmanager``, its own token); None: that route
+            answers 404.
     """
     # FastAPI's own /docs and /redoc load their scripts from a CDN: serving.dashboard serves /docs locally instead
     app = FastAPI(title="opsloop", version="0.1.0", description="Closed-loop AI operations for GPU data centers.",
@@ -266,7 +280,8 @@ def build_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                503: "unavailable"}.get(exc.status_code, "http_error")
         response = _error(exc.status_code, code, str(exc.detail))
         response.headers.update(exc.headers or {})  # 405 keeps its Allow header
         return response
@@ -314,15 +329,13 @@ def build_app(
         it is missing or the action changed since); an approval that becomes approved executes before the
         answer returns (409 ``blocked`` when a change window or blast-radius limit holds it back)."""
         client = (request.headers.get("user-agent") or "")[:200]
-        out = await gateway.decide(approval_id, {**body.model_dump(), "by": user["name"], "role": user["role"],
-                                                 "channel": CHANNEL, "client": client})
-        return _refused(out) or out["approval"]
+        return _answer(await gateway.decide(approval_id, {**body.model_dump(), "by": user["name"],
+                                                          "role": user["role"], "channel": CHANNEL, "client": client}))
 
     @app.post("/api/approvals/{approval_id}/edit", responses=errors(400, *AUTH, 404, 409))
     async def edit(approval_id: str, body: EditBody, user: dict = operator) -> Any:
         """Change a pending action's parameters; it is verified and judged again, earlier approvals void."""
-        out = await gateway.edit(approval_id, body.params, user["name"], CHANNEL, body.reason)
-        return _refused(out) or out["approval"]
+        return _answer(await gateway.edit(approval_id, body.params, user["name"], CHANNEL, body.reason))
 
     @app.get("/api/users", responses=errors(*AUTH))
     async def users(_: dict = admin) -> list[dict]:
@@ -342,7 +355,7 @@ def build_app(
     @app.get("/api/audit/verify", responses=errors(*AUTH))
     async def audit_verify(_: dict = viewer) -> dict:
         """Check the hash chain; ``problem`` names the first bad entry by seq and stream id."""
-        return await gateway.audit_verify()
+        return (await gateway.audit_verify()).model_dump()
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
@@ -364,6 +377,7 @@ def build_app(
             return _error(404, "not_found", f"no spans of incident {incident_id} in {spans_dir.name}/")
         return {"incident_id": incident_id, "trace_ids": sorted({s["trace_id"] for s in spans}), "spans": spans}
 
+    app.include_router(build_alerts_router(alerts))  # checks Alertmanager's token itself
     for router, needed in routers:
         app.include_router(router, dependencies=[role(needed)] if needed else [])
     return app

@@ -1,7 +1,8 @@
 """The vLLM deployment class: ``ray.serve.llm``'s ``LLMServer`` plus two plain-data methods for opsloop.
 
 ``chat_stream`` takes and yields plain data (a dict in, SSE strings or an error dict out), so the ingress never
-imports vLLM; ``metrics_text`` returns the engine's Prometheus metrics for :mod:`serving.llm_metrics`.
+imports vLLM; ``metrics_page`` returns the replica's engine metrics (Prometheus text) and names the replica, for
+the twin's vLLM telemetry source (``cluster/telemetry/vllm.py``, which asks every replica at once).
 No decorators: ``cluster/deploy.py`` builds the deployment with ``build_llm_deployment``.
 """
 
@@ -76,8 +77,10 @@ class OpsloopLLMServer(LLMServer):
                 else:
                     yield x.model_dump(mode="json")
 
-    async def metrics_text(self) -> str:
-        """This replica's engine metrics (``vllm:*``) in Prometheus text format."""
+    async def metrics_page(self) -> dict[str, str]:
+        """This replica's engine metrics (``vllm:*``, Prometheus text) and which deployment and replica it is."""
         from prometheus_client import REGISTRY, generate_latest
+        from ray import serve
 
-        return generate_latest(REGISTRY).decode()
+        ctx = serve.get_replica_context()
+        return {"deployment": ctx.deployment, "replica": ctx.replica_tag, "text": generate_latest(REGISTRY).decode()}

@@ -160,6 +160,22 @@ REQUIRED: dict[str, Component] = {
         python_module("playwright.sync_api"),
         "pip install -e '.[dev]' (never `playwright install`: the tests drive Debian's Chromium)",
     ),
+    "redfish": Component(
+        "sushy-tools' static Redfish server (sushy-static)",
+        python_module("sushy_tools.static.main"),
+        "pip install -e '.[dev]' (sushy-tools is in the dev extra)",
+    ),
+    "prometheus": Component(
+        "Prometheus server",
+        executable("/usr/bin/prometheus", "prometheus", env="OPSLOOP_TEST_PROMETHEUS"),
+        "apt-get install prometheus (make test does it as root)",
+    ),
+    "alertmanager": Component(
+        "Prometheus Alertmanager",
+        executable("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "alertmanager",
+                   env="OPSLOOP_TEST_ALERTMANAGER"),
+        "apt-get install prometheus-alertmanager (make test does it as root)",
+    ),
 }
 
 

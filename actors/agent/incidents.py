@@ -7,6 +7,10 @@ the same incidents with the same ids.
 Topology says which unit *could* explain a GPU's heat; a measured lead says it did: the twin attaches to a
 GPU's thermal event how its unit's supply temperature led the GPU's temperature (``lead``: series, lag,
 Pearson r). A cooling root cause cites those measurements in its ``why`` and in ``facts["lead"]``.
+
+Alertmanager's alerts (``alert_firing`` / ``alert_resolved``) join the open incident of the GPU or node their
+labels name; an alert with no such incident opens one (under the key its node's thermal events will use) that the
+twin's events then join, and a measured cause outranks it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from actors.twin.events import Event
 
 #: How strongly an event kind claims to be the cause of what it is grouped with (higher wins).
 CAUSE_RANK = {
+    "coolant_leak": 110,  # a leak explains the cooling trouble and the heat around it
     "cooling_degraded": 100,
     "network_bottleneck": 90,
     "xid_error": 80,
@@ -30,12 +35,15 @@ CAUSE_RANK = {
     "straggler": 30,
     "clock_drop": 20,
     "sensor_fault": 10,
+    "alert_firing": 5,  # a monitoring rule matched: the twin's own measurements explain more
 }
-RECOVERY = {"thermal_recovered", "cooling_recovered"}
+RECOVERY = {"thermal_recovered", "cooling_recovered", "alert_resolved"}
 FEEDBACK = {"action_executed", "action_failed", "action_rejected"}
 #: Kinds that make an incident worth proposing for (a cause alone may not hurt anything yet).
 IMPACT = {"thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat", "xid_error", "network_bottleneck",
-          "straggler", "power_capped", "sensor_fault"}
+          "straggler", "power_capped", "sensor_fault", "coolant_leak", "alert_firing"}
+#: Alertmanager's alerts (actors.twin.alerts): they join the incident of the GPU or node their labels name.
+ALERTS = {"alert_firing", "alert_resolved"}
 
 
 class RootCause(BaseModel):
@@ -141,6 +149,33 @@ class IncidentBook:
         key = f"unit:{unit}"
         return key if unit and key in self.open else None
 
+    def _alert_key(self, ev: Event) -> str | None:
+        """Where an alert goes: a resolved one to the incident it fired in; a firing one to the open incident of its
+        GPU, else of its node's cooling unit, else of its node, else under the key its node's thermal events will
+        use (its unit's when known, else its node's), so the twin's events that follow join it."""
+        if ev.kind == "alert_resolved":
+            return next((k for k, inc in self.open.items() if hot_name(ev) in inc.hot), None)
+        node, gpu = ev.data.get("node"), ev.data.get("gpu")
+        if ev.kind != "alert_firing" or not isinstance(node, str):
+            return None
+        unit = self.node_unit.get(node)
+        keys = [f"gpu:{gpu}"] if isinstance(gpu, str) else []
+        keys += [f"unit:{unit}"] if unit else []
+        keys.append(f"node:{node}")
+        return next((k for k in keys if k in self.open), f"unit:{unit}" if unit else f"node:{node}")
+
+    def _adopt(self, key: str, ev: Event) -> Incident | None:
+        """An open incident that alerts alone opened on this event's node, moved under this event's key: the
+        twin's measurements that follow an alert join it (within the window) instead of opening another."""
+        node = ev.data.get("node")
+        inc = self.open.get(f"node:{node}") if isinstance(node, str) else None
+        if inc is None or inc.key == key or set(inc.kinds) - ALERTS or ev.ts - inc.last_ts > self.window_s:
+            return None
+        del self.open[inc.key]
+        inc.key = key
+        self.open[key] = inc
+        return inc
+
     def observe(self, ev: Event) -> tuple[Incident | None, bool]:
         """Fold one event in. Returns the incident it touched and whether that incident now needs a
         (new) proposal: it has impact and its root cause is new."""
@@ -150,12 +185,14 @@ class IncidentBook:
         unit = unit if isinstance(unit, str) else lead_unit(ev)  # a measured lead is evidence of who cools it
         if isinstance(node, str) and isinstance(unit, str):
             self.node_unit[node] = unit
-        key = self._explained_by(ev) or group_key(ev)
+        key = self._explained_by(ev) or self._alert_key(ev) or group_key(ev)
         inc = self.open.get(key)
         if inc is not None and ev.ts - inc.last_ts > self.window_s:
             inc.status = "closed"
             del self.open[key]
             inc = None
+        if inc is None and ev.kind not in ALERTS | RECOVERY:
+            inc = self._adopt(key, ev)
         if inc is None:
             if ev.kind in RECOVERY:
                 return None, False
@@ -174,15 +211,16 @@ class IncidentBook:
         inc.kinds[ev.kind] = inc.kinds.get(ev.kind, 0) + 1
         if ev.subject not in inc.subjects:
             inc.subjects.append(ev.subject)
+        mark = hot_name(ev)
         if ev.kind in RECOVERY:
-            if ev.subject in inc.hot:
-                inc.hot.remove(ev.subject)
+            if mark in inc.hot:
+                inc.hot.remove(mark)
             if not inc.hot:
                 inc.status = "resolved"
                 del self.open[key]
             return inc, False
-        if ev.kind in IMPACT and ev.subject not in inc.hot:
-            inc.hot.append(ev.subject)
+        if ev.kind in IMPACT and mark not in inc.hot:
+            inc.hot.append(mark)
         cause_changed = CAUSE_RANK.get(ev.kind, 0) > CAUSE_RANK.get(inc.root_cause.kind, 0)
         if cause_changed:
             why = f"{_why(ev)}; it ranks above {inc.root_cause.kind} on {inc.root_cause.subject} as a cause"
@@ -264,8 +302,19 @@ def lead_sentence(summary: dict[str, Any]) -> str:
             f"(r ≥ {summary['r_min']:.2f})")
 
 
+def hot_name(ev: Event) -> str:
+    """What an event marks affected (or recovered): its subject; for an alert also the alert's name, so two alerts
+    on one node resolve one by one."""
+    name = ev.data.get("alertname")
+    return f"{ev.subject} ({name})" if ev.kind in ALERTS and isinstance(name, str) else ev.subject
+
+
 def _why(ev: Event) -> str:
     """Why this event is the root cause, in an operator's words."""
+    if ev.kind == "alert_firing":
+        summary = ev.data.get("summary")
+        return (f"the monitoring alert {ev.data.get('alertname')} fires on {ev.subject}"
+                + (f" ({summary})" if summary else "") + "; no measurement of the twin explains it yet")
     if ev.kind == "cooling_degraded":
         d = ev.data
         flow, supply, setpoint = d.get("flow_frac"), d.get("supply_c"), d.get("setpoint_c")

@@ -32,6 +32,11 @@ EventKind = Literal[
     "action_rejected",
     "kv_cache_pressure",
     "llm_queue_backlog",
+    "alert_firing",
+    "alert_resolved",
+    "telemetry_lost",
+    "telemetry_restored",
+    "coolant_leak",
 ]
 Severity = Literal["info", "warning", "critical"]
 Scalar = str | int | float | bool | None

@@ -4,7 +4,10 @@ Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a 
 the sensor's time constant and nothing about the die). Here the per-GPU estimates become events with
 confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per episode; an episode
 closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor faults)
-are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. A bounded history of every
+are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. The facility has modules of its
+own, each folding its sample kind: cooling units (:mod:`actors.twin.cooling`), leak detectors
+(:mod:`actors.twin.facility`), vLLM replicas (:mod:`actors.twin.llm_engine`), Alertmanager's alerts
+(:mod:`actors.twin.alerts`) and telemetry that stopped (:mod:`actors.twin.liveness`). A bounded history of every
 GPU's and cooling unit's readings (:mod:`actors.twin.history`) lets a GPU's thermal event carry the measured
 lead of its unit's supply temperature (``data["lead"]``).
 """
@@ -15,14 +18,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.twin.alerts import AlertTracker
+from actors.twin.cooling import CoolingWatch
 from actors.twin.estimator import EstimatorConfig, ThermalEstimator
 from actors.twin.events import Event
-from actors.twin.history import HISTORY, GpuHistory, UnitHistory, supply_lead
+from actors.twin.facility import LeakWatch
+from actors.twin.history import HISTORY, GpuHistory, supply_lead
+from actors.twin.liveness import source_status_event
+from actors.twin.llm_engine import LlmEngineDetector
 from actors.twin.network import NetworkModel
 from actors.twin.profiles import known, profile
 from actors.twin.signals import GpuSignals
 from actors.twin.state import StateError, arrays_from_state, arrays_to_state, need, num, strs
-from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
+from cluster.telemetry.samples import (
+    ActionResult,
+    AlertSample,
+    CoolingSample,
+    FacilitySample,
+    GpuSample,
+    JobSample,
+    LinkSample,
+    LlmEngineSample,
+    Sample,
+    SourceStatus,
+)
 
 #: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap).
 THERMAL_REASONS = ("hw_thermal_slowdown",)
@@ -47,6 +66,8 @@ class Thresholds:
     # The early warning also needs the estimated true temperature within this of the slowdown line: a
     # projection from far below is mostly extrapolated noise.
     warn_margin_c: float = 3.0
+    kv_pressure_at: float = 0.95  # the LLM facility (actors.twin.llm_engine)
+    llm_backlog_at: int = 4
 
 
 class TwinModel:
@@ -65,7 +86,7 @@ class TwinModel:
         self.signals = GpuSignals()
         self.net = NetworkModel()
         self.gpu_hist = GpuHistory(history)  # sensed temperatures, for the lead a cooling unit's supply has
-        self.unit_hist = UnitHistory(history)
+        self.cooling = CoolingWatch(history)  # cooling units, their supply history, node → unit (actors.twin.cooling)
         self.names: list[str] = []
         self.reasons: dict[int, tuple[str, ...]] = {}  # latest NVML-style throttle reasons per GPU index
         self.index: dict[str, int] = {}
@@ -85,13 +106,12 @@ class TwinModel:
         self.overheat = np.zeros(0, bool)
         self.slowed = np.zeros(0, bool)
         self.throttled = np.zeros(0, bool)
-        self.units: dict[str, CoolingSample] = {}
-        self.node_unit: dict[str, str] = {}
-        self.unit_streak: dict[str, int] = {}
-        self.unit_alarm: dict[str, bool] = {}
         self.now = 0.0
         self.samples_seen = 0
         self.unknown_models: list[str] = []  # GPU models without a profile, each reported once
+        self.leaks = LeakWatch()  # leak detectors of BMCs and CDUs (actors.twin.facility)
+        self.alerts = AlertTracker()  # Alertmanager notifications already made events (actors.twin.alerts)
+        self.llm = LlmEngineDetector(self.th.kv_pressure_at, self.th.llm_backlog_at)  # vLLM replicas
 
     # --- registry ---------------------------------------------------------------------------------------
     def _register(self, s: GpuSample) -> int:
@@ -115,13 +135,6 @@ class TwinModel:
         self.gpu_hist.grow(i + 1)
         return i
 
-    def __setstate__(self, state: dict) -> None:
-        """Unpickle, also a checkpoint written before the series history existed (it starts empty)."""
-        self.__dict__.update(state)
-        if "gpu_hist" not in state:
-            self.gpu_hist, self.unit_hist = GpuHistory(), UnitHistory()
-            self.gpu_hist.grow(len(self.names))
-
     # --- state as data (checkpoints: see actors.twin.state) -------------------------------------------------
     ARRAYS = {"latest": "<f8", "latest_t": "<f8", "power_w": "<f8", "clock_mhz": "<f8", "slowdown_c": "<f8",
               "max_op_c": "<f8", "streak": "<i8", "streak_t0": "<f8", "calm_since": "<f8", "alarm": "|b1",
@@ -132,13 +145,12 @@ class TwinModel:
         return {
             "sensor_tau_s": self.sensor_tau_s, "th": vars(self.th), "est": self.est.to_state(),
             "signals": self.signals.to_state(), "net": self.net.to_state(), "gpu_hist": self.gpu_hist.to_state(),
-            "unit_hist": self.unit_hist.to_state(), "names": list(self.names), "node_of": list(self.node_of),
+            **self.cooling.to_state(), "names": list(self.names), "node_of": list(self.node_of),
             "models": list(self.models), "reasons": {i: list(r) for i, r in self.reasons.items()},
             **arrays_to_state(self, self.ARRAYS),
-            "units": {u: s.model_dump(mode="json") for u, s in self.units.items()},
-            "node_unit": dict(self.node_unit), "unit_streak": dict(self.unit_streak),
-            "unit_alarm": dict(self.unit_alarm), "now": self.now, "samples_seen": self.samples_seen,
-            "unknown_models": list(self.unknown_models),
+            "now": self.now, "samples_seen": self.samples_seen,
+            "unknown_models": list(self.unknown_models), "leaks": self.leaks.to_state(),
+            "llm": self.llm.to_state(), "alerts": self.alerts.to_state(),
         }
 
     @classmethod
@@ -153,7 +165,7 @@ class TwinModel:
         m.est = ThermalEstimator.from_state(d["est"], n)
         m.signals = GpuSignals.from_state(d["signals"], n)
         m.net = NetworkModel.from_state(d["net"])
-        m.gpu_hist, m.unit_hist = GpuHistory.from_state(d["gpu_hist"], n), UnitHistory.from_state(d["unit_hist"])
+        m.gpu_hist, m.cooling = GpuHistory.from_state(d["gpu_hist"], n), CoolingWatch.from_state(d)
         m.names, m.index = names, {g: i for i, g in enumerate(names)}
         m.node_of, m.models = strs(d["node_of"], "nodes"), strs(d["models"], "models")
         if len(m.index) != n or len(m.node_of) != n or len(m.models) != n:
@@ -161,15 +173,12 @@ class TwinModel:
         m.reasons = {need(i, int, "gpu index"): tuple(strs(r, "reasons")) for i, r in need(d["reasons"], dict,
                                                                                            "reasons").items()}
         arrays_from_state(m, d, cls.ARRAYS, n)
-        m.units = {need(u, str, "unit"): CoolingSample.model_validate(s) for u, s in need(d["units"], dict,
-                                                                                            "units").items()}
-        m.node_unit = {need(k, str, "node"): need(v, str, "unit") for k, v in need(d["node_unit"], dict, "").items()}
-        m.unit_streak = {need(k, str, "unit"): need(v, int, "streak") for k, v in need(d["unit_streak"], dict,
-                                                                                          "").items()}
-        m.unit_alarm = {need(k, str, "unit"): need(v, bool, "alarm") for k, v in need(d["unit_alarm"], dict,
-                                                                                         "").items()}
         m.now, m.samples_seen = num(d["now"], "now"), need(d["samples_seen"], int, "samples seen")
         m.unknown_models = strs(d.get("unknown_models", []), "unknown models")  # absent in older checkpoints
+        m.alerts = AlertTracker.from_state(d.get("alerts", []))  # absent in older checkpoints
+        m.leaks = LeakWatch.from_state(need(d.get("leaks", {}), dict, "leaks"))
+        if "llm" in d:  # absent in older checkpoints
+            m.llm = LlmEngineDetector.from_state(d["llm"], th.kv_pressure_at, th.llm_backlog_at)
         return m
 
     # --- ingestion ----------------------------------------------------------------------------------------
@@ -196,17 +205,22 @@ class TwinModel:
             if round_:
                 events += self._fold(round_)
                 round_ = {}
+            if isinstance(s, AlertSample):  # on the receiver's clock (Unix time), not the fleet's: moves no twin time
+                events += self.alerts.ingest(s)
+                continue
             self.now = max(self.now, s.ts)
             if isinstance(s, CoolingSample):
-                self.units[s.unit] = s
-                self.unit_hist.push(s.unit, s.ts, s.supply_c)
-                for node in s.serves:
-                    self.node_unit[node] = s.unit
-                events += self._detect_cooling(s)
+                events += self.cooling.ingest(s, self.th)
             elif isinstance(s, LinkSample | JobSample):
                 events += self.net.ingest(s, self.clock_mhz, self.index)
             elif isinstance(s, ActionResult):
                 events.append(self._action_event(s))
+            elif isinstance(s, FacilitySample):
+                events += self.leaks.ingest(s)
+            elif isinstance(s, SourceStatus):
+                events.append(source_status_event(s))
+            elif isinstance(s, LlmEngineSample):
+                events += self.llm.observe(s)
         if round_:
             events += self._fold(round_)
         return events
@@ -295,7 +309,7 @@ class TwinModel:
         return {
             "gpu": self.names[i],
             "node": node,
-            "unit": self.node_unit.get(node),
+            "unit": self.cooling.node_unit.get(node),
             "model": self.models[i],
             "sensed_c": _f(self.latest[i]),
             "est_c": self._est(i, self.est.x[i, 1]),
@@ -315,38 +329,20 @@ class TwinModel:
         if kind in LEAD_KINDS and isinstance(unit, str):
             # Measured, not assumed: the node→unit topology says who cools the GPU, the lead says the
             # unit's supply moved first and the GPU followed.
-            lead = supply_lead(self.gpu_hist, self.unit_hist, i, unit)
+            lead = supply_lead(self.gpu_hist, self.cooling.hist, i, unit)
             if lead is not None:
                 data["lead"] = lead
         return Event.make(kind, self.names[i], float(self.latest_t[i]), severity, data)  # type: ignore[arg-type]
-
-    def _detect_cooling(self, s: CoolingSample) -> list[Event]:
-        th = self.th
-        flows = s.flow_frac or {}
-        worst_node, worst = min(flows.items(), key=lambda kv: (kv[1], kv[0]), default=(None, 1.0))
-        setpoint = s.setpoint_c if s.setpoint_c is not None else s.supply_c
-        fan = s.fan_pct if s.fan_pct is not None else 100.0
-        bad = worst < th.flow_degraded or s.supply_c > setpoint + th.supply_excess_c or fan < th.fan_degraded_pct
-        good = (worst >= th.flow_recovered and s.supply_c <= setpoint + th.supply_excess_c / 2
-                and fan >= th.fan_recovered_pct)
-        streak = self.unit_streak.get(s.unit, 0) + 1 if bad else 0
-        self.unit_streak[s.unit] = streak
-        data = {"unit": s.unit, "node": worst_node, "flow_frac": worst, "supply_c": s.supply_c, "setpoint_c": setpoint,
-                "fan_pct": s.fan_pct, "nodes": list(s.serves)}
-        if streak >= th.confirm_ticks and not self.unit_alarm.get(s.unit):
-            self.unit_alarm[s.unit] = True
-            return [Event.make("cooling_degraded", s.unit, s.ts, "warning", data)]
-        if good and self.unit_alarm.get(s.unit):
-            self.unit_alarm[s.unit] = False
-            return [Event.make("cooling_recovered", s.unit, s.ts, "info", data)]
-        return []
 
     def _action_event(self, r: ActionResult) -> Event:
         kind = {"executed": "action_executed", "failed": "action_failed", "rejected": "action_rejected"}[r.status]
         subject = r.targets[0] if r.targets else r.action_kind
         data = {"action_id": r.action_id, "approval_id": r.approval_id, "action_kind": r.action_kind,
                 "status": r.status, "detail": r.detail}
-        ev = Event.make(kind, subject, r.ts, "info" if r.status == "executed" else "warning", data,  # type: ignore[arg-type]
+        # A result from outside the simulator (an actuator, the gateway) does not know the twin's clock (ts 0):
+        # the twin stamps it with its own time as it folds it.
+        ts = r.ts or self.now
+        ev = Event.make(kind, subject, ts, "info" if r.status == "executed" else "warning", data,  # type: ignore[arg-type]
                         key=r.action_id)
         return ev.model_copy(update={"traceparent": r.traceparent})
 
@@ -362,26 +358,22 @@ class TwinModel:
              "throttle_reasons": list(self.reasons.get(i, ()))}
             for i in range(len(self.names))
         ]
-        units = [
-            {"unit": u, "supply_c": s.supply_c, "setpoint_c": s.setpoint_c, "fan_pct": s.fan_pct,
-             "flow_frac": s.flow_frac, "serves": list(s.serves), "alarm": bool(self.unit_alarm.get(u))}
-            for u, s in sorted(self.units.items())
-        ]
         return {
             "ts": self.now,
             "gpus": gpus,
-            "units": units,
+            "units": self.cooling.snapshot(),
             "nodes": sorted(set(self.node_of)),
             "hot_gpus": [g["gpu"] for g in gpus if g["alarm"]],
             "max_sensed_c": round(float(np.nanmax(self.latest)), 2) if np.isfinite(self.latest).any() else None,
             "samples_seen": self.samples_seen,
             "energy": self.signals.energy_summary(self.node_of, self.net.job_gpus),
             "network": self.net.snapshot(),
+            **({"llm": llm} if (llm := self.llm.view()) else {}),
         }
 
     def topology(self) -> dict[str, list[str]]:
         """Names the fleet knows, by kind: what an action may target."""
-        return {"gpu": list(self.names), "node": sorted(set(self.node_of)), "unit": sorted(self.units),
+        return {"gpu": list(self.names), "node": sorted(set(self.node_of)), "unit": sorted(self.cooling.units),
                 "link": sorted(self.net.links), "job": sorted(self.net.jobs)}
 
 

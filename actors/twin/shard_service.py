@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from actors.metrics import Metrics
 from actors.twin.eventlog import FenceError, RedisEventLog
+from actors.twin.model import Thresholds
 from actors.twin.service import count_samples, trace_events, twin_metrics
 from actors.twin.shards import ShardCore, ShardedTwin, ShardResult, merge_snapshots
 from actors.twin.state import StateError, load, need, pack, samples_from_state, samples_to_state
@@ -131,16 +132,19 @@ class TwinCoordinator:
             that failed.
         layout: Shard id → its nodes.
         redis_url: Where the event log and the checkpoints live; ``namespace`` prefixes their keys.
+        thresholds: The fleet model's (e.g. the LLM facility's); a checkpoint keeps the ones it was made with.
     """
 
     def __init__(self, source: TelemetrySource, spawn: Callable[[str], Any], layout: dict[str, list[str]],
-                 redis_url: str, namespace: str, sensor_tau_s: float = 15.0) -> None:
+                 redis_url: str, namespace: str, sensor_tau_s: float = 15.0, thresholds: Thresholds | None = None
+                 ) -> None:
         self.source = source
+        self.thresholds = thresholds
         self.spawn = spawn
         self.layout = layout
         self.sensor_tau_s = sensor_tau_s
         self.shards: dict[str, Any] = {}
-        self.twin = ShardedTwin(layout, sensor_tau_s, with_cores=False)
+        self.twin = ShardedTwin(layout, sensor_tau_s, with_cores=False, thresholds=thresholds)
         self.redis = aioredis.Redis.from_url(redis_url)
         self.log = RedisEventLog(self.redis, f"{namespace}:events")
         self.ckpt_key = f"{namespace}:twin:ckpt"
@@ -160,7 +164,7 @@ class TwinCoordinator:
 
     async def _restore(self) -> None:
         """Load the last commit and the intent after it (a fresh start when there is none)."""
-        self.twin = ShardedTwin(self.layout, self.sensor_tau_s, with_cores=False)
+        self.twin = ShardedTwin(self.layout, self.sensor_tau_s, with_cores=False, thresholds=self.thresholds)
         self.acted, self.pending, self.position = {}, [], None
         fence, raw = await self.redis.mget(self.fence_key, self.ckpt_key)
         self.committed = fence.decode() if fence is not None else ""

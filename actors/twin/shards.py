@@ -17,7 +17,7 @@ import numpy as np
 
 from actors.twin.barrier import Barrier
 from actors.twin.events import Event
-from actors.twin.model import TwinModel
+from actors.twin.model import Thresholds, TwinModel
 from actors.twin.state import (
     StateError,
     barrier_from_state,
@@ -28,7 +28,7 @@ from actors.twin.state import (
     num,
     strs,
 )
-from cluster.telemetry.samples import ActionResult, CoolingSample, GpuSample, JobSample, LinkSample, Sample
+from cluster.telemetry.samples import CoolingSample, GpuSample, JobSample, LinkSample, Sample
 
 COORDINATOR_KINDS = {"cooling_degraded", "cooling_recovered", "action_executed", "action_failed"}
 
@@ -111,13 +111,15 @@ class ShardedTwin:
     shell runs the same ``ShardCore.work`` in parallel actors and feeds :meth:`merge` the results.
     """
 
-    def __init__(self, shards: dict[str, list[str]], sensor_tau_s: float = 15.0, with_cores: bool = True) -> None:
+    def __init__(self, shards: dict[str, list[str]], sensor_tau_s: float = 15.0, with_cores: bool = True,
+                 thresholds: Thresholds | None = None) -> None:
         self.layout = shards
         self.shard_of = {n: s for s, nodes in shards.items() for n in nodes}
         # Without cores when the shards run elsewhere (the Ray coordinator): only routing, merge and the fleet.
         self.cores = {s: ShardCore(s, nodes, sensor_tau_s) for s, nodes in shards.items()} if with_cores else {}
         self.barrier = Barrier(list(shards))
-        self.fleet = TwinModel(sensor_tau_s=sensor_tau_s)  # cooling, links, jobs, action results
+        # Cooling, links, jobs, action results, the LLM facility; ``thresholds`` are its (the shards' are defaults).
+        self.fleet = TwinModel(sensor_tau_s=sensor_tau_s, thresholds=thresholds)
         self.clocks: dict[str, float] = {}
         self.tick = 0
 
@@ -147,6 +149,7 @@ class ShardedTwin:
         for s in samples:
             if isinstance(s, GpuSample):
                 per[self.shard_of.get(s.node, next(iter(self.layout)))].append(s)
+                self.fleet.now = max(self.fleet.now, s.ts)  # the fleet model keeps the twin's time (stamps results)
             elif isinstance(s, CoolingSample):
                 fleet.append(s)
                 for shard in sorted({self.shard_of[n] for n in s.serves if n in self.shard_of}):
@@ -167,7 +170,7 @@ class ShardedTwin:
         for s in fleet_samples:
             if isinstance(s, LinkSample | JobSample):
                 events += self.fleet.net.ingest(s, clock, index)
-            elif isinstance(s, CoolingSample | ActionResult):
+            else:  # cooling, action results and every other fleet-level kind: the fleet model folds it
                 events += self.fleet.ingest([s])
         return sorted(events, key=lambda e: (e.ts, e.kind != "cooling_degraded", e.subject, e.kind))
 
@@ -216,5 +219,6 @@ def merge_snapshots(snaps: list[dict], fleet: dict, barrier: Barrier,
         "samples_seen": sum(s["samples_seen"] for s in snaps) + fleet["samples_seen"],
         "energy": merge_energy(snaps, jobs or {}),
         "network": fleet["network"],
+        **({"llm": fleet["llm"]} if "llm" in fleet else {}),  # the LLM facility (actors.twin.llm_engine)
         "barrier": {**barrier.summary(), "last_tick": last.model_dump() if last else None},
     }

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 #: Modules under ``cluster.cli`` that contribute sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
-    "up", "approvals", "users", "audit", "status", "config", "knowledge", "twin", "barrier", "llm", "incident",
+    "up", "approvals", "users", "audit", "status", "config", "knowledge", "twin", "sim", "barrier", "llm", "incident",
     "deploy",
 )
 

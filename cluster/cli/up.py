@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "up", help="start the twin, agent, gateway and HTTP API; Ctrl-C (SIGINT) or SIGTERM stops everything",
         description="Start an embedded Redis (unless OPSLOOP_REDIS_URL is set), a local Ray (unless --address), "
-        "the simulated fleet, the twin, the agent, the approval gateway and the HTTP API, then follow the event "
+        "the fleet's telemetry (the simulator unless --telemetry says otherwise), the twin, the agent, the approval "
+        "gateway and the HTTP API, then follow the event "
         "log and approvals in this terminal. Ctrl-C, or SIGINT or SIGTERM sent to this process (kill -INT PID), "
         "stops everything it started within seconds. If `up` is killed outright (SIGKILL), what it started "
         "follows it, and the next `opsloop up` on the same data directory ends anything left over. Only one "
@@ -74,7 +75,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "decides); env OPSLOOP_REDIS_APPENDFSYNC")
     p.add_argument("--nodes", dest="sim_nodes", type=int, help="simulated nodes (default 2)")
     p.add_argument("--gpus-per-node", dest="sim_gpus_per_node", type=int, help="simulated GPUs per node (default 8)")
-    p.add_argument("--speed", dest="sim_speed", type=float, help="simulated seconds per second (default 2)")
+    p.add_argument("--speed", dest="sim_speed", type=float,
+                   help="simulated (or, with --telemetry replay, replayed) seconds per second (default 2)")
+    p.add_argument("--telemetry", choices=("sim", "dcgm", "prometheus", "nvml", "replay"),
+                   help="where the fleet's telemetry comes from: sim (default, the built-in simulator), dcgm "
+                   "(scrape dcgm-exporters, --dcgm-url), prometheus (their series in Prometheus, --prometheus-url), "
+                   "nvml (a reader on every GPU node of the Ray cluster) or replay (--replay FILE)")
+    p.add_argument("--dcgm-url", dest="dcgm_urls", action="append", metavar="URL",
+                   help="a dcgm-exporter /metrics URL; repeat once per host (e.g. http://dgx-01:9400/metrics)")
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="Prometheus server that scrapes the dcgm-exporters (e.g. http://prometheus:9090)")
+    p.add_argument("--replay", dest="replay_file", metavar="FILE", help="JSON Lines trace to replay at --speed")
+    p.add_argument("--redfish-url", dest="redfish_urls", action="append", metavar="URL",
+                   help="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); repeatable")
+    p.add_argument("--scrape-interval", dest="scrape_interval_s", type=float, metavar="SECONDS",
+                   help="seconds between two scrapes of a live source (default 5)")
+    p.add_argument("--actuator", choices=("sim", "dry-run", "nvml", "webhook"),
+                   help="where approved actions run (default: sim with the simulator, else dry-run)")
     p.add_argument("--demo-fault", dest="demo_fault", action=argparse.BooleanOptionalAction, default=None,
                    help="inject a cooling degradation on n01 shortly after start (default: on)")
     p.add_argument("--llm", choices=("vllm", "external", "none"),
@@ -94,6 +111,9 @@ def _up(args: argparse.Namespace) -> int:
             port=args.port, host=args.host, data_dir=args.data_dir, ray_address=args.ray_address,
             redis_url=args.redis_url, redis_appendfsync=args.redis_appendfsync, sim_nodes=args.sim_nodes,
             sim_gpus_per_node=args.sim_gpus_per_node, sim_speed=args.sim_speed, demo_fault=args.demo_fault,
+            telemetry=args.telemetry, dcgm_urls=args.dcgm_urls, prometheus_url=args.prometheus_url,
+            replay_file=args.replay_file, redfish_urls=args.redfish_urls, scrape_interval_s=args.scrape_interval_s,
+            actuator=args.actuator,
             llm=args.llm, model=args.model, openai_base_url=args.openai_base_url, accelerator=args.accelerator,
             tensor_parallel_size=args.tensor_parallel_size, llm_replicas=args.llm_replicas,
         )

@@ -43,7 +43,7 @@ def init() -> Any:
     except nv.NVMLError as exc:
         raise NvmlUnavailable(
             f"NVML is not available here ({exc}): no NVIDIA GPU or driver on this machine. "
-            "Use the sim, replay or dcgm telemetry source instead."
+            "Use the sim, replay, dcgm or prometheus telemetry source instead."
         ) from exc
     return nv
 

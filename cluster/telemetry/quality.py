@@ -277,4 +277,6 @@ def _series(s: Sample) -> str:
         return f"link:{s.link}"  # type: ignore[union-attr]
     if kind == "job":
         return f"job:{s.job}"  # type: ignore[union-attr]
+    if kind == "llm_engine":
+        return f"llm:{s.deployment}/{s.replica}"  # type: ignore[union-attr]
     return f"action:{s.action_id}"  # type: ignore[union-attr]

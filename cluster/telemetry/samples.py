@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 from pydantic_core import PydanticCustomError
 
 from policies.actions import NodeName, UnitName
@@ -82,6 +82,42 @@ class CoolingSample(_Sample):
     serves: tuple[NodeName, ...] = ()
 
 
+#: A leak detector's state: the worse of its Redfish ``DetectorState`` and ``Status.Health``.
+LeakState = Literal["OK", "Warning", "Critical"]
+_Key = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class FacilitySample(_Sample):
+    """What a BMC or CDU says (Redfish) about one chassis or cooling unit: leak detectors, temperatures, fans, power.
+
+    It belongs to a node (a server's BMC) or to a cooling unit (a CDU), never both; which one is
+    :mod:`cluster.telemetry.redfish`'s documented naming. A leak detector that is not ``OK`` is a leak: the twin
+    raises ``coolant_leak`` on the node or unit (:mod:`actors.twin.facility`).
+    """
+
+    kind: Literal["facility"] = "facility"
+    node: NodeName | None = None
+    unit: UnitName | None = None
+    source: str = Field(min_length=1, max_length=300, description="The BMC or CDU it was read from (its name).")
+    chassis: str = Field("", max_length=128, description="The Redfish chassis or cooling unit Id.")
+    leaks: dict[_Key, LeakState] = Field(default_factory=dict, description="Leak detector Id → its state.")
+    temps_c: dict[_Key, Annotated[float, Field(ge=-40, le=150)]] = Field(default_factory=dict)
+    fans_pct: dict[_Key, Annotated[float, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    fans_rpm: dict[_Key, Annotated[float, Field(ge=0, le=100_000)]] = Field(default_factory=dict)
+    power_w: float | None = Field(None, ge=0, le=1_000_000, description="The chassis' power draw.")
+    flow_lpm: float | None = Field(None, ge=0, le=100_000, description="A CDU's coolant flow, litres per minute.")
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> FacilitySample:
+        if (self.node is None) == (self.unit is None):
+            raise PydanticCustomError("owner", "a facility sample names a node or a unit (exactly one)")
+        return self
+
+    @property
+    def subject(self) -> str:
+        return str(self.node or self.unit)
+
+
 class LinkSample(_Sample):
     """A network link's achieved bandwidth."""
 
@@ -114,8 +150,75 @@ class ActionResult(_Sample):
     traceparent: str | None = None
 
 
+class SourceStatus(_Sample):
+    """A scrape target that stopped answering (``ok=False``, after ``missed`` scrapes in a row) or came back.
+
+    Live sources send one on each transition only (see :class:`cluster.telemetry.liveness.Liveness`); the twin
+    makes it ``telemetry_lost`` / ``telemetry_restored`` naming ``host`` (an exporter's host, a BMC, or a GPU
+    ``node/gpuN`` that vanished from its host's page).
+    """
+
+    kind: Literal["source_status"] = "source_status"
+    source: str = Field(min_length=1, max_length=32, description="dcgm, prometheus, redfish, nvml ...")
+    host: str = Field(min_length=1, max_length=300, description="The target: host[:port], BMC, or node/gpuN.")
+    ok: bool
+    missed: int = Field(0, ge=0, description="Scrapes missed in a row when it was declared lost.")
+    url: str = Field("", max_length=2000)
+    error: str = Field("", max_length=500, description="Why the last scrape failed.")
+
+
+class LlmEngineSample(_Sample):
+    """One vLLM replica's engine metrics at one instant (its engines' counters summed, the fullest KV cache).
+
+    Counters (``*_total``, the TTFT histogram's ``_sum``/``_count``) are as the replica reports them since it
+    started; the twin takes rates between one replica's readings, never across replicas.
+    """
+
+    kind: Literal["llm_engine"] = "llm_engine"
+    deployment: str = Field(min_length=1, max_length=128, description="The LLM deployment (or server) served.")
+    replica: str = Field(min_length=1, max_length=128, description="Which replica of it (Serve id, or host:port).")
+    kv_cache_usage: float = Field(0.0, ge=0, le=1, description="KV-cache use, 0-1 (vllm:kv_cache_usage_perc).")
+    running: float = Field(0.0, ge=0)
+    waiting: float = Field(0.0, ge=0)
+    preemptions_total: float = Field(0.0, ge=0)
+    generation_tokens_total: float = Field(0.0, ge=0)
+    prompt_tokens_total: float = Field(0.0, ge=0)
+    ttft_sum_s: float = Field(0.0, ge=0, description="Time to first token: the histogram's sum, seconds.")
+    ttft_count: float = Field(0.0, ge=0)
+
+
+class AlertSample(_Sample):
+    """An alert of the operator's own monitoring (Alertmanager, through ``POST /api/alerts/alertmanager``).
+
+    ``ts`` is when opsloop received it (Unix seconds); ``starts_at`` / ``ends_at`` are the alert's own times. The
+    node comes from the labels ``node``, ``Hostname`` or ``instance`` (without its port), the GPU from ``gpu``
+    (:mod:`cluster.telemetry.alerts`); the twin makes it ``alert_firing`` / ``alert_resolved`` on that subject.
+    """
+
+    kind: Literal["alert"] = "alert"
+    alertname: str = Field(min_length=1, max_length=256)
+    status: Literal["firing", "resolved"]
+    severity: str | None = Field(None, max_length=64, description="The alert's severity label, lower-cased.")
+    node: NodeName | None = None
+    gpu: int | None = Field(None, ge=0, le=255, description="The GPU index its gpu label names, on its node.")
+    labels: dict[str, Annotated[str, StringConstraints(max_length=1024)]] = Field(default_factory=dict, max_length=64)
+    starts_at: float = Field(description="Unix seconds when the alert started firing.")
+    ends_at: float | None = Field(None, description="Unix seconds when it resolved (None while it fires).")
+    fingerprint: str = Field(min_length=1, max_length=64, description="Alertmanager's id of the alert's labels.")
+    summary: str = Field("", max_length=1024, description="Its summary (or description) annotation.")
+
+    @property
+    def subject(self) -> str:
+        """The GPU (``node/gpuN``) or node the labels name, else the alert's name."""
+        if self.node is not None and self.gpu is not None:
+            return f"{self.node}/gpu{self.gpu}"
+        return self.node or self.alertname
+
+
 Sample = Annotated[
-    GpuSample | CoolingSample | LinkSample | JobSample | ActionResult, Field(discriminator="kind")
+    GpuSample | CoolingSample | LinkSample | JobSample | ActionResult | SourceStatus | LlmEngineSample | FacilitySample
+    | AlertSample,
+    Field(discriminator="kind"),
 ]
 SAMPLE_ADAPTER: TypeAdapter[Sample] = TypeAdapter(Sample)
 

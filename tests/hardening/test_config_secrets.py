@@ -23,6 +23,8 @@ SECRETS = {
     "openai_api_key": "sk-openai-Lm55",
     "slack_bot_token": "xoxb-bot-Rt33",
     "slack_signing_secret": "signing-secret-Wv08",
+    "alertmanager_token": "alertmanager-token-Jc38",
+    "redfish_password": "bmc-pass-Tz61",
 }
 #: Passwords and tokens inside URL settings.
 URLS = {
@@ -30,6 +32,7 @@ URLS = {
     "webhook_url": ("https://bms.example/hook?site=a&token=url-token-Hh27", "url-token-Hh27"),
     "openai_base_url": ("http://svc:llm-pass-Yy64@127.0.0.1:8001/v1", "llm-pass-Yy64"),
     "otlp_endpoint": ("http://collector-token-Nn19@127.0.0.1:4318/v1/traces", "collector-token-Nn19"),
+    "prometheus_url": ("http://viewer:prom-pass-Gq27@127.0.0.1:9090", "prom-pass-Gq27"),
 }
 EVERY_SECRET = [*SECRETS.values(), *(secret for _, secret in URLS.values())]
 
@@ -138,3 +141,13 @@ def test_secrets_reach_their_point_of_use(tmp_path: Path) -> None:
     assert model.client.headers["Authorization"] == f"Bearer {SECRETS['openai_api_key']}"
     assert SECRETS["openai_api_key"] not in repr(model.client.headers)
 
+
+
+def test_url_lists_show_masked(tmp_path: Path) -> None:
+    from cluster.settings import describe_settings
+
+    s = Settings(data_dir=tmp_path, redfish_urls=["n01=https://admin:bmc-pass-Uu31@bmc-01.example"],
+                 dcgm_urls=["http://scrape:dcgm-pass-Vv42@dgx-01:9400/metrics"])
+    rows = {r["name"]: r["value"] for r in describe_settings(s)}
+    assert "bmc-pass-Uu31" not in rows["redfish_urls"] and rows["redfish_urls"].startswith("n01=https://admin:")
+    assert "dcgm-pass-Vv42" not in rows["dcgm_urls"] and "dgx-01:9400" in rows["dcgm_urls"]

@@ -14,7 +14,7 @@ from actors.metrics import Metrics
 from actors.twin.physics import Topology
 from actors.twin.service import TwinService
 from cluster.actuators import SimActuator
-from cluster.deploy import SimSource
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from knowledge.retrieval import KnowledgeBase
 from policies.policy import load_policy

@@ -18,7 +18,7 @@ from actors.twin.events import Event
 from actors.twin.physics import Topology
 from actors.twin.service import TwinService, trace_events
 from cluster.actuators import SimActuator
-from cluster.deploy import SimSource
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from cluster.tracing import JsonlSpanExporter
 from knowledge.retrieval import KnowledgeBase

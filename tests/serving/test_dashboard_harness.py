@@ -25,7 +25,7 @@ from actors.gateway.users import UserStore
 from actors.twin.physics import Topology
 from actors.twin.shard_service import TwinCoordinator, TwinShard
 from cluster.actuators import SimActuator
-from cluster.deploy import SimSource
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from knowledge.retrieval import KnowledgeBase
 from tests.helpers import free_port

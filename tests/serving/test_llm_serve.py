@@ -86,13 +86,16 @@ def test_errors_are_4xx_in_openai_shape_and_serving_goes_on(runtime: deploy.Runt
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
 
 
-def test_the_watcher_reads_the_engine_metrics(runtime: deploy.Runtime) -> None:
+def test_the_twin_reads_every_replicas_engine_metrics(runtime: deploy.Runtime) -> None:
+    """vLLM's metrics reach the twin as telemetry (cluster/telemetry/vllm.py): its snapshot shows the replica."""
     import ray
 
-    watcher = runtime.handles["llm_watcher"]
+    twin = runtime.handles["twin"]
     deadline = time.monotonic() + 60
-    latest = None
-    while time.monotonic() < deadline and not latest:
-        latest = ray.get(watcher.latest.remote(), timeout=30)
+    llm = None
+    while time.monotonic() < deadline and not llm:
+        llm = ray.get(twin.snapshot.remote(), timeout=30).get("llm")
         time.sleep(1)
-    assert latest is not None and 0.0 <= latest["kv_cache_usage"] <= 1.0 and latest["waiting"] >= 0
+    assert llm is not None and 0.0 <= llm["kv_cache_usage"] <= 1.0 and llm["waiting"] >= 0
+    assert len(llm["replicas"]) == runtime.settings.llm_replicas
+    assert all(r["deployment"].startswith(deploy.LLM_PREFIX) and r["replica"] for r in llm["replicas"])

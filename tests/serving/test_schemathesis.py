@@ -22,7 +22,7 @@ from actors.gateway.service import GatewayService
 from actors.twin.physics import Topology
 from actors.twin.service import TwinService
 from cluster.actuators import SimActuator
-from cluster.deploy import SimSource
+from cluster.sources import SimSource
 from cluster.telemetry.sim import Fault, Simulator, SimulatorService
 from knowledge.retrieval import KnowledgeBase
 from policies.policy import load_policy

@@ -5,8 +5,10 @@ and either name of the clock-event bitmask (``CLOCKS_EVENT_REASONS``, older ``CL
 
 from __future__ import annotations
 
+import threading
 import zlib
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: DCGM_INT64_NOT_SUPPORTED (DCGM_INT64_BLANK + 2), as dcgm-exporter prints an unsupported int64 field.
 BLANK = "9223372036854775794"
@@ -57,3 +59,36 @@ def page(host: str, model: str, gpus: list[Gpu], new_reason_name: bool = True) -
             text = BLANK if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
             out.append(f"{name}{{{','.join(f'{k}={chr(34)}{v}{chr(34)}' for k, v in labels.items())}}} {text}")
     return "\n".join(out) + "\n"
+
+
+class Exporter:
+    """A dcgm-exporter stand-in on 127.0.0.1 serving ``self.text``; ``status`` other than 200 is an HTTP error;
+    ``barrier`` makes each request wait until that many requests are in flight at once."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.status, self.barrier = text, 200, None
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                if owner.barrier is not None:
+                    owner.barrier.wait()
+                body = owner.text.encode()
+                self.send_response(owner.status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

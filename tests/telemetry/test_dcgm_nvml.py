@@ -81,7 +81,7 @@ def _has_gpu() -> bool:
 def test_nvml_without_a_gpu_says_so_clearly() -> None:
     if _has_gpu():
         skip_on_gpu_host("this machine has a GPU")
-    with pytest.raises(NvmlUnavailable, match="no NVIDIA GPU or driver.*sim, replay or dcgm"):
+    with pytest.raises(NvmlUnavailable, match="no NVIDIA GPU or driver.*sim, replay, dcgm or prometheus"):
         init()
 
 

@@ -151,20 +151,6 @@ def test_leads_are_deterministic_and_survive_the_sharded_twin_and_a_checkpoint()
     assert [e.to_json() for e in first + rest] == [e.to_json() for e in a]
 
 
-def test_a_checkpoint_from_before_the_history_still_loads() -> None:
-    twin = TwinModel()
-    batches = list(read_batches(SCENARIOS / "cooling_loss" / "trace.jsonl", Validator()))
-    for batch, _ in batches[:10]:
-        twin.ingest(batch)
-    state = dict(twin.__dict__)
-    del state["gpu_hist"], state["unit_hist"]
-    old = TwinModel.__new__(TwinModel)
-    old.__setstate__(state)
-    for batch, _ in batches[10:]:
-        old.ingest(batch)
-    assert len(old.gpu_hist.count) == len(old.names)
-
-
 @pytest.mark.parametrize("name", ["benign_noise", "coolant_flow", "fan_failure"])
 def test_no_lead_where_the_supply_did_not_move(name: str) -> None:
     assert not any("lead" in e.data for e in replay(name))

@@ -18,8 +18,8 @@ def test_two_shards_over_the_simulator(redis_url: str) -> None:
 
     from actors.remote import RemotePort
     from actors.twin.physics import Topology
-    from cluster.deploy import SimSource
     from cluster.settings import Settings
+    from cluster.sources import SimSource
     from cluster.telemetry.sim import Fault, Simulator, SimulatorService
     from cluster.twin_deploy import start_twin
 

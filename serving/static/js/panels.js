@@ -93,7 +93,7 @@ export function renderBarrier(barrier, chart) {
   chart.push(last.tick, [last.mean_wait_ms, last.max_wait_ms]);
 }
 
-/** vLLM's KV-cache use and queue, as the LLM watcher last read them. */
+/** vLLM's KV-cache use and queue, as the twin last read them (snapshot key `llm`). */
 export function renderLlm(llm, chart) {
   if (!llm) {
     facts($("#llm-facts"), [["engine", "no LLM metrics yet"]]);
