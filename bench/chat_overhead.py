@@ -151,7 +151,7 @@ def main() -> int:
     rt = deploy.start(settings, progress=print)
     try:
         assert deploy.wait_healthy(rt.url, 120)
-        from cluster.models import DEFAULT_MODEL_ID
+        from cluster.model_files import DEFAULT_MODEL_ID
 
         deployment = deploy.LLM_PREFIX + deploy._deployment_suffix(DEFAULT_MODEL_ID)
         rows = asyncio.run(measure(rt.url, deployment, deploy.LLM_APP, DEFAULT_MODEL_ID, args.tokens, args.requests))

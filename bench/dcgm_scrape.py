@@ -9,7 +9,11 @@ is the same source scraping one page at a time (``max_concurrent=1``, what the s
 median seconds per tick for each part, and the ratio sequential / concurrent for the scrape. ``--latency-ms``
 makes every exporter answer that much later, as a remote host does (the farm waits without using the CPU).
 
-Usage: ``python bench/dcgm_scrape.py [--hosts 1000] [--gpus 8] [--ticks 5] [--concurrency 64] [--latency-ms 0]``
+``--up SECONDS`` measures the same through ``opsloop up --telemetry dcgm`` (its own processes, Ray and Redis): the
+seconds between the twin's committed ticks over that long, read from ``GET /api/status``.
+
+Usage: ``python bench/dcgm_scrape.py [--hosts 1000] [--gpus 8] [--ticks 5] [--concurrency 64] [--latency-ms 0]
+[--up SECONDS]``
 """
 
 from __future__ import annotations
@@ -88,6 +92,56 @@ async def measure(urls: list[str], concurrency: int, ticks: int, twin: ShardedTw
     return {"scrape_s": statistics.median(scrape[1:]), "fold_s": statistics.median(fold[1:]), "samples": n}
 
 
+def watch_up(urls: list[str], gpus: int, seconds: float) -> None:
+    """`opsloop up --telemetry dcgm` over ``urls`` (a settings file lists them, scrape_interval_s 1, no LLM): the
+    seconds between the twin's committed ticks (one scrape of every page each), read from ``GET /api/status``."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    tmp = Path(tempfile.mkdtemp(prefix="opsloop-bench-up-"))
+    cfg = tmp / "settings.yaml"
+    cfg.write_text(json.dumps({"telemetry": "dcgm", "dcgm_urls": urls, "scrape_interval_s": 1.0, "llm": "none"}))
+    port = free_port()
+    log = (tmp / "up.log").open("w")
+    up = subprocess.Popen([sys.executable, "-m", "cluster", "up", "--data-dir", str(tmp / "d"), "--port", str(port),
+                           "--quiet"], stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, "OPSLOOP_CONFIG": str(cfg)})  # the settings file: 1,000 URLs
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"opsloop up did not become healthy; its log: {log.name}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        auth = {"Authorization": f"Bearer {(tmp / 'd' / 'admin.token').read_text().strip()}"}
+
+        def status() -> tuple[float, int, int]:
+            twin = httpx.get(f"{url}/api/status", headers=auth, timeout=30).json()["twin"]
+            return time.monotonic(), int(twin["barrier"]["ticks"]), int(twin["samples_seen"])
+
+        t0, k0, n0 = status()
+        while time.monotonic() - t0 < seconds:
+            time.sleep(2)
+        t1, k1, n1 = status()
+    finally:
+        up.send_signal(2)
+        up.wait(120)
+    ticks = k1 - k0
+    print(f"opsloop up --telemetry dcgm over {len(urls)} exporter pages x {gpus} GPUs, {t1 - t0:.0f} s watched: "
+          f"{ticks} ticks, {(t1 - t0) / max(ticks, 1):.2f} s per tick, {(n1 - n0) / (t1 - t0):.0f} samples/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=1000, help="exporter pages (hosts), default 1000")
@@ -96,6 +150,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64, help="requests in flight at once, default 64")
     ap.add_argument("--latency-ms", type=float, default=0.0,
                     help="each exporter answers after this long (a remote host), default 0 (loopback only)")
+    ap.add_argument("--up", type=float, metavar="SECONDS", default=0.0,
+                    help="instead: run `opsloop up --telemetry dcgm` over the pages and watch its ticks this long")
     args = ap.parse_args()
     port, ready = free_port(), mp.Event()
     farm = mp.Process(target=serve, args=(args.hosts, args.gpus, port, ready, args.latency_ms), daemon=True)
@@ -104,6 +160,8 @@ def main() -> None:
         if not ready.wait(60):
             raise SystemExit("the exporter farm did not start")
         urls = [f"http://127.0.0.1:{port}/h/{i}/metrics" for i in range(args.hosts)]
+        if args.up:
+            return watch_up(urls, args.gpus, args.up)
         nodes = [host(i) for i in range(args.hosts)]
         twin = ShardedTwin(partition(nodes, min(8, len(nodes))))
         conc = asyncio.run(measure(urls, args.concurrency, args.ticks, twin))

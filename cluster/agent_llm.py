@@ -9,7 +9,7 @@ from serving.chat_model import GenParams
 
 
 class ChatCompleter:
-    """``actors.agent.llm_planner.Completer`` over any ``serving.chat_model.ChatModel`` (greedy decoding)."""
+    """``actors.agent.propose.Completer`` over any ``serving.chat_model.ChatModel`` (greedy decoding)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model

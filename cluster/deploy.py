@@ -21,13 +21,13 @@ from actors.remote import RemotePort
 from cluster.actuators import build_actuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
 from cluster.agent_llm import completer_from_spec
+from cluster.gateway_deploy import start_gateway
 from cluster.keeper import LoopKeeper
 from cluster.lifetime import keep_sigterm_handler
 from cluster.masking import redact_url
 from cluster.redis_server import EmbeddedRedis
 from cluster.settings import Settings
 from cluster.sources import start_fleet
-from cluster.tokens import start_gateway
 from cluster.tracing import HOOK, ray_env
 from cluster.twin_deploy import SHARD_CPUS, on_head, start_twin
 from policies.policy import load_policy
@@ -182,7 +182,7 @@ def _chat_spec(rt: Runtime, progress: Any) -> tuple[Any, str | None]:
         progress(f"llm        external OpenAI-compatible server at {redact_url(s.openai_base_url)}")
         return ChatSpec("external", s.openai_model, s.max_model_len, s.openai_base_url, s.openai_api_key,
                         s.llm_max_tokens), None
-    from cluster.models import convert_in_subprocess
+    from cluster.model_files import convert_in_subprocess
 
     source, model_id = convert_in_subprocess(s, progress)
     return ChatSpec("vllm", model_id, s.max_model_len, max_tokens=s.llm_max_tokens,

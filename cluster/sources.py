@@ -109,15 +109,22 @@ def start_fleet(settings: Any, redis_url: str, opts: dict[str, Any], progress: C
         readers = start_readers(settings.namespace)
         fan = FanIn(readers, timeout_s=settings.scrape_timeout_s, lost_after=settings.telemetry_lost_after)
         fleet = Telemetry([Paced(fan, settings.scrape_interval_s)], list(readers))
-        progress(f"telemetry  nvml: a reader on each of {len(readers)} GPU node(s): {', '.join(readers)}")
+        progress(f"telemetry  nvml: a reader on each of {len(readers)} GPU node(s): {_some(list(readers))}")
     else:
         fleet = build_telemetry(settings)
-        progress(f"telemetry  {fleet.describe}; nodes {', '.join(fleet.nodes) or '(from the first scrape)'}")
+        progress(f"telemetry  {fleet.describe}; nodes {_some(fleet.nodes) or '(from the first scrape)'}")
     facility = facility_sources(settings)
     if facility.sources:
         fleet.sources += facility.sources
         progress(f"facility   {facility.describe}")
     return fleet, sim
+
+
+def _some(names: list[str], shown: int = 8) -> str:
+    """Names for a terminal line: all of a few, the first ``shown`` of many and how many there are."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} … ({len(names)} in all)"
 
 
 def build_telemetry(settings: FleetSettings) -> Telemetry:

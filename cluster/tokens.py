@@ -4,14 +4,11 @@ directory, where the CLI on the same machine finds it."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
 
 from actors.gateway.auth import new_token
 from cluster.settings import Settings
 
 ADMIN = "admin"
-REGISTER_TIMEOUT_S = 30.0
 
 
 def cli_token(settings: Settings) -> str | None:
@@ -36,16 +33,3 @@ def admin_token(settings: Settings) -> tuple[str, bool]:
         f.write(token + "\n")
     return token, True
 
-
-def start_gateway(settings: Settings, gateway: Any, progress: Callable[[str], None] = print) -> None:
-    """Register the admin token with the gateway actor (printing it when new) and start its sweep loop."""
-    import ray
-
-    token, created = admin_token(settings)
-    ray.get(gateway.ensure_token.remote(ADMIN, "admin", token), timeout=REGISTER_TIMEOUT_S)
-    gateway.run.remote()
-    if created:
-        progress(f"admin token {token}")
-        progress(f"           shown once; kept in {settings.token_file} (mode 0600) for the CLI on this machine")
-    else:
-        progress(f"auth       admin token from {settings.token_file if not settings.admin_token else 'settings'}")

@@ -6,8 +6,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from knowledge.documents import ActionTemplate, Document, build_document
 
@@ -44,24 +46,42 @@ def _actions(proposal: Mapping[str, object] | str) -> list[Mapping[str, object]]
     return [a for a in acts if isinstance(a, Mapping)] if isinstance(acts, Sequence) else []
 
 
-def experience_document(
-    incident_id: str,
-    events: Sequence[Mapping[str, object] | str],
-    proposal: Mapping[str, object] | str,
-    decision: str,
-    reason: str = "",
-    outcome: str = "",
-    equipment: Sequence[str] = (),
-    title: str | None = None,
-) -> tuple[Document, str]:
+class Experience(BaseModel):
+    """A decided incident, as the knowledge base records it (one record, passed whole).
+
+    Attributes:
+        incident_id: the incident's id; the document id is ``exp-<incident_id>``.
+        events: the incident's events (kind strings or mappings with ``kind``, ``subject``, ``data``).
+        proposal: the proposal (mapping with ``actions`` and ``rationale``, or its summary).
+        decision: approved, rejected, edited …
+        reason: the operator's reason.
+        outcome: what was observed after the decision.
+        equipment: equipment involved (``cdu``, ``gpu`` …).
+        title: a headline; derived from the events when omitted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    incident_id: str = Field(min_length=1)
+    events: tuple[dict[str, Any] | str, ...]
+    proposal: dict[str, Any] | str
+    decision: str = Field(min_length=1)
+    reason: str = ""
+    outcome: str = ""
+    equipment: tuple[str, ...] = ()
+    title: str | None = None
+
+
+def experience_document(exp: Experience) -> tuple[Document, str]:
     """Build the experience document and its Markdown text (front matter + sections).
 
     Returns:
         (document, markdown) — the Markdown is what a store keeps on disk.
     """
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", incident_id).strip("-") or "incident"
+    proposal, decision, reason, outcome = exp.proposal, exp.decision, exp.reason, exp.outcome
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", exp.incident_id).strip("-") or "incident"
     doc_id = f"exp-{slug}"[:128]
-    lines = [_event_line(e) for e in events]
+    lines = [_event_line(e) for e in exp.events]
     kinds = list(dict.fromkeys(k for k, _ in lines))
     acts = _actions(proposal)
     described = [
@@ -77,7 +97,7 @@ def experience_document(
             values = {k: v for k, v in a.items() if k != "kind" and isinstance(v, str | int | float)}
             params = {k: _PLACEHOLDERS.get(k, v) for k, v in values.items()}
             templates.append(ActionTemplate(kind=str(a.get("kind")), params=params))
-    head = title or f"Experience: {', '.join(k.replace('_', ' ') for k in kinds) or 'incident'} ({decision})"
+    head = exp.title or f"Experience: {', '.join(k.replace('_', ' ') for k in kinds) or 'incident'} ({decision})"
     body = "\n".join(
         [
             f"# {head}",
@@ -101,7 +121,7 @@ def experience_document(
         "id": doc_id,
         "title": head,
         "type": "experience",
-        "equipment": list(equipment),
+        "equipment": list(exp.equipment),
         "events": kinds,
         "actions": [t.model_dump(exclude_none=True) for t in templates],
         "risk": "low",

@@ -20,7 +20,7 @@ from knowledge.chunking import Chunk
 from knowledge.documents import Document
 from knowledge.embedding import Embedder, dense_available, shared_embedder
 from knowledge.events import EVENT_WORDS, event_query, is_emergency
-from knowledge.experience import experience_document
+from knowledge.experience import Experience, experience_document
 from knowledge.ingest import IndexReport, IndexState, Message
 from knowledge.ranking import DenseIndex, LexicalIndex, fuse_documents, rank
 
@@ -257,30 +257,13 @@ class KnowledgeBase:
             return [self._passage(idx, score) for _doc, score, idx in fused[:top_k]]
 
     # --- experience --------------------------------------------------------------------------------
-    def add_experience(
-        self,
-        incident_id: str,
-        events: Sequence[Mapping[str, object] | str],
-        proposal: Mapping[str, object] | str,
-        decision: str,
-        reason: str = "",
-        outcome: str = "",
-        equipment: Sequence[str] = (),
-        title: str | None = None,
-    ) -> Document:
+    def add_experience(self, experience: Experience) -> Document:
         """Record a decided incident as an ``experience`` document and index it at once.
 
         Args:
-            incident_id: the incident's id; the document id is ``exp-<incident_id>``.
-            events: the incident's events (kind strings or mappings with ``kind``, ``subject``, ``data``).
-            proposal: the proposal (mapping with ``actions`` and ``rationale``, or its summary).
-            decision: approved, rejected, edited …
-            reason: the operator's reason.
-            outcome: what was observed after the decision.
-            equipment: equipment involved (``cdu``, ``gpu`` …).
-            title: a headline; derived from the events when omitted.
+            experience: the decided incident (its id names the document: ``exp-<incident_id>``).
         """
-        doc, markdown = experience_document(incident_id, events, proposal, decision, reason, outcome, equipment, title)
+        doc, markdown = experience_document(experience)
         with self._lock:
             if self.state.store is not None:
                 folder = self.state.store / "experience"

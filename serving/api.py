@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actors.gateway.audit import Report
 from actors.gateway.auth import ROLES, allows, bearer
 from actors.gateway.replies import Reply
 from actors.metrics import Metrics
@@ -40,6 +39,7 @@ from serving import limits
 from serving.alerts import AlertReceiver, build_alerts_router
 from serving.headers import secure
 from serving.metrics import CONTENT_TYPE, gather, render
+from serving.ports import Agent, Gateway, Twin
 
 #: Where the audit's ``channel`` comes from (README, HTTP API): never from the body.
 CHANNEL_RULE = "http for this REST API, whoever the client is; slack only for signature-verified Slack requests"
@@ -49,29 +49,6 @@ CHANNEL = "http"
 REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "stale": 409, "forbidden": 403, "blocked": 409, "invalid": 400}
 NAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 APPROVAL_STATES = ("pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed")
-
-
-class Gateway(Protocol):
-    async def list(self, status: str | None = None, limit: int = 500) -> list[dict]: ...
-    async def get(self, approval_id: str) -> dict | None: ...
-    async def decide(self, approval_id: str, decision: dict) -> Reply: ...
-    async def counts(self) -> dict[str, int]: ...
-    async def authenticate(self, token: str) -> dict | None: ...
-    async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> Reply: ...
-    async def create_user(self, name: str, role: str, by: str, channel: str = "http") -> dict: ...
-    async def list_users(self) -> list[dict]: ...
-    async def audit_entries(self, incident_id: str | None = None, approval_id: str | None = None) -> list[dict]: ...
-    async def audit_verify(self) -> Report: ...
-
-
-class Twin(Protocol):
-    async def status(self) -> dict: ...
-    async def snapshot(self) -> dict: ...
-    async def recent_events(self, count: int = 50) -> list[dict]: ...
-
-
-class Agent(Protocol):
-    async def status(self) -> dict: ...
 
 
 class _NoChannel(BaseModel):

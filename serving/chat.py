@@ -32,6 +32,7 @@ from serving.grounding import (
     sources_line,
     template_answer,
 )
+from serving.ports import Agent, Twin
 
 log = logging.getLogger("opsloop.chat")
 
@@ -46,21 +47,8 @@ def error_response(exc: ChatError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
-class TwinPort(Protocol):
-    async def snapshot(self) -> dict: ...
-    async def recent_events(self, count: int = 50) -> list[dict]: ...
-
-
-class AgentPort(Protocol):
-    async def status(self) -> dict: ...
-
-
 class KnowledgePort(Protocol):
     def search(self, query: str, top_k: int = 5) -> list[Any]: ...
-
-
-class LLMFacilityPort(Protocol):
-    async def latest(self) -> dict | None: ...
 
 
 class Message(BaseModel):
@@ -153,11 +141,11 @@ class ChatService:
     """Grounding and wire format over the ports; :func:`build_chat_router` exposes it over HTTP."""
 
     def __init__(
-        self, model: ChatModel, twin: TwinPort | None, agent: AgentPort | None, knowledge: KnowledgePort | None,
-        llm_facility: LLMFacilityPort | None = None, default_max_tokens: int = 256,
+        self, model: ChatModel, twin: Twin | None, agent: Agent | None, knowledge: KnowledgePort | None,
+        default_max_tokens: int = 256,
     ) -> None:
         self.model = model
-        self.twin, self.agent, self.knowledge, self.llm_facility = twin, agent, knowledge, llm_facility
+        self.twin, self.agent, self.knowledge = twin, agent, knowledge
         self.default_max_tokens = default_max_tokens
         self.created = int(time.time())
 
@@ -183,10 +171,6 @@ class ChatService:
         snapshot = await self._call(self.twin.snapshot(), None) if self.twin else None
         events = await self._call(self.twin.recent_events(20), []) if self.twin else []
         status = await self._call(self.agent.status(), None) if self.agent else None
-        if self.llm_facility is not None and snapshot is not None:
-            llm = await self._call(self.llm_facility.latest(), None)
-            if llm:
-                snapshot = {**snapshot, "llm": llm}
         passages: list[Any] = []
         question = last_user_text(messages)
         if self.knowledge is not None and question.strip():

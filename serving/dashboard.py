@@ -25,13 +25,13 @@ import mimetypes
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from actors.gateway.auth import bearer
-from serving.api import Agent, Gateway, Twin
+from serving.ports import Agent, Gateway, Twin
 
 log = logging.getLogger("opsloop.dashboard")
 
@@ -42,10 +42,6 @@ POLL_EVERY_S = 1.0
 HEARTBEAT_S = 15.0
 HISTORY_POINTS = 600
 EVENTS_KEPT = 200
-
-
-class LLMFacility(Protocol):
-    async def latest(self) -> dict | None: ...
 
 
 async def authenticate(gateway: Gateway, request: Request) -> dict[str, str] | None:
@@ -74,15 +70,12 @@ class LiveFeed:
     """Polls the layers while anyone watches and fans out what changed to every watcher.
 
     Args:
-        gateway, twin, agent: the loop's ports.
-        llm: the LLM facility (``latest()``: KV-cache use, queue …), when there is one.
+        gateway, twin, agent: the loop's ports (the LLM serving panel reads the twin snapshot's ``llm`` view).
         every_s: seconds between polls.
     """
 
-    def __init__(
-        self, gateway: Gateway, twin: Twin, agent: Agent, llm: LLMFacility | None = None, every_s: float = POLL_EVERY_S,
-    ) -> None:
-        self.gateway, self.twin, self.agent, self.llm = gateway, twin, agent, llm
+    def __init__(self, gateway: Gateway, twin: Twin, agent: Agent, every_s: float = POLL_EVERY_S) -> None:
+        self.gateway, self.twin, self.agent = gateway, twin, agent
         self.every_s = every_s
         self.state: dict[str, Any] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
@@ -107,7 +100,6 @@ class LiveFeed:
             self._call(self.agent.status(), None), self._call(self.gateway.list(None, 100), None),
             self._call(self.twin.recent_events(EVENTS_KEPT), []), self._call(self.gateway.counts(), None),
         )
-        llm = await self._call(self.llm.latest(), None) if self.llm is not None else None
         parts: dict[str, Any] = {}
         if snap is not None:
             parts["snapshot"] = snap
@@ -121,7 +113,7 @@ class LiveFeed:
             parts["incidents"] = agent.get("open_incidents", [])
         if approvals is not None:
             parts["approvals"] = approvals
-        parts["llm"] = llm if llm is not None else (snap or {}).get("llm")
+        parts["llm"] = (snap or {}).get("llm")
         out = []
         for kind, value in parts.items():
             text = json.dumps(value, sort_keys=True, default=str)
@@ -187,8 +179,7 @@ def _sse(msg: dict[str, Any]) -> bytes:
 
 
 def build_dashboard_router(
-    gateway: Gateway, twin: Twin, agent: Agent, knowledge: Any = None, llm: LLMFacility | None = None,
-    every_s: float = POLL_EVERY_S,
+    gateway: Gateway, twin: Twin, agent: Agent, knowledge: Any = None, every_s: float = POLL_EVERY_S,
 ) -> APIRouter:
     """The dashboard's routes over the loop's ports.
 
@@ -196,11 +187,10 @@ def build_dashboard_router(
         gateway, twin, agent: the loop's ports (``gateway.authenticate(token)`` names the caller).
         knowledge: anything with ``document(doc_id)`` (sync or async) returning a knowledge document; the
             runbook viewer's source. ``None``: citations show their title only.
-        llm: the LLM facility port for the LLM serving panel.
         every_s: seconds between the live feed's polls.
     """
     router = APIRouter(tags=["dashboard"])
-    feed = LiveFeed(gateway, twin, agent, llm, every_s)
+    feed = LiveFeed(gateway, twin, agent, every_s)
     router.feed = feed  # type: ignore[attr-defined] - reachable for tests and the ingress
 
     @router.get("/", include_in_schema=False)

@@ -23,23 +23,20 @@ class Ingress:
         chat: which chat model to build (``llm=none`` when omitted).
         llm: the LLM deployment's handle (``chat.backend == "vllm"``).
         knowledge: a factory of the knowledge base the chat retrieves from (built here, in the replica).
-        watcher: the LLM metrics watcher's actor handle (the LLM facility in the grounding).
     """
 
     def __init__(
         self, gateway: Any, twin: Any, agent: Any, chat: ChatSpec | None = None, llm: Any = None,
-        knowledge: Callable[[], Any] | None = None, watcher: Any = None, slack: SlackConfig | None = None,
+        knowledge: Callable[[], Any] | None = None, slack: SlackConfig | None = None,
         redis_url: str | None = None, namespace: str = "opsloop", http: dict[str, Any] | None = None,
     ) -> None:
         self.ports = (RemotePort(gateway), RemotePort(twin), RemotePort(agent))
-        self.llm_port = RemotePort(watcher) if watcher is not None else None
         self.slack, self.redis_url, self.namespace = slack, redis_url, namespace
         self.http = http or {}  # limits and the traces folder (see serving.api.build_app)
         spec = chat or ChatSpec()
         self.chat = ChatService(
             make_chat_model(spec, llm), twin=self.ports[1], agent=self.ports[2],
-            knowledge=knowledge() if knowledge is not None else None,
-            llm_facility=RemotePort(watcher) if watcher is not None else None, default_max_tokens=spec.max_tokens,
+            knowledge=knowledge() if knowledge is not None else None, default_max_tokens=spec.max_tokens,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -48,7 +45,7 @@ class Ingress:
         # the dashboard's page is public and its data routes check tokens; Slack checks Slack's signatures.
         routers: list[tuple[APIRouter, str | None]] = [
             (build_chat_router(self.chat), "viewer"),
-            (build_dashboard_router(gateway, twin, agent, knowledge=self.chat.knowledge, llm=self.llm_port), None),
+            (build_dashboard_router(gateway, twin, agent, knowledge=self.chat.knowledge), None),
         ]
         if self.slack is not None:
             store = RedisSlackStore(self.redis_url, self.namespace) if self.redis_url else None

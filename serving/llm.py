@@ -167,18 +167,21 @@ class OpenAIModel:
         """POST a streaming chat request and yield its pieces."""
         await self.start()
         body = _body(self._name or "", messages, params)
-        async with self.client.stream("POST", "/chat/completions", json=body) as resp:
-            if resp.status_code >= 400:
-                raw = await resp.aread()
-                try:
-                    payload = json.loads(raw)
-                except ValueError:
-                    payload = {"message": raw.decode(errors="replace")[:500]}
-                raise error_from(payload if isinstance(payload, dict) else {"message": str(payload)},
-                                 resp.status_code)
-            pieces = self._pieces(resp)
-            async for d in _merge_usage(pieces):
-                yield d
+        try:
+            async with self.client.stream("POST", "/chat/completions", json=body) as resp:
+                if resp.status_code >= 400:
+                    raw = await resp.aread()
+                    try:
+                        payload = json.loads(raw)
+                    except ValueError:
+                        payload = {"message": raw.decode(errors="replace")[:500]}
+                    raise error_from(payload if isinstance(payload, dict) else {"message": str(payload)},
+                                     resp.status_code)
+                pieces = self._pieces(resp)
+                async for d in _merge_usage(pieces):
+                    yield d
+        except httpx.HTTPError as exc:  # a dead or broken server: an OpenAI-style 502, never a bare 500
+            raise ChatError(502, f"the external model server did not answer: {exc}", type="server_error") from exc
 
     async def _pieces(self, resp: httpx.Response) -> AsyncIterator[Delta]:
         async for line in resp.aiter_lines():

@@ -29,8 +29,9 @@ from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from serving.ports import Gateway
 from serving.slack_app import build_slack_app
-from serving.slack_config import Gateway, SlackConfig
+from serving.slack_config import SlackConfig
 from serving.slack_notifier import SlackNotifier
 from serving.slack_store import MemorySlackStore, RedisSlackStore, SlackStore
 

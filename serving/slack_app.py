@@ -20,7 +20,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from actors.gateway.auth import allows
 from serving import slack_blocks as sb
-from serving.slack_config import PORT_TIMEOUT_S, Gateway, SlackConfig
+from serving.ports import Gateway
+from serving.slack_config import PORT_TIMEOUT_S, SlackConfig
 from serving.slack_notifier import SlackNotifier
 
 log = logging.getLogger("opsloop.slack")

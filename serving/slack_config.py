@@ -1,4 +1,5 @@
-"""What the Slack approval bot is given: its settings (:class:`SlackConfig`) and the gateway port it talks to.
+"""What the Slack approval bot is given: its settings (:class:`SlackConfig`); the gateway port it talks to is
+``serving.ports.Gateway``.
 
 Shared by the bot's parts (``serving.slack`` the endpoint, ``serving.slack_app`` the Bolt handlers,
 ``serving.slack_notifier`` the poster); the composition root builds the config from the settings (``slack_*``).
@@ -6,11 +7,7 @@ Shared by the bot's parts (``serving.slack`` the endpoint, ``serving.slack_app``
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-
-from actors.gateway.replies import Reply
 
 #: How often the notifier polls the gateway for new and changed approvals (seconds).
 POLL_EVERY_S = 1.0
@@ -30,12 +27,3 @@ class SlackConfig(BaseModel):
     users: dict[str, str] = Field(default_factory=dict, description="Slack user id -> opsloop user name.")
     poll_s: float = Field(POLL_EVERY_S, gt=0)
 
-
-class Gateway(Protocol):
-    """What the bot needs of the gateway."""
-
-    async def list(self, status: str | None = None, limit: int = 500) -> list[dict]: ...
-    async def get(self, approval_id: str) -> dict | None: ...
-    async def decide(self, approval_id: str, decision: dict) -> Reply: ...
-    async def counts(self) -> dict[str, int]: ...
-    async def list_users(self) -> list[dict]: ...

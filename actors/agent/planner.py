@@ -18,6 +18,7 @@ from actors.agent.proposals import Cited, Proposal, ProposedAction, action_id, p
 from actors.agent.whatif import predict
 from actors.twin.profiles import profile
 from knowledge.documents import ActionTemplate, Document
+from knowledge.experience import Experience
 from knowledge.retrieval import Passage
 from policies.actions import RISK, Notify, Risk, describe, parse_action
 from policies.verify import check_action, check_citations
@@ -32,8 +33,7 @@ class Knowledge(Protocol):
 
     def document(self, doc_id: str) -> Document | None: ...
 
-    def add_experience(self, incident_id: str, events: Any, proposal: Any, decision: str, reason: str = "",
-                       outcome: str = "") -> Document: ...
+    def add_experience(self, experience: Experience) -> Document: ...
 
 
 def incident_facts(inc: Incident) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def incident_facts(inc: Incident) -> dict[str, Any]:
     return {k: v for k, v in f.items() if v is not None}
 
 
-def is_emergency(facts: Mapping[str, Any]) -> bool:
+def projects_shutdown(facts: Mapping[str, Any]) -> bool:
     """Whether the twin projects a GPU of the incident to its shutdown temperature (92 °C on H100)."""
     peak = facts.get("peak_projected_c")
     shutdown = facts.get("shutdown_c", profile(str(facts.get("model", ""))).shutdown_c)
@@ -150,6 +150,6 @@ def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]],
         diagnosis=f"{inc.root_cause.why}. Affected: {', '.join(inc.hot) or 'none yet'}.",
         actions=tuple(actions), source="fallback", verified=not citation_problems,
         problems=tuple(citation_problems + problems), confidence=0.9 if chosen else 0.3, event_ids=tuple(inc.event_ids),
-        emergency=is_emergency(facts),
+        emergency=projects_shutdown(facts),
     )
 

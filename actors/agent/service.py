@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from actors.agent.incidents import FEEDBACK, Incident, IncidentBook
-from actors.agent.llm_planner import Completer, propose
+from actors.agent.instruments import TracedCompleter, TracedKnowledge
 from actors.agent.planner import Knowledge
 from actors.agent.proposals import Proposal, proposal_id
-from actors.agent.traced import TracedCompleter, TracedKnowledge
+from actors.agent.propose import Completer, propose
 from actors.metrics import RATE_BUCKETS, Metrics
+from actors.ports import Fleet
 from actors.tracing import stage_span, traceparent_of
 from actors.twin.eventlog import RedisEventLog
 from actors.twin.events import Event
+from knowledge.experience import Experience
 
 log = logging.getLogger("opsloop.agent")
 
@@ -35,10 +37,6 @@ GATEWAY_TIMEOUT_S = 30.0
 
 class ProposalSink(Protocol):
     async def submit(self, proposal: Proposal) -> object: ...  # the gateway's typed replies; the agent reads none
-
-
-class Fleet(Protocol):
-    async def topology(self) -> Mapping[str, Collection[str]]: ...
 
 
 class AgentService:
@@ -125,12 +123,13 @@ class AgentService:
         decision = "rejected" if ev.kind == "action_rejected" else "approved"
         inc = self.book.find(proposal.incident_id)
         events = [proposal.root_cause.model_dump(), *({"kind": k} for k in (inc.kinds if inc else {}))]
-        self.kb.add_experience(
-            proposal.incident_id, events,
-            {"actions": [a.action.model_dump(mode="json") for a in proposal.actions], "rationale": proposal.diagnosis},
-            decision, reason=detail if decision == "rejected" else "",
+        self.kb.add_experience(Experience(
+            incident_id=proposal.incident_id, events=events,
+            proposal={"actions": [a.action.model_dump(mode="json") for a in proposal.actions],
+                      "rationale": proposal.diagnosis},
+            decision=decision, reason=detail if decision == "rejected" else "",
             outcome=detail if decision == "approved" else "not executed",
-        )
+        ))
         if ev.kind == "action_rejected" and inc is not None and not inc.replanned:
             inc.replanned = True
             inc.revision += 1

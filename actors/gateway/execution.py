@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from actors.gateway import approvals as sm
-from actors.gateway import traced
+from actors.gateway import spans
 from actors.gateway.approvals import Approval, Decision
 from actors.gateway.outcomes import expectation, judge, observe
 from actors.gateway.store import ApprovalStore
 from actors.metrics import Metrics
+from actors.ports import Fleet
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, action_targets
 
@@ -41,14 +41,6 @@ class Actuator(Protocol):
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Execute; failures come back as ``ActionResult(status="failed")``, not exceptions."""
         ...
-
-
-class Fleet(Protocol):
-    """What the gateway reads of the twin: the snapshot (outcomes) and the topology (edits, fleet size)."""
-
-    async def snapshot(self) -> dict: ...
-
-    async def topology(self) -> Mapping[str, Collection[str]]: ...
 
 
 def _result(ap: Approval, status: str, detail: str, traceparent: str | None = None, ts: float = 0.0) -> ActionResult:
@@ -97,7 +89,7 @@ class Execution:
     async def _carry_out(self, running: Approval, actor: str, channel: str) -> Approval:
         """Call the actuator for an ``executing`` approval and record the result, its feedback and its audit."""
         ap = running
-        with traced.action(ap) as traceparent:
+        with spans.action(ap) as traceparent:
             try:
                 result = await asyncio.wait_for(
                     self.actuator.execute(ap.action, ap.action_id, ap.approval_id, traceparent), EXECUTE_TIMEOUT_S
@@ -144,7 +136,7 @@ class Execution:
                     continue
                 await self.store.settled(aid)
                 await self.store.record(new, "outcome", "gateway", "gateway", **outcome)
-                outcome_tp = traced.outcome(ap, verdict, observed)
+                outcome_tp = spans.outcome(ap, verdict, observed)
                 self.meter.inc("opsloop_action_outcomes_total", verdict=verdict)
                 if verdict != "met":
                     detail = f"outcome {verdict}: expected {outcome['expected']}, observed {observed}"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from actors.agent.proposals import Prediction
 
-Verdict = Literal["met", "missed", "waiting", "unobservable"]
+OutcomeVerdict = Literal["met", "missed", "waiting", "unobservable"]
 
 
 def observe(pred: Prediction, snapshot: dict[str, Any]) -> float | None:
@@ -33,7 +33,7 @@ def observe(pred: Prediction, snapshot: dict[str, Any]) -> float | None:
     return None
 
 
-def judge(pred: Prediction, observed: float | None, elapsed_s: float) -> Verdict:
+def judge(pred: Prediction, observed: float | None, elapsed_s: float) -> OutcomeVerdict:
     """``met`` once the observation satisfies the prediction within its time; ``missed`` when time is up."""
     if observed is not None:
         ok = (pred.below is None or observed < pred.below) and (pred.above is None or observed > pred.above)

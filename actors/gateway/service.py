@@ -22,15 +22,16 @@ from pydantic import ValidationError
 
 from actors.agent.proposals import Proposal
 from actors.gateway import approvals as sm
-from actors.gateway import traced
+from actors.gateway import spans
 from actors.gateway.approvals import Approval, Decision, Refusal
 from actors.gateway.audit import Report
 from actors.gateway.auth import hash_token
-from actors.gateway.execution import FLEET_TIMEOUT_S, Actuator, Execution, Fleet
+from actors.gateway.execution import FLEET_TIMEOUT_S, Actuator, Execution
 from actors.gateway.replies import Reply
 from actors.gateway.store import EXECUTED_KEPT_S, ApprovalStore
 from actors.gateway.users import UserStore
 from actors.metrics import Metrics
+from actors.ports import Fleet
 from policies.actions import parse_action
 from policies.policy import Policy
 from policies.verify import check_action, check_proposal
@@ -89,7 +90,7 @@ class GatewayService:
         now = time.time()
         for pa in proposal.actions:
             verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
-            ap = traced.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s), proposal)
+            ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s), proposal)
             async with self._lock:
                 existing = await self.store.load(ap.approval_id)
                 if existing is None:
@@ -145,7 +146,7 @@ class GatewayService:
             new = sm.decide(ap, d)
             if isinstance(new, Refusal):
                 return Reply.of(new)
-            new = traced.decided(new, d, ap.created_ts)
+            new = spans.decided(new, d, ap.created_ts)
             if new.status == "approved" and (held := await self._gate(new, d.ts)):
                 return Reply.of(sm.blocked(held))
             if not await self.store.save(new, ap):

@@ -43,8 +43,9 @@ from cluster.telemetry.samples import (
     SourceStatus,
 )
 
-#: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap).
-THERMAL_REASONS = ("hw_thermal_slowdown",)
+#: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap;
+#: ``signals.THERMAL_REASONS`` has both, to tell a thermal clock drop from a power one).
+HW_SLOWDOWN_REASONS = ("hw_thermal_slowdown",)
 #: GPU events that carry the measured lead of the GPU's cooling unit, when there is one.
 LEAD_KINDS = ("thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat")
 
@@ -249,7 +250,7 @@ class TwinModel:
         self.latest[idx[has_t]], self.latest_t[idx] = y[has_t], ts
         self.power_w[idx] = [na(s.power_w) for s in batch]
         self.clock_mhz[idx] = [na(s.sm_clock_mhz) for s in batch]
-        self.throttled[idx] = [any(r in s.throttle_reasons for r in THERMAL_REASONS) for s in batch]
+        self.throttled[idx] = [any(r in s.throttle_reasons for r in HW_SLOWDOWN_REASONS) for s in batch]
         for i, s in zip(idx.tolist(), batch, strict=True):
             self.reasons[i] = s.throttle_reasons
         events: list[Event] = []

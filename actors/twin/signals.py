@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cluster.telemetry.samples import GpuSample
 
 POWER_REASONS = ("sw_power_cap", "hw_power_brake")
+#: Both thermal reasons (the driver's cap and the hardware slowdown): a clock drop under either is thermal.
 THERMAL_REASONS = ("hw_thermal_slowdown", "sw_thermal_slowdown")
 CLOCK_DROP_FRAC = 0.85  # a clock below 85 % of the GPU's recent reference is a drop
 CLOCK_BACK_FRAC = 0.95

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from cluster.cli import CliError
-from cluster.settings import Settings, load_settings
+from cluster.cli._flags import add_settings_flags, settings_from_args
+from cluster.settings import Settings
 
 TIMEOUT_S = 60.0
 
@@ -55,21 +56,20 @@ def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def add_connection_flags(p: Any) -> None:
-    p.add_argument("--port", type=int, help="port of the running `opsloop up` (default: the one it recorded in its "
-                   "data directory; with none recorded, setting `port`, 8000)")
-    p.add_argument("--host", help="host of the running `opsloop up` (default: the recorded one, else 127.0.0.1)")
-    p.add_argument("--data-dir", help="data directory of `opsloop up`, where its admin token and address are "
-                   "(default ./.opsloop)")
+    add_settings_flags(
+        p,
+        port="port of the running `opsloop up` (default: the one it recorded in its data directory; with none "
+        "recorded, setting `port`, 8000)",
+        host="host of the running `opsloop up` (default: the recorded one, else 127.0.0.1)",
+        data_dir="data directory of `opsloop up`, where its admin token and address are (default ./.opsloop)",
+    )
 
 
 def connection_settings(args: Any) -> Settings:
     """Settings from the connection flags (``--port``, ``--host``, ``--data-dir``) of a client command; without
     ``--port``, the address of the ``opsloop up`` running on the data directory (see ``find_up``)."""
     port, host = getattr(args, "port", None), getattr(args, "host", None)
-    try:
-        settings = load_settings(port=port, host=host, data_dir=getattr(args, "data_dir", None))
-    except ValueError as exc:
-        raise CliError(str(exc), code=2) from None
+    settings = settings_from_args(args)
     if port is None:
         found = find_up(settings.state_file)
         if found is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from cluster.cli import CliError
-from cluster.settings import load_settings
+from cluster.cli._flags import add_settings_flags, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "external Redis) and cluster.yaml (a Ray cluster-launcher config for VMs, `ray up cluster.yaml`).",
     )
     r.add_argument("--out", required=True, type=Path, help="directory to write the files into (created)")
-    r.add_argument("--config", help="settings YAML file (default: env OPSLOOP_CONFIG)")
-    r.add_argument("--accelerator", help="GPU type per vLLM rank (H100, A100 ...) or cpu")
-    r.add_argument("--tensor-parallel-size", type=int, help="GPUs one replica splits each layer across")
-    r.add_argument("--replicas", dest="llm_replicas", type=int, help="vLLM replicas at start")
-    r.add_argument("--max-replicas", dest="llm_max_replicas", type=int, help="upper bound of the replica autoscaler")
-    r.add_argument("--gpu-nodes", type=int, help="GPU worker nodes at start")
-    r.add_argument("--node-gpus", type=int, help="GPUs per GPU worker node")
-    r.add_argument("--image", dest="deploy_image", help="container image of the Ray nodes")
+    add_settings_flags(
+        r,
+        config="settings YAML file (default: env OPSLOOP_CONFIG)",
+        accelerator="GPU type per vLLM rank (H100, A100 ...) or cpu",
+        tensor_parallel_size="GPUs one replica splits each layer across",
+        llm_replicas="vLLM replicas at start",
+        llm_max_replicas="upper bound of the replica autoscaler",
+        gpu_nodes="GPU worker nodes at start",
+        node_gpus="GPUs per GPU worker node",
+        deploy_image="container image of the Ray nodes",
+    )
     r.set_defaults(func=_render)
 
 
@@ -37,12 +40,8 @@ def _render(args: argparse.Namespace) -> int:
 
     from cluster.render import render_all
 
+    settings = settings_from_args(args)
     try:
-        settings = load_settings(
-            config=args.config, accelerator=args.accelerator, tensor_parallel_size=args.tensor_parallel_size,
-            llm_replicas=args.llm_replicas, llm_max_replicas=args.llm_max_replicas, gpu_nodes=args.gpu_nodes,
-            node_gpus=args.node_gpus, deploy_image=args.deploy_image,
-        )
         files = render_all(settings)
     except ValidationError as exc:
         raise CliError(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", code=2) from exc

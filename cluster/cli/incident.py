@@ -56,7 +56,7 @@ def _replay(args: argparse.Namespace) -> int:
 async def replay(trace: Path, llm: Any, sensor_tau_s: float, knowledge_dirs: list[Path]) -> list[dict]:
     """Incidents (with their proposals) the agent would raise over ``trace``, in the order they opened."""
     from actors.agent.incidents import IncidentBook
-    from actors.agent.llm_planner import propose
+    from actors.agent.propose import propose
     from actors.twin.model import TwinModel
     from cluster.telemetry.quality import Validator
     from cluster.telemetry.replay import read_batches

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cluster.cli import CliError
-from cluster.settings import load_settings
+from cluster.cli._flags import add_settings_flags, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,31 +16,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render, without starting anything, the ray.serve.llm config of the LLM deployment: engine "
         "arguments, autoscaling bounds and, with vLLM installed, the per-replica placement group.",
     )
-    r.add_argument("--model", help="model folder or id (default: the bundled SmolLM2, converted on `up`)")
-    r.add_argument("--accelerator", help="cpu or a GPU type (H100, A100, L4 ...)")
-    r.add_argument("--tensor-parallel-size", type=int)
-    r.add_argument("--pipeline-parallel-size", type=int)
-    r.add_argument("--replicas", dest="llm_replicas", type=int)
-    r.add_argument("--max-replicas", dest="llm_max_replicas", type=int)
+    add_settings_flags(
+        r,
+        model="model folder or id (default: the bundled SmolLM2, converted on `up`)",
+        accelerator="cpu or a GPU type (H100, A100, L4 ...)",
+        tensor_parallel_size=None,  # None: the setting's own description
+        pipeline_parallel_size=None,
+        llm_replicas=None,
+        llm_max_replicas=None,
+    )
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=_render)
 
 
 def _render(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from cluster.llm_spec import llm_spec
-    from cluster.models import DEFAULT_MODEL_ID, default_model_dir
+    from cluster.model_files import DEFAULT_MODEL_ID, default_model_dir
     from serving.llm_config import render
 
-    try:
-        s = load_settings(
-            model=args.model, accelerator=args.accelerator, tensor_parallel_size=args.tensor_parallel_size,
-            pipeline_parallel_size=args.pipeline_parallel_size, llm_replicas=args.llm_replicas,
-            llm_max_replicas=args.llm_max_replicas,
-        )
-    except ValidationError as exc:
-        raise CliError(f"bad setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", code=2) from exc
+    s = settings_from_args(args)
     source, model_id = (s.model, s.model) if s.model else (str(default_model_dir(s)), DEFAULT_MODEL_ID)
     out = render(llm_spec(s), source, model_id)
     if args.json:

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 
 from cluster.cli import CliError
+from cluster.cli._flags import add_settings_flags, settings_from_args
 from cluster.cli._http import auth_headers, write_up_file
 from cluster.lifetime import AlreadyRunning, Lifetime
-from cluster.settings import Settings, load_settings
+from cluster.settings import Settings
 
 FOLLOW_EVERY_S = 1.0
 #: How often the record of what ``up`` started (``<data dir>/up.pids.json``) is brought up to date.
@@ -64,61 +65,42 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`up` runs per data directory; it records its address there (up.json), so client commands run with the "
         "same data directory need no --port. A second `opsloop up` resumes from the same data.",
     )
-    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    p.add_argument("--host", help="HTTP address (default 127.0.0.1)")
-    p.add_argument("--data-dir", help="data directory (default ./.opsloop; env OPSLOOP_DATA_DIR)")
-    p.add_argument("--address", dest="ray_address", help="join this Ray cluster (auto or ray://host:port)")
-    p.add_argument("--redis-url", help="use this Redis instead of the embedded one (env OPSLOOP_REDIS_URL)")
-    p.add_argument("--redis-appendfsync", choices=("everysec", "always", "no"),
-                   help="when the embedded Redis fsyncs its append-only file: everysec (default; a machine crash "
-                   "can lose about a second of acknowledged writes), always (none lost; slower), no (the OS "
-                   "decides); env OPSLOOP_REDIS_APPENDFSYNC")
-    p.add_argument("--nodes", dest="sim_nodes", type=int, help="simulated nodes (default 2)")
-    p.add_argument("--gpus-per-node", dest="sim_gpus_per_node", type=int, help="simulated GPUs per node (default 8)")
-    p.add_argument("--speed", dest="sim_speed", type=float,
-                   help="simulated (or, with --telemetry replay, replayed) seconds per second (default 2)")
-    p.add_argument("--telemetry", choices=("sim", "dcgm", "prometheus", "nvml", "replay"),
-                   help="where the fleet's telemetry comes from: sim (default, the built-in simulator), dcgm "
-                   "(scrape dcgm-exporters, --dcgm-url), prometheus (their series in Prometheus, --prometheus-url), "
-                   "nvml (a reader on every GPU node of the Ray cluster) or replay (--replay FILE)")
-    p.add_argument("--dcgm-url", dest="dcgm_urls", action="append", metavar="URL",
-                   help="a dcgm-exporter /metrics URL; repeat once per host (e.g. http://dgx-01:9400/metrics)")
-    p.add_argument("--prometheus-url", metavar="URL",
-                   help="Prometheus server that scrapes the dcgm-exporters (e.g. http://prometheus:9090)")
-    p.add_argument("--replay", dest="replay_file", metavar="FILE", help="JSON Lines trace to replay at --speed")
-    p.add_argument("--redfish-url", dest="redfish_urls", action="append", metavar="URL",
-                   help="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); repeatable")
-    p.add_argument("--scrape-interval", dest="scrape_interval_s", type=float, metavar="SECONDS",
-                   help="seconds between two scrapes of a live source (default 5)")
-    p.add_argument("--actuator", choices=("sim", "dry-run", "nvml", "webhook"),
-                   help="where approved actions run (default: sim with the simulator, else dry-run)")
-    p.add_argument("--demo-fault", dest="demo_fault", action=argparse.BooleanOptionalAction, default=None,
-                   help="inject a cooling degradation on n01 shortly after start (default: on)")
-    p.add_argument("--llm", choices=("vllm", "external", "none"),
-                   help="chat model: vllm (default; SmolLM2 on Ray Serve), external (an OpenAI server), none")
-    p.add_argument("--model", help="model vLLM serves: a local folder or a locally cached id (default: SmolLM2)")
-    p.add_argument("--openai-base-url", help="OpenAI-compatible server for --llm external (e.g. http://host:8001/v1)")
-    p.add_argument("--accelerator", help="cpu (default) or a GPU type (H100, A100, L4 ...) per vLLM rank")
-    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per replica that split each layer (default 1)")
-    p.add_argument("--replicas", dest="llm_replicas", type=int, help="vLLM replicas (default 1)")
+    add_settings_flags(
+        p,
+        port="HTTP port (default 8000)",
+        host="HTTP address (default 127.0.0.1)",
+        data_dir="data directory (default ./.opsloop; env OPSLOOP_DATA_DIR)",
+        ray_address="join this Ray cluster (auto or ray://host:port)",
+        redis_url="use this Redis instead of the embedded one (env OPSLOOP_REDIS_URL)",
+        redis_appendfsync="when the embedded Redis fsyncs its append-only file: everysec (default; a machine crash "
+        "can lose about a second of acknowledged writes), always (none lost; slower), no (the OS decides); env "
+        "OPSLOOP_REDIS_APPENDFSYNC",
+        sim_nodes="simulated nodes (default 2)",
+        sim_gpus_per_node="simulated GPUs per node (default 8)",
+        sim_speed="simulated (or, with --telemetry replay, replayed) seconds per second (default 2)",
+        telemetry="where the fleet's telemetry comes from: sim (default, the built-in simulator), dcgm (scrape "
+        "dcgm-exporters, --dcgm-url), prometheus (their series in Prometheus, --prometheus-url), nvml (a reader on "
+        "every GPU node of the Ray cluster) or replay (--replay FILE)",
+        dcgm_urls="a dcgm-exporter /metrics URL; repeat once per host (e.g. http://dgx-01:9400/metrics)",
+        prometheus_url="Prometheus server that scrapes the dcgm-exporters (e.g. http://prometheus:9090)",
+        replay_file="JSON Lines trace to replay at --speed",
+        redfish_urls="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); repeatable",
+        scrape_interval_s="seconds between two scrapes of a live source (default 5)",
+        actuator="where approved actions run (default: sim with the simulator, else dry-run)",
+        demo_fault="inject a cooling degradation on n01 shortly after start (default: on)",
+        llm="chat model: vllm (default; SmolLM2 on Ray Serve), external (an OpenAI server), none",
+        model="model vLLM serves: a local folder or a locally cached id (default: SmolLM2)",
+        openai_base_url="OpenAI-compatible server for --llm external (e.g. http://host:8001/v1)",
+        accelerator="cpu (default) or a GPU type (H100, A100, L4 ...) per vLLM rank",
+        tensor_parallel_size="GPUs per replica that split each layer (default 1)",
+        llm_replicas="vLLM replicas (default 1)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not follow events and approvals in the terminal")
     p.set_defaults(func=_up)
 
 
 def _up(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(
-            port=args.port, host=args.host, data_dir=args.data_dir, ray_address=args.ray_address,
-            redis_url=args.redis_url, redis_appendfsync=args.redis_appendfsync, sim_nodes=args.sim_nodes,
-            sim_gpus_per_node=args.sim_gpus_per_node, sim_speed=args.sim_speed, demo_fault=args.demo_fault,
-            telemetry=args.telemetry, dcgm_urls=args.dcgm_urls, prometheus_url=args.prometheus_url,
-            replay_file=args.replay_file, redfish_urls=args.redfish_urls, scrape_interval_s=args.scrape_interval_s,
-            actuator=args.actuator,
-            llm=args.llm, model=args.model, openai_base_url=args.openai_base_url, accelerator=args.accelerator,
-            tensor_parallel_size=args.tensor_parallel_size, llm_replicas=args.llm_replicas,
-        )
-    except ValueError as exc:  # SettingsError (and pydantic's ValidationError) are ValueErrors
-        raise CliError(f"bad setting: {exc}", code=2) from None
+    settings = settings_from_args(args)
     if settings.llm == "external" and not settings.openai_base_url:
         raise CliError("--llm external needs --openai-base-url URL (or OPSLOOP_OPENAI_BASE_URL)", code=2)
     signals = StopSignals()

@@ -24,6 +24,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.twin.profiles import canonical_model
+from cluster.telemetry.http_client import HttpClientOwner
 from cluster.telemetry.liveness import Liveness
 from cluster.telemetry.quality import Quarantined, Validator, is_blank
 from cluster.telemetry.samples import Sample, SourceStatus
@@ -128,7 +129,7 @@ def gpu_records(samples: Iterable[Any], node_of: Callable[[str], str] = lambda h
     return [records[k] for k in sorted(records)]
 
 
-class DcgmSource:
+class DcgmSource(HttpClientOwner):
     """``TelemetrySource`` that scrapes dcgm-exporter pages (one URL per host), all at once.
 
     Every URL is fetched concurrently (at most ``max_concurrent`` at a time), each with its own timeout, so one
@@ -168,15 +169,6 @@ class DcgmSource:
         self.gpus: dict[str, set[tuple[str, int]]] = {}  # per URL: the (host, gpu) its pages have carried
         self._n = 0
         self._client: httpx.AsyncClient | None = None
-
-    def __getstate__(self) -> dict:
-        """Picklable into an actor: the HTTP client (open connections) is made again where it runs."""
-        return {**self.__dict__, "_client": None}
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def _fetch(self, url: str) -> list[dict[str, Any]] | str:
         """One exporter's GPU records, or why there are none (the error as text)."""

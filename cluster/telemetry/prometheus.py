@@ -26,6 +26,7 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ValidationError
 
 from cluster.telemetry.dcgm import FIELDS, gpu_records
+from cluster.telemetry.http_client import HttpClientOwner
 from cluster.telemetry.liveness import Liveness
 from cluster.telemetry.quality import Quarantined, Validator
 from cluster.telemetry.samples import Sample, SourceStatus
@@ -90,7 +91,7 @@ def to_samples(series: list[Series]) -> list[PromSample]:
     return out
 
 
-class PrometheusSource:
+class PrometheusSource(HttpClientOwner):
     """``TelemetrySource`` that reads the dcgm-exporter series from a Prometheus server's HTTP API.
 
     Args:
@@ -127,15 +128,6 @@ class PrometheusSource:
         self._last: dict[tuple[str, int], float] = {}  # (host, gpu) → ts of its last sample
         self._n = 0
         self._client: httpx.AsyncClient | None = None
-
-    def __getstate__(self) -> dict:
-        """Picklable into an actor: the HTTP client is made again where it runs."""
-        return {**self.__dict__, "_client": None}
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def _ask(self) -> list[Series] | str:
         """The answer's series, or why there are none."""

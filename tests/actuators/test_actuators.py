@@ -3,11 +3,7 @@ dry-run; the feedback source; the admin token file."""
 
 from __future__ import annotations
 
-import json
 import stat
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,72 +16,31 @@ from cluster.settings import Settings
 from cluster.telemetry.samples import ActionResult
 from cluster.tokens import admin_token, cli_token
 from policies.actions import parse_action
+from tests.actuators.webhook_receiver import CAP, WebhookReceiver
 from tests.requirements_check import skip_on_gpu_host
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-CAP = parse_action({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 400})
 
 
-class Hook:
-    """A BMS/Slurm-style hook on 127.0.0.1 that applies each Idempotency-Key once."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.effects: dict[str, dict] = {}
-        self.fail_next = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = self.headers.get("Idempotency-Key")
-                hook.requests.append({"key": key, "body": body, "auth": self.headers.get("Authorization")})
-                if hook.fail_next:
-                    hook.fail_next -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    self.wfile.write(b"busy")
-                    return
-                hook.effects.setdefault(key, body)
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    yield h
-    h.server.shutdown()
-    h.server.server_close()
-
-
-async def test_webhook_posts_the_action_once_per_action_id(hook: Hook) -> None:
-    act = WebhookActuator(hook.url, token="hook-secret")
+async def test_webhook_posts_the_action_once_per_action_id(receiver: WebhookReceiver) -> None:
+    act = WebhookActuator(receiver.url, token="hook-secret")
     r1 = await act.execute(CAP, "act-1", "ap-1", None)
     r2 = await act.execute(CAP, "act-1", "ap-1", None)
     assert r1.status == r2.status == "executed" and "200" in r1.detail
-    assert len(hook.effects) == 1 and len(hook.requests) == 1, "same action id twice: one effect"
-    req = hook.requests[0]
+    assert len(receiver.effects) == 1 and len(receiver.deliveries) == 1, "same action id twice: one effect"
+    req = receiver.deliveries[0]
     assert req["key"] == "act-1" and req["auth"] == "Bearer hook-secret"
     assert req["body"]["action"] == CAP.model_dump(mode="json") and req["body"]["approval_id"] == "ap-1"
 
 
-async def test_webhook_failure_is_data_and_a_retry_carries_the_same_key(hook: Hook) -> None:
-    hook.fail_next = 1
-    act = WebhookActuator(hook.url, retry=RetryPolicy(attempts=1))  # no retry within the call (see test_webhook_retry)
+async def test_webhook_failure_is_data_and_a_retry_carries_the_same_key(receiver: WebhookReceiver) -> None:
+    receiver.script = [(503, {}, 0.0)]
+    act = WebhookActuator(receiver.url, retry=RetryPolicy(attempts=1))  # no retry in the call (test_webhook_retry)
     failed = await act.execute(CAP, "act-2", "ap-2", None)
     assert failed.status == "failed" and "503" in failed.detail
     ok = await act.execute(CAP, "act-2", "ap-2", None)
-    assert ok.status == "executed" and [r["key"] for r in hook.requests] == ["act-2", "act-2"]
-    assert list(hook.effects) == ["act-2"]
+    assert ok.status == "executed" and [r["key"] for r in receiver.deliveries] == ["act-2", "act-2"]
+    assert list(receiver.effects) == ["act-2"]
 
 
 async def test_webhook_unreachable_is_a_failed_result() -> None:

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,58 +21,13 @@ from cluster.settings import Settings
 from policies.actions import parse_action
 from policies.policy import load_policy
 from serving.api import build_app
+from tests.actuators.webhook_receiver import CAP, WebhookReceiver
 from tests.gateway.test_service import FakeFleet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-CAP = parse_action({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 400})
 TOKEN = "hook-bearer-Zq81"
 FAST = {"webhook_timeout_s": 5.0, "actuator_retry_attempts": 4, "actuator_retry_initial_s": 0.01,
         "actuator_retry_max_s": 0.05, "actuator_retry_total_s": 20.0}
-
-
-class Receiver:
-    """A hook on 127.0.0.1 that answers from a script (status, headers, delay before answering), then 200;
-    it applies each Idempotency-Key once, as a real receiver would."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str], float]] = []
-        self.always: int | None = None
-        self.deliveries: list[dict] = []
-        self.effects: dict[str, dict] = {}
-        rcv = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = self.headers.get("Idempotency-Key")
-                rcv.deliveries.append({"key": key, "auth": self.headers.get("Authorization"), "body": body})
-                status, headers, delay = rcv.script.pop(0) if rcv.script else (rcv.always or 200, {}, 0.0)
-                time.sleep(delay)
-                if status == 200:
-                    rcv.effects.setdefault(key, body)
-                try:
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(b'{"ok": true}' if status == 200 else f"status {status}".encode())
-                except OSError:  # the client gave up on this try (timeout) and closed the connection
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
 
 
 def actuator(tmp_path: Path, url: str, **over: object) -> WebhookActuator:
@@ -89,7 +40,7 @@ def actuator(tmp_path: Path, url: str, **over: object) -> WebhookActuator:
 
 
 async def test_two_503_then_success_is_one_action_three_deliveries_one_key(tmp_path: Path,
-                                                                          receiver: Receiver) -> None:
+                                                                          receiver: WebhookReceiver) -> None:
     receiver.script = [(503, {}, 0.0), (503, {}, 0.0)]
     act = actuator(tmp_path, receiver.url)
     r = await act.execute(CAP, "act-1", "ap-1", None)
@@ -103,7 +54,7 @@ async def test_two_503_then_success_is_one_action_three_deliveries_one_key(tmp_p
 
 
 async def test_always_500_fails_with_the_reason_after_the_configured_tries(tmp_path: Path,
-                                                                           receiver: Receiver) -> None:
+                                                                           receiver: WebhookReceiver) -> None:
     receiver.always = 500
     r = await actuator(tmp_path, receiver.url, actuator_retry_attempts=3).execute(CAP, "act-2", "ap-2", None)
     assert r.status == "failed"
@@ -113,20 +64,21 @@ async def test_always_500_fails_with_the_reason_after_the_configured_tries(tmp_p
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
-async def test_a_permanent_4xx_is_not_retried(tmp_path: Path, receiver: Receiver, status: int) -> None:
+async def test_a_permanent_4xx_is_not_retried(tmp_path: Path, receiver: WebhookReceiver, status: int) -> None:
     receiver.always = status
     r = await actuator(tmp_path, receiver.url).execute(CAP, "act-3", "ap-3", None)
     assert r.status == "failed" and len(receiver.deliveries) == 1
     assert f"answered {status}" in r.detail and "not retried" in r.detail, r.detail
 
 
-async def test_408_and_429_are_retried_and_retry_after_is_honoured(tmp_path: Path, receiver: Receiver) -> None:
+async def test_408_and_429_are_retried_and_retry_after_is_honoured(tmp_path: Path, receiver: WebhookReceiver) -> None:
     receiver.script = [(429, {"Retry-After": "0"}, 0.0), (408, {}, 0.0)]
     r = await actuator(tmp_path, receiver.url).execute(CAP, "act-4", "ap-4", None)
     assert r.status == "executed" and len(receiver.deliveries) == 3, r.detail
 
 
-async def test_a_retry_after_beyond_the_cap_ends_the_retries_with_why(tmp_path: Path, receiver: Receiver) -> None:
+async def test_a_retry_after_beyond_the_cap_ends_the_retries_with_why(tmp_path: Path,
+                                                                      receiver: WebhookReceiver) -> None:
     receiver.always = 429
     receiver.script = [(429, {"Retry-After": "3600"}, 0.0)]
     r = await actuator(tmp_path, receiver.url).execute(CAP, "act-5", "ap-5", None)
@@ -134,7 +86,7 @@ async def test_a_retry_after_beyond_the_cap_ends_the_retries_with_why(tmp_path: 
     assert "retry after 3600 s" in r.detail and "cap" in r.detail, r.detail
 
 
-async def test_a_timed_out_try_is_retried_with_the_same_key(tmp_path: Path, receiver: Receiver) -> None:
+async def test_a_timed_out_try_is_retried_with_the_same_key(tmp_path: Path, receiver: WebhookReceiver) -> None:
     receiver.script = [(200, {}, 2.0)]  # answers, but only after the client's timeout
     r = await actuator(tmp_path, receiver.url, webhook_timeout_s=0.3).execute(CAP, "act-6", "ap-6", None)
     assert r.status == "executed" and [d["key"] for d in receiver.deliveries] == ["act-6", "act-6"], r.detail
@@ -146,7 +98,7 @@ async def test_unreachable_is_retried_then_failed(tmp_path: Path) -> None:
     assert r.status == "failed" and "unreachable" in r.detail and "no success in 3 tries" in r.detail, r.detail
 
 
-async def test_the_time_budget_bounds_the_tries(receiver: Receiver) -> None:
+async def test_the_time_budget_bounds_the_tries(receiver: WebhookReceiver) -> None:
     receiver.always = 503
     policy = RetryPolicy(attempts=20, initial_s=0.2, max_s=0.2, total_s=0.5)
     r = await WebhookActuator(receiver.url, retry=policy).execute(CAP, "act-8", "ap-8", None)
@@ -174,7 +126,7 @@ def _proposal(action: dict) -> Proposal:
 
 
 async def test_gateway_records_a_failed_delivery_as_failed_with_the_reason_and_no_secret(
-    tmp_path: Path, receiver: Receiver, redis_url: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, receiver: WebhookReceiver, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An emergency power cap runs at once; the hook always answers 503: the approval ends ``failed``, the
     feedback sample (the twin's ``action_failed``) carries the reason, and /api shows it with secrets masked."""

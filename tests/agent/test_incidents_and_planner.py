@@ -111,10 +111,10 @@ def test_what_if_says_when_an_action_is_not_enough() -> None:
 
 
 def test_emergency_when_the_shutdown_temperature_is_projected() -> None:
-    from actors.agent.planner import is_emergency
+    from actors.agent.planner import projects_shutdown
 
-    assert not is_emergency({"peak_projected_c": 91.9, "model": "H100-SXM"})
-    assert is_emergency({"peak_projected_c": 92.0, "model": "H100-SXM"}), "H100 shuts down at 92 °C"
-    assert is_emergency({"peak_projected_c": 95.0}), "unknown model: the H100 limits"
-    assert not is_emergency({"peak_projected_c": 95.0, "shutdown_c": 99.0})
-    assert not is_emergency({})
+    assert not projects_shutdown({"peak_projected_c": 91.9, "model": "H100-SXM"})
+    assert projects_shutdown({"peak_projected_c": 92.0, "model": "H100-SXM"}), "H100 shuts down at 92 °C"
+    assert projects_shutdown({"peak_projected_c": 95.0}), "unknown model: the H100 limits"
+    assert not projects_shutdown({"peak_projected_c": 95.0, "shutdown_c": 99.0})
+    assert not projects_shutdown({})

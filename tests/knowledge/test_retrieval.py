@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from kb_helpers import write_runbook
+from pydantic import ValidationError
 
 from knowledge.documents import INJECTION_FLAG, Document
+from knowledge.experience import Experience
 from knowledge.retrieval import Citation, KnowledgeBase, Passage
 
 
@@ -59,7 +62,7 @@ def test_for_event_uses_event_facts(kb: KnowledgeBase) -> None:
 
 def test_experience_is_indexed_at_once_and_found_again(tmp_path: Path) -> None:
     kb = KnowledgeBase.bundled(store=tmp_path / "store", dense=False)
-    doc = kb.add_experience(
+    doc = kb.add_experience(Experience(
         incident_id="inc-42",
         events=[{"kind": "cooling_degraded", "subject": "n07", "data": {"unit": "cdu-9", "flow_pct": 61}}],
         proposal={"actions": [{"kind": "set_cooling_setpoint", "unit": "cdu-9", "supply_c": 26.0}],
@@ -68,7 +71,7 @@ def test_experience_is_indexed_at_once_and_found_again(tmp_path: Path) -> None:
         reason="standard first step; quartz sand found in the strainer",
         outcome="GPU temperatures fell 5 K within 3 minutes",
         equipment=["cdu"],
-    )
+    ))
     assert doc.type == "experience" and doc.doc_id == "exp-inc-42"
     assert doc.actions and doc.actions[0].params["unit"] == "{unit}"
     assert kb.search("quartz sand strainer", top_k=1)[0].citation.doc_id == doc.doc_id
@@ -79,6 +82,17 @@ def test_experience_is_indexed_at_once_and_found_again(tmp_path: Path) -> None:
     assert Path(reopened.document(doc.doc_id).source).exists()  # type: ignore[union-attr]
     again = KnowledgeBase.bundled(store=tmp_path / "store", dense=False)  # re-indexing keeps experience
     assert again.document(doc.doc_id) is not None
+
+
+def test_an_experience_is_one_frozen_record_that_refuses_bad_input() -> None:
+    exp = Experience(incident_id="inc-7", events=["gpu_overheat"], proposal="cap n01/gpu0", decision="rejected")
+    with pytest.raises(ValidationError, match="frozen"):
+        exp.decision = "approved"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="incident_id"):
+        Experience(incident_id="", events=[], proposal="", decision="approved")
+    with pytest.raises(ValidationError, match="extra"):
+        Experience(incident_id="inc-7", events=[], proposal="", decision="approved",
+                   severity="high")  # type: ignore[call-arg]
 
 
 def test_injection_document_is_data_with_a_flag(tmp_path: Path) -> None:

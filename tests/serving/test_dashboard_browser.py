@@ -40,16 +40,22 @@ playwright_api = importlib.import_module("playwright.sync_api")
 pytestmark = [pytest.mark.timeout(420)]
 
 
-class FakeLLMFacility:
-    """Readings for the LLM serving panel (the real ones come from the twin's vLLM telemetry source)."""
+class TwinWithLlm:
+    """The loop's twin, its snapshot carrying an ``llm`` view for the LLM serving panel (the real twin has one
+    when its source reads vLLM replicas' metrics; this fleet's simulator has none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, twin: Any) -> None:
+        self.twin = twin
         self.n = 0
 
-    async def latest(self) -> dict:
+    async def snapshot(self) -> dict:
         self.n += 1
-        return {"ts": float(self.n), "kv_cache_usage": 0.2 + 0.05 * (self.n % 8), "running": 2,
-                "waiting": self.n % 3, "preemptions": 0, "tokens_per_s": 36.0, "ttft_s": 0.21}
+        llm = {"ts": float(self.n), "kv_cache_usage": 0.2 + 0.05 * (self.n % 8), "running": 2,
+               "waiting": self.n % 3, "preemptions": 0, "tokens_per_s": 36.0, "ttft_s": 0.21}
+        return {**await self.twin.snapshot(), "llm": llm}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.twin, name)
 
 
 @pytest.fixture
@@ -57,8 +63,8 @@ def server(redis_url: str) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     tokens = make_users(redis_url, {"alice": "approver", "victor": "viewer"})
     loop = make_loop(redis_url)
     app = build_app(loop.gateway, loop.twin, loop.agent)
-    app.include_router(build_dashboard_router(loop.gateway, loop.twin, loop.agent, knowledge=loop.kb,
-                                              llm=FakeLLMFacility(), every_s=0.3))
+    app.include_router(build_dashboard_router(loop.gateway, TwinWithLlm(loop.twin), loop.agent, knowledge=loop.kb,
+                                              every_s=0.3))
     app.include_router(build_chat_router(ChatService(NoModel(), loop.twin, loop.agent, loop.kb)))
     app.include_router(driver(loop))
     with LiveServer(app) as srv:

@@ -90,3 +90,25 @@ async def test_live_feed_sends_everything_first_then_only_changes() -> None:
     assert "snapshot" not in seen  # unchanged parts are not sent again
     await stream.aclose()
     assert not feed._watchers
+
+
+class PortsWithLlm(Ports):
+    """A twin whose snapshot carries the ``llm`` view the twin folds from vLLM replicas' metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.llm: dict | None = None
+
+    async def snapshot(self) -> dict:
+        return {**await super().snapshot(), **({"llm": self.llm} if self.llm is not None else {})}
+
+
+async def test_the_llm_panel_reads_the_twin_snapshots_llm_view() -> None:
+    ports = PortsWithLlm()
+    feed = LiveFeed(ports, ports, ports, every_s=0.01)  # type: ignore[arg-type]
+    await feed.poll()
+    assert feed.state["llm"] is None, "no vLLM replica read yet: the panel has nothing"
+    ports.llm = {"ts": 2.0, "kv_cache_usage": 0.93, "running": 2, "waiting": 5}
+    changed = {m["type"]: m["data"] for m in await feed.poll()}
+    assert changed["llm"] == ports.llm and feed.state["llm"] == ports.llm
+    assert "llm" not in {m["type"] for m in await feed.poll()}, "an unchanged view is not sent again"

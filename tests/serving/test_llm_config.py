@@ -107,7 +107,7 @@ def test_llm_render_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_model_choice_folder_id_and_bundled_gguf(tmp_path: Path) -> None:
-    from cluster.models import ModelUnavailable, bundled_gguf, ensure_model
+    from cluster.model_files import ModelUnavailable, bundled_gguf, ensure_model
 
     folder = tmp_path / "my-model"
     folder.mkdir()

@@ -1,4 +1,5 @@
-"""Proposing with a language model, verified before anything leaves the agent.
+"""One proposal per incident revision (:func:`propose`): the model's answer when a model is configured and it
+verifies, else the deterministic plan (the fallback); nothing unverified leaves the agent.
 
 The runbook passages are retrieved once and the deterministic plan (``planner.plan``) is computed from them
 first: it fixes the *verified mapping* — which action kinds and which targets this incident allows. The

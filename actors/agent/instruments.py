@@ -1,6 +1,6 @@
 """The agent shell's instruments around its ports: spans and metrics for retrieval and the model calls.
 
-The planner (``actors.agent.llm_planner.propose``) stays pure; the shell hands it these wrappers, which time
+The planner (``actors.agent.propose.propose``) stays pure; the shell hands it these wrappers, which time
 each call, record it as a span of the current incident's trace and feed the agent's metrics.
 """
 
@@ -10,8 +10,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from actors.agent.llm_planner import Completer
 from actors.agent.planner import Knowledge
+from actors.agent.propose import Completer
 from actors.metrics import RATE_BUCKETS, Metrics
 from actors.tracing import stage_span
 

@@ -121,7 +121,7 @@ def convert_in_subprocess(settings: Settings, progress: object = None, timeout_s
         progress(f"model      converting the bundled SmolLM2-135M-Instruct GGUF into {default_model_dir(settings)} "
                  "(once, ~30 s)")
     bundled_gguf()  # fail here, with the install hint, when the package is missing
-    code = "import sys; from pathlib import Path; from cluster.models import convert_gguf, bundled_gguf; " \
+    code = "import sys; from pathlib import Path; from cluster.model_files import convert_gguf, bundled_gguf; " \
            "convert_gguf(bundled_gguf(), Path(sys.argv[1]))"
     # convert_gguf makes the child offline itself (offline_env), so nothing here touches the environment.
     done = subprocess.run([sys.executable, "-c", code, str(default_model_dir(settings))], capture_output=True,

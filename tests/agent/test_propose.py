@@ -11,7 +11,7 @@ import json
 import pytest
 
 from actors.agent.incidents import IncidentBook
-from actors.agent.llm_planner import check_answer, fence, propose
+from actors.agent.propose import check_answer, fence, propose
 from knowledge.retrieval import KnowledgeBase
 from tests.agent.test_incidents_and_planner import TOPOLOGY, fault_events
 
@@ -159,7 +159,7 @@ class CountingKnowledge:
 
 @pytest.mark.parametrize("path", ["llm", "repaired", "fallback", "no model", "after rejection"])
 async def test_one_retrieval_and_one_plan_per_proposal(kb, incident, monkeypatch, path) -> None:  # noqa: ANN001
-    import actors.agent.llm_planner as llm_planner
+    import actors.agent.propose as proposing
     from actors.agent.planner import plan as real_plan
     from policies.actions import parse_action
 
@@ -169,7 +169,7 @@ async def test_one_retrieval_and_one_plan_per_proposal(kb, incident, monkeypatch
         plans.append(args[0].incident_id)
         return real_plan(*args, **kwargs)
 
-    monkeypatch.setattr(llm_planner, "plan", counted_plan)
+    monkeypatch.setattr(proposing, "plan", counted_plan)
     counting = CountingKnowledge(kb)
     llm = {"llm": Scripted(answer(COOL)), "repaired": Scripted("no json", answer(COOL)),
            "fallback": Scripted("no json", "still none"), "no model": None,
