@@ -1,10 +1,12 @@
 """The OpenAI-compatible chat endpoint: ``POST /v1/chat/completions`` (plain and SSE) and ``GET /v1/models``.
 
-Two models are listed: ``opsloop`` answers an operator's question grounded in the live twin, the open
-incidents and retrieved runbook steps, with citations in the text and in a ``citations`` field; the raw
-model (when there is one) is plain chat. The router is built from ports: a
-:class:`serving.chat_model.ChatModel` (backends in ``serving/llm.py``) and the twin, agent and knowledge ports,
-so it runs in-process in tests.
+Two models are listed: ``opsloop`` answers an operator's question grounded in the live twin, the gateway's
+approvals, the open incidents and retrieved runbook steps, with citations in the text and in a ``citations``
+field; the raw model (when there is one) is plain chat. An ``opsloop`` answer opens with the facts the question
+asks for, copied from the data (:mod:`serving.facts`); the model's words follow only if they contradict none of
+them (:mod:`serving.fact_check`), so a stream sends the facts at once and the checked words when the model is
+done. The router is built from ports: a :class:`serving.chat_model.ChatModel` (backends in ``serving/llm.py``)
+and the twin, agent, gateway and knowledge ports, so it runs in-process in tests.
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status.
 """
 
@@ -23,23 +25,27 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.chat_model import ChatError, ChatModel, Delta, GenParams, approx_tokens
+from serving.fact_check import model_part
 from serving.grounding import (
     Grounding,
     build_grounding,
+    facts_block,
     grounded_messages,
     last_user_text,
     retrieval_query,
     sources_line,
     template_answer,
 )
-from serving.ports import Agent, Twin
+from serving.ports import Agent, Gateway, Twin
 
 log = logging.getLogger("opsloop.chat")
 
 OPSLOOP_MODEL = "opsloop"
-#: Each grounding call (twin, agent) gets this long; a slow twin makes a thinner answer, not a hung one.
+#: Each grounding call (twin, agent, gateway) gets this long; a slow twin makes a thinner answer, not a hung one.
 GROUNDING_TIMEOUT_S = 5.0
 PASSAGES = 3
+#: The gateway's newest approvals the facts and the checker know (pending ones among them are listed).
+APPROVALS_READ = 50
 
 
 def error_response(exc: ChatError) -> JSONResponse:
@@ -142,10 +148,10 @@ class ChatService:
 
     def __init__(
         self, model: ChatModel, twin: Twin | None, agent: Agent | None, knowledge: KnowledgePort | None,
-        default_max_tokens: int = 256,
+        default_max_tokens: int = 256, gateway: Gateway | None = None,
     ) -> None:
         self.model = model
-        self.twin, self.agent, self.knowledge = twin, agent, knowledge
+        self.twin, self.agent, self.knowledge, self.gateway = twin, agent, knowledge, gateway
         self.default_max_tokens = default_max_tokens
         self.created = int(time.time())
 
@@ -171,12 +177,13 @@ class ChatService:
         snapshot = await self._call(self.twin.snapshot(), None) if self.twin else None
         events = await self._call(self.twin.recent_events(20), []) if self.twin else []
         status = await self._call(self.agent.status(), None) if self.agent else None
+        approvals = await self._call(self.gateway.list(limit=APPROVALS_READ), None) if self.gateway else None
         passages: list[Any] = []
         question = last_user_text(messages)
         if self.knowledge is not None and question.strip():
             query = retrieval_query(question, status)
             passages = await asyncio.to_thread(self.knowledge.search, query, PASSAGES)
-        return build_grounding(snapshot, events, status, passages)
+        return build_grounding(snapshot, events, status, passages, approvals=approvals, question=question)
 
     async def answer(self, req: ChatRequest) -> tuple[AsyncIterator[Delta], Grounding | None]:
         """Pick the model, ground when it is ``opsloop``, and start generating (errors raise before any output)."""
@@ -196,10 +203,10 @@ class ChatService:
                 raise ChatError(
                     400, f"This model's maximum context length is {self.model.context_length} tokens; the "
                     f"messages have about {used}. Shorten them.", param="messages", code="context_length_exceeded")
-            text = template_answer(last_user_text(messages), grounding)
+            text = facts_block(grounding) + "\n\n" + template_answer(last_user_text(messages), grounding)
             return await _primed(self.model.stream([{"role": "assistant", "content": text}], params)), grounding
-        deltas = self.model.stream(grounded_messages(grounding, messages), params)
-        return await _primed(_with_sources(deltas, sources_line(grounding))), grounding
+        deltas = await _primed(self.model.stream(grounded_messages(grounding, messages), params))
+        return _checked(deltas, grounding), grounding
 
 
 def _plain(m: Mapping[str, Any]) -> dict[str, str]:
@@ -209,17 +216,19 @@ def _plain(m: Mapping[str, Any]) -> dict[str, str]:
     return {"role": str(m["role"]), "content": content or ""}
 
 
-async def _with_sources(deltas: AsyncIterator[Delta], sources: str) -> AsyncIterator[Delta]:
-    last: Delta | None = None
+async def _checked(deltas: AsyncIterator[Delta], grounding: Grounding) -> AsyncIterator[Delta]:
+    """The facts first, then the model's words once all are in and checked (or why they were withheld), then
+    the sources."""
+    yield Delta(facts_block(grounding))
+    words: list[str] = []
+    finish, usage = "stop", None
     async for d in deltas:
-        if last is not None:
-            yield last
-        last = d
-    finish = last.finish_reason if last else "stop"
-    usage = last.usage if last else None
-    if last is not None and last.text:
-        yield Delta(last.text)
-    yield Delta(sources, finish_reason=finish or "stop", usage=usage)
+        words.append(d.text)
+        finish, usage = d.finish_reason or finish, d.usage or usage
+    part, why = model_part("".join(words), grounding.known)
+    if why:
+        log.warning("model text withheld: %s", "; ".join(why))
+    yield Delta(part + sources_line(grounding), finish_reason=finish, usage=usage)
 
 
 async def _primed(it: AsyncIterator[Delta]) -> AsyncIterator[Delta]:

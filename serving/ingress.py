@@ -37,6 +37,7 @@ class Ingress:
         self.chat = ChatService(
             make_chat_model(spec, llm), twin=self.ports[1], agent=self.ports[2],
             knowledge=knowledge() if knowledge is not None else None, default_max_tokens=spec.max_tokens,
+            gateway=self.ports[0],
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:

@@ -185,7 +185,9 @@ def test_external_backend_grounds_the_prompt_and_appends_sources(kb: KnowledgeBa
         assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["opsloop", "tiny"]
         body = chat(c).json()
         text = body["choices"][0]["message"]["content"]
-        assert text.startswith("Raise the flow.") and "Sources: [eop-cooling-degradation" in text
+        assert text.startswith("Facts (verbatim") and "Hottest node: n01" in text  # the facts lead (issue #19)
+        assert "In the model's words (checked against the facts above):\nRaise the flow." in text
+        assert "Sources: [eop-cooling-degradation" in text
         assert body["usage"]["total_tokens"] == 10
         sent = server.state.seen[-1]["messages"]
         assert sent[0]["role"] == "system" and "cu01" in sent[0]["content"] and sent[-1]["content"] == QUESTION
