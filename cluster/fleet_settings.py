@@ -7,9 +7,12 @@ YAML file and ``opsloop up`` flags set them the same way). ``cluster/sources.py`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from cluster.modbus_map import PlantMap, load_map, parse_endpoint
 
 #: Sources that read a real fleet (their samples carry wall-clock Unix time); ``sim`` and ``replay`` do not.
 LIVE_SOURCES = ("dcgm", "prometheus", "nvml")
@@ -55,8 +58,33 @@ class FleetSettings(BaseModel):
     redfish_verify_tls: bool = Field(
         True, description="Check the Redfish services' TLS certificates (off: accept any, e.g. a BMC's self-signed)."
     )
+    facility: Literal["none", "modbus"] = Field(
+        "none",
+        description="The cooling plant opsloop acts on and reads beside the GPU telemetry: none, or modbus (CDUs or "
+        "CRAHs over Modbus TCP: set_cooling_setpoint and set_fan_speed write the holding registers modbus_map names, "
+        "every other action still goes to the actuator, and the same registers are read as cooling-unit telemetry "
+        "every scrape_interval_s).",
+    )
+    modbus_endpoint: str | None = Field(
+        None, description="HOST[:PORT] (port 502 by default) of the Modbus TCP server of every unit in modbus_map "
+        "that names no endpoint of its own (facility=modbus).",
+    )
+    modbus_map: Annotated[PlantMap, NoDecode] = Field(
+        default_factory=dict,
+        description="The Modbus register map (facility=modbus): unit name -> its registers, as a YAML mapping in the "
+        "settings file, or YAML/JSON text or a file name in OPSLOOP_MODBUS_MAP / --modbus-map. Per unit: supply_c, "
+        "return_c, setpoint_c, fan_pct, flow_lpm, each a Modicon reference (40001 = holding register 0, 30001 = "
+        "input register 0) or {register: 40001, scale: 0.1, signed: true} (value = register x scale); setpoint_c "
+        "and fan_pct must be holding registers. Optional: endpoint HOST[:PORT], device_id (default 1), serves "
+        "[nodes], rated_flow_lpm. E.g. {cu01: {supply_c: {register: 30001, scale: 0.1}, setpoint_c: {register: "
+        "40001, scale: 0.1}, fan_pct: 40002}}.",
+    )
+    modbus_timeout_s: float = Field(
+        3.0, gt=0, le=10, description="Timeout of one Modbus connect or request, in seconds."
+    )
     scrape_interval_s: float = Field(
-        5.0, gt=0, le=600, description="Seconds between two scrapes of a live source (dcgm, prometheus, nvml, redfish)."
+        5.0, gt=0, le=600, description="Seconds between two scrapes of a live source (dcgm, prometheus, nvml, redfish, "
+        "modbus)."
     )
     scrape_timeout_s: float = Field(
         4.0, gt=0, le=120, description="Timeout of one request to one exporter, Prometheus or BMC, in seconds."
@@ -101,6 +129,16 @@ class FleetSettings(BaseModel):
         _http_urls([entry.split("=", 1)[1] if "=" in entry.split("://", 1)[0] else entry for entry in v])
         return v
 
+    @field_validator("modbus_map", mode="before")
+    @classmethod
+    def _plant_map(cls, v: object) -> object:
+        return load_map(v)
+
+    @field_validator("modbus_endpoint", mode="after")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else str(parse_endpoint(v))
+
     @field_validator("prometheus_url", mode="after")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
@@ -115,6 +153,13 @@ class FleetSettings(BaseModel):
             name, flag = needs[self.telemetry]
             if not getattr(self, name):
                 raise ValueError(f"telemetry={self.telemetry} needs {name} ({flag})")
+        if self.facility == "modbus":
+            if not self.modbus_map:
+                raise ValueError("facility=modbus needs modbus_map (--modbus-map FILE): the units' registers")
+            for name, unit in self.modbus_map.items():
+                if not (unit.endpoint or self.modbus_endpoint):
+                    raise ValueError(f"facility=modbus: unit {name} has no endpoint and modbus_endpoint "
+                                     "(--modbus-endpoint HOST:PORT) is unset")
         if self.telemetry == "replay" and self.replay_file is not None and not self.replay_file.is_file():
             raise ValueError(f"replay_file: no such file: {self.replay_file}")
         actuator = getattr(self, "actuator", None)

@@ -1,10 +1,11 @@
 """The telemetry registry of `opsloop up`: the source a setting names, paced, and the nodes it serves.
 
 ``telemetry`` picks one of ``sim`` (the simulator actor, built by ``cluster/deploy.py``), ``dcgm``,
-``prometheus``, ``nvml`` or ``replay``; Redfish BMCs (``redfish_urls``) are read beside any of them. Live sources
-are polled every ``scrape_interval_s`` (:class:`Paced`) while the twin steps four times a second. The twin's shard
-layout needs the fleet's node names before the first tick: :func:`discover_nodes` asks the source once at start
-(a node that appears later is still folded, in the first shard).
+``prometheus``, ``nvml`` or ``replay``; Redfish BMCs (``redfish_urls``) and a Modbus cooling plant
+(``facility=modbus``) are read beside any of them. Live sources are polled every ``scrape_interval_s``
+(:class:`Paced`) while the twin steps four times a second. The twin's shard layout needs the fleet's node names
+before the first tick: :func:`discover_nodes` asks the source once at start (a node that appears later is still
+folded, in the first shard).
 """
 
 from __future__ import annotations
@@ -157,18 +158,30 @@ def build_telemetry(settings: FleetSettings) -> Telemetry:
 
 
 def facility_sources(settings: FleetSettings) -> Telemetry:
-    """The Redfish BMCs and CDUs, read beside the GPU telemetry (none when ``redfish_urls`` is empty)."""
+    """The Redfish BMCs and CDUs (``redfish_urls``) and the Modbus cooling plant (``facility=modbus``), read beside
+    the GPU telemetry (none when neither is set)."""
     s = settings
-    if not s.redfish_urls:
-        return Telemetry()
-    from cluster.telemetry.redfish import RedfishSource
+    out = Telemetry()
+    if s.redfish_urls:
+        from cluster.telemetry.redfish import RedfishSource
 
-    src = RedfishSource(s.redfish_urls, username=s.redfish_username,
-                        password=s.redfish_password.get_secret_value() if s.redfish_password else None,
-                        timeout_s=s.scrape_timeout_s, lost_after=s.telemetry_lost_after,
-                        verify_tls=s.redfish_verify_tls)
-    names = ", ".join(t.name for t in src.targets)
-    return Telemetry([Paced(src, s.scrape_interval_s)], [], f"redfish: {names}, every {s.scrape_interval_s:g} s")
+        src = RedfishSource(s.redfish_urls, username=s.redfish_username,
+                            password=s.redfish_password.get_secret_value() if s.redfish_password else None,
+                            timeout_s=s.scrape_timeout_s, lost_after=s.telemetry_lost_after,
+                            verify_tls=s.redfish_verify_tls)
+        out.sources.append(Paced(src, s.scrape_interval_s))
+        out.describe = f"redfish: {', '.join(t.name for t in src.targets)}"
+    if s.facility == "modbus" and any(u.supply_c is not None for u in s.modbus_map.values()):
+        from cluster.telemetry.modbus import ModbusSource
+
+        mb = ModbusSource(s.modbus_map, s.modbus_endpoint, timeout_s=s.modbus_timeout_s,
+                          lost_after=s.telemetry_lost_after)
+        out.sources.append(Paced(mb, s.scrape_interval_s))
+        servers = ", ".join(f"{ep} ({', '.join(names)})" for ep, names in mb.servers.items())
+        out.describe = "; ".join(filter(None, [out.describe, f"modbus: {servers}"]))
+    if out.sources:
+        out.describe += f", every {s.scrape_interval_s:g} s"
+    return out
 
 
 def discover_dcgm(urls: list[str], timeout_s: float) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.gateway import approvals as sm
 from actors.gateway import spans
@@ -34,13 +34,20 @@ FLEET_TIMEOUT_S = 10.0
 class Actuator(Protocol):
     """Carries out an approved action in the data center (idempotent by ``action_id``).
 
-    An actuator whose results reach the twin by themselves (the simulator's) sets ``feeds_back = True``;
-    for the others the gateway publishes the ``ActionResult`` to the feedback stream.
+    An actuator whose results reach the twin by themselves (the simulator's) sets ``feeds_back = True`` (one that
+    routes actions to others says it per action: ``feeds_back_for(action)``); for the others the gateway
+    publishes the ``ActionResult`` to the feedback stream.
     """
 
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Execute; failures come back as ``ActionResult(status="failed")``, not exceptions."""
         ...
+
+
+def feeds_back(actuator: Any, action: Action) -> bool:
+    """Whether ``actuator`` reports the result of ``action`` to the twin itself (the gateway need not)."""
+    per_action = getattr(actuator, "feeds_back_for", None)
+    return bool(per_action(action) if callable(per_action) else getattr(actuator, "feeds_back", False))
 
 
 def _result(ap: Approval, status: str, detail: str, traceparent: str | None = None, ts: float = 0.0) -> ActionResult:
@@ -99,7 +106,7 @@ class Execution:
         self.meter.inc("opsloop_actions_total", outcome=result.status)
         now = time.time()
         done = sm.finish(running, result.model_dump(mode="json"), now)
-        feedback = None if getattr(self.actuator, "feeds_back", False) else result  # the twin stamps it
+        feedback = None if feeds_back(self.actuator, ap.action) else result  # the twin stamps it
         await self.store.save(done, running, also=lambda pipe: self.store.queue_execution(pipe, done, now, feedback))
         await self.store.record(done, "execution", actor, channel, result=result.model_dump(mode="json"))
         return done

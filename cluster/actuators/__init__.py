@@ -3,7 +3,9 @@
 failures as ``ActionResult(status="failed")``.
 
 ``sim`` acts on the simulated fleet, ``nvml`` sets power limits through pynvml, ``webhook`` POSTs the action
-to a URL, ``dry-run`` does nothing and says so. ``build_actuator`` picks one from settings.
+to a URL, ``dry-run`` does nothing and says so. A facility actuator (setting ``facility``: ``modbus`` writes a
+cooling plant's registers) takes the cooling plant's actions, routed beside the base one (``routing.py``).
+``build_actuator`` composes them from settings.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cluster.actuators.http_retry import RetryPolicy
+from cluster.actuators.modbus import ModbusActuator
 from cluster.actuators.nvml import NvmlActuator
+from cluster.actuators.routing import RoutedActuator
 from cluster.actuators.webhook import WebhookActuator
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, action_targets, describe
@@ -48,14 +52,25 @@ class DryRunActuator:
 
 
 ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}
+#: Facility actuators by the ``facility`` setting's name: the cooling plant's actions go to them.
+FACILITY_ACTUATORS = {"modbus": ModbusActuator}
 
 
 def build_actuator(settings: Settings, simulator: Any = None) -> Any:
-    """The actuator ``settings.actuator`` names (``simulator`` is the port the ``sim`` one acts on).
+    """The actuator ``settings.actuator`` names (``simulator`` is the port the ``sim`` one acts on), behind a
+    :class:`RoutedActuator` that sends the cooling plant's actions to the facility actuator when ``facility`` names
+    one (``none``: the base actuator takes every action).
 
     Raises:
         ValueError: ``webhook`` without ``webhook_url``, or ``sim`` without a simulator.
     """
+    base = _base_actuator(settings, simulator)
+    if settings.facility == "modbus":
+        return RoutedActuator(base, ModbusActuator.from_settings(settings))
+    return base
+
+
+def _base_actuator(settings: Settings, simulator: Any) -> Any:
     if settings.actuator == "sim":
         if simulator is None:
             raise ValueError("actuator sim needs the simulator")
@@ -68,4 +83,5 @@ def build_actuator(settings: Settings, simulator: Any = None) -> Any:
     return ACTUATORS[settings.actuator]()
 
 
-__all__ = ["ACTUATORS", "DryRunActuator", "NvmlActuator", "SimActuator", "WebhookActuator", "build_actuator"]
+__all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "DryRunActuator", "ModbusActuator", "NvmlActuator", "RoutedActuator",
+           "SimActuator", "WebhookActuator", "build_actuator"]

@@ -37,6 +37,9 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "replay_file": ("--replay", {"metavar": "FILE"}),
     "redfish_urls": ("--redfish-url", {"action": "append", "metavar": "URL"}),
     "scrape_interval_s": ("--scrape-interval", {"metavar": "SECONDS"}),
+    "facility": ("--facility", {}),
+    "modbus_endpoint": ("--modbus-endpoint", {"metavar": "HOST:PORT"}),
+    "modbus_map": ("--modbus-map", {"metavar": "FILE"}),
     "demo_fault": ("--demo-fault", {"action": argparse.BooleanOptionalAction, "default": None}),
     # actions
     "actuator": ("--actuator", {}),

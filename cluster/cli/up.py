@@ -86,6 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         replay_file="JSON Lines trace to replay at --speed",
         redfish_urls="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); repeatable",
         scrape_interval_s="seconds between two scrapes of a live source (default 5)",
+        facility="the cooling plant: none (default) or modbus (setpoints and fan speeds over Modbus TCP, read back "
+        "as telemetry; --modbus-endpoint, --modbus-map)",
+        modbus_endpoint="Modbus TCP server of the cooling units (HOST[:PORT], port 502 by default)",
+        modbus_map="YAML/JSON file of the units' Modbus registers (see `opsloop config show`)",
         actuator="where approved actions run (default: sim with the simulator, else dry-run)",
         demo_fault="inject a cooling degradation on n01 shortly after start (default: on)",
         llm="chat model: vllm (default; SmolLM2 on Ray Serve), external (an OpenAI server), none",

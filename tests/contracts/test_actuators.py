@@ -10,8 +10,10 @@ What the gateway relies on, whichever actuator carries the action out:
   (``dead=None``): dry-run has no backend, and the simulator is our own actor: dead, it raises, and the gateway
   records the execution as failed itself.
 
-The webhook's receiver is a real HTTP server on 127.0.0.1; NVML needs an NVIDIA GPU (and root to set a power
-limit): its "executes" cases are marked ``gpu``, and without a GPU NVML is this host's unreachable backend.
+The webhook's receiver is a real HTTP server on 127.0.0.1, the Modbus actuator's cooling plant pymodbus's own
+Modbus TCP server (it, and the router that sends it the plant's actions, are tried with a setpoint); NVML needs
+an NVIDIA GPU (and root to set a power limit): its "executes" cases are marked ``gpu``, and without a GPU NVML is
+this host's unreachable backend.
 """
 
 from __future__ import annotations
@@ -26,12 +28,23 @@ from typing import Any
 import pytest
 
 from actors.twin.physics import Topology
-from cluster.actuators import ACTUATORS, DryRunActuator, NvmlActuator, SimActuator, WebhookActuator
+from cluster.actuators import (
+    ACTUATORS,
+    FACILITY_ACTUATORS,
+    DryRunActuator,
+    ModbusActuator,
+    NvmlActuator,
+    RoutedActuator,
+    SimActuator,
+    WebhookActuator,
+)
 from cluster.actuators.http_retry import RetryPolicy
+from cluster.modbus_map import ModbusUnit
 from cluster.telemetry.nvml import NvmlUnavailable, init
 from cluster.telemetry.samples import ActionResult
 from cluster.telemetry.sim import Simulator, SimulatorService
-from policies.actions import action_targets
+from policies.actions import Action, action_targets, parse_action
+from tests.actuators.modbus_server import ModbusPlant, plant_map
 from tests.actuators.webhook_receiver import CAP, WebhookReceiver
 from tests.helpers import free_port
 from tests.requirements_check import skip_on_gpu_host
@@ -40,15 +53,19 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 Build = Callable[[], AbstractAsyncContextManager[Any]]
+#: The action a facility actuator is tried with.
+COOL = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 21.0})
 
 
 @dataclass(frozen=True)
 class Impl:
-    """One actuator: its class, a build with a working backend, and one whose backend is unreachable (or None)."""
+    """One actuator: its class, a build with a working backend, one whose backend is unreachable (or None), and
+    the action it is tried with."""
 
     cls: type
     build: Build
     dead: Build | None = None
+    action: Action = CAP
 
 
 def nvml_loads() -> bool:
@@ -97,29 +114,59 @@ async def nvml_dead() -> AsyncIterator[Any]:
     yield NvmlActuator()
 
 
-#: Every actuator of the ACTUATORS registry, by its name there.
+def plant_actuator(endpoint: str) -> ModbusActuator:
+    units = {name: ModbusUnit.model_validate(u) for name, u in plant_map().items()}
+    return ModbusActuator(units, endpoint, timeout_s=2.0, retry_after_s=0.01)
+
+
+@asynccontextmanager
+async def modbus() -> AsyncIterator[Any]:
+    async with ModbusPlant() as plant:
+        yield plant_actuator(plant.endpoint)
+
+
+@asynccontextmanager
+async def modbus_dead() -> AsyncIterator[Any]:
+    yield plant_actuator(f"127.0.0.1:{free_port()}")
+
+
+@asynccontextmanager
+async def routed() -> AsyncIterator[Any]:
+    async with modbus() as facility:
+        yield RoutedActuator(DryRunActuator(), facility)
+
+
+@asynccontextmanager
+async def routed_dead() -> AsyncIterator[Any]:
+    async with modbus_dead() as facility:
+        yield RoutedActuator(DryRunActuator(), facility)
+
+
+#: Every actuator of the ACTUATORS and FACILITY_ACTUATORS registries, by its name there, and the router.
 IMPLS: dict[str, Impl] = {
     "sim": Impl(SimActuator, sim),
     "dry-run": Impl(DryRunActuator, dry_run),
     "webhook": Impl(WebhookActuator, webhook, webhook_dead),
     "nvml": Impl(NvmlActuator, nvml, nvml_dead),
+    "modbus": Impl(ModbusActuator, modbus, modbus_dead, action=COOL),
+    "routed": Impl(RoutedActuator, routed, routed_dead, action=COOL),
 }
 WORKING = [pytest.param(n, marks=pytest.mark.gpu) if n == "nvml" else n for n in IMPLS]
 DEAD = [n for n, i in IMPLS.items() if i.dead is not None]
 
 
-def assert_names_the_action(r: ActionResult, action_id: str, approval_id: str) -> None:
+def assert_names_the_action(r: ActionResult, action: Action, action_id: str, approval_id: str) -> None:
     assert isinstance(r, ActionResult)
-    assert (r.action_id, r.approval_id, r.action_kind) == (action_id, approval_id, CAP.kind)
-    assert r.targets == tuple(action_targets(CAP)) and r.traceparent == TRACEPARENT
+    assert (r.action_id, r.approval_id, r.action_kind) == (action_id, approval_id, action.kind)
+    assert r.targets == tuple(action_targets(action)) and r.traceparent == TRACEPARENT
 
 
 @pytest.mark.parametrize("name", WORKING)
 async def test_executes_an_approved_action_and_says_so(name: str) -> None:
     assert inspect.iscoroutinefunction(IMPLS[name].cls.execute)
     async with IMPLS[name].build() as act:
-        r = await act.execute(CAP, "act-c1", "ap-c1", TRACEPARENT)
-    assert_names_the_action(r, "act-c1", "ap-c1")
+        r = await act.execute(IMPLS[name].action, "act-c1", "ap-c1", TRACEPARENT)
+    assert_names_the_action(r, IMPLS[name].action, "act-c1", "ap-c1")
     assert r.status == "executed", r.detail
     assert r.detail
 
@@ -127,8 +174,8 @@ async def test_executes_an_approved_action_and_says_so(name: str) -> None:
 @pytest.mark.parametrize("name", WORKING)
 async def test_the_same_action_id_twice_is_one_execution(name: str) -> None:
     async with IMPLS[name].build() as act:
-        first = await act.execute(CAP, "act-c2", "ap-c2", TRACEPARENT)
-        again = await act.execute(CAP, "act-c2", "ap-c2", TRACEPARENT)
+        first = await act.execute(IMPLS[name].action, "act-c2", "ap-c2", TRACEPARENT)
+        again = await act.execute(IMPLS[name].action, "act-c2", "ap-c2", TRACEPARENT)
     assert again == first
 
 
@@ -137,10 +184,10 @@ async def test_an_unreachable_backend_is_a_failed_result_with_its_reason(name: s
     dead = IMPLS[name].dead
     assert dead is not None
     async with dead() as act:
-        r = await act.execute(CAP, "act-c3", "ap-c3", TRACEPARENT)
-    assert_names_the_action(r, "act-c3", "ap-c3")
+        r = await act.execute(IMPLS[name].action, "act-c3", "ap-c3", TRACEPARENT)
+    assert_names_the_action(r, IMPLS[name].action, "act-c3", "ap-c3")
     assert r.status == "failed" and r.detail, r
 
 
 def test_every_registered_actuator_is_in_the_suite() -> None:
-    assert {name: IMPLS[name].cls for name in IMPLS} == ACTUATORS
+    assert {name: IMPLS[name].cls for name in IMPLS} == {**ACTUATORS, **FACILITY_ACTUATORS, "routed": RoutedActuator}

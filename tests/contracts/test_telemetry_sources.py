@@ -14,8 +14,9 @@ What the twin's coordinator relies on, whichever source it reads:
   sources keep lambdas such as ``node_of``, which the stdlib's pickle refuses).
 
 Each backend is the real thing where we own it or a package provides it (the simulator, a recorded trace, Redis,
-sushy-tools' Redfish server); dcgm-exporter, Prometheus and vLLM are their pages, in their real formats, on a
-local HTTP server. Adding a source: add its :class:`Impl` to :data:`IMPLS` (a test fails until it is there).
+sushy-tools' Redfish server, pymodbus's Modbus TCP server); dcgm-exporter, Prometheus and vLLM are their pages, in
+their real formats, on a local HTTP server. Adding a source: add its :class:`Impl` to :data:`IMPLS` (a test fails
+until it is there); the rig machinery is in ``source_rigs.py``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import json
 import pkgutil
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, get_args
 
@@ -39,11 +39,13 @@ import cluster.telemetry
 from actors.gateway.store import ApprovalStore
 from actors.twin.physics import Topology
 from cluster.actuators.feedback import FeedbackSource, MergedSource
+from cluster.modbus_map import ModbusUnit
 from cluster.nvml_readers import FanIn
 from cluster.sources import SimSource
 from cluster.telemetry.alerts import AlertSource
 from cluster.telemetry.dcgm import DcgmSource
 from cluster.telemetry.exporter import render_page
+from cluster.telemetry.modbus import ModbusSource
 from cluster.telemetry.nvml import NvmlSource, NvmlUnavailable
 from cluster.telemetry.prometheus import PrometheusSource
 from cluster.telemetry.redfish import RedfishSource
@@ -52,7 +54,9 @@ from cluster.telemetry.samples import ActionResult, Sample, SourceStatus, parse_
 from cluster.telemetry.sim import Simulator, SimulatorService
 from cluster.telemetry.vllm import HttpMetricsReader, VllmSource
 from serving.alerts import AlertmanagerWebhook, AlertReceiver
+from tests.actuators.modbus_server import SUPPLY, ModbusPlant, plant_map
 from tests.cluster.test_nvml_readers import Reader
+from tests.contracts.source_rigs import Impl, Rig, close, dead_url, rig
 from tests.helpers import free_port
 from tests.serving.test_alerts import PAYLOAD
 from tests.telemetry.dcgm_pages import Exporter, Gpu, page
@@ -71,60 +75,6 @@ SAMPLE_TYPES: tuple[type, ...] = get_args(get_args(Sample)[0])
 SUBJECT = {"gpu": ("node", "gpu"), "cooling": ("unit",), "link": ("link",), "job": ("job",),
            "action_result": ("action_id",), "source_status": ("source", "host"),
            "llm_engine": ("deployment", "replica"), "facility": ("node", "unit", "chassis"), "alert": ("fingerprint",)}
-
-
-async def _nothing() -> None:
-    return None
-
-
-@dataclass
-class Rig:
-    """A source over its backend, and how to give the backend something new before the next read."""
-
-    source: Any
-    feed: Callable[[], Awaitable[None]] = _nothing
-
-
-Build = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[Rig]]
-
-
-@dataclass(frozen=True)
-class Impl:
-    """One implementation: its class, its rig, and the rig with its backend unreachable (None: exempt)."""
-
-    cls: type
-    build: Build
-    dead: Build | None = None
-    resumable: bool = False
-
-
-async def close(source: Any) -> None:
-    """Close what a source opened (an HTTP client or session, a Redis connection), its parts' too."""
-    for part in getattr(source, "sources", ()):
-        await close(part)
-    if hasattr(source, "aclose"):
-        await source.aclose()
-    if getattr(source, "_redis", None) is not None:
-        await source._redis.aclose()
-
-
-def rig(build: Callable[[pytest.FixtureRequest, Path], AsyncIterator[Rig]]) -> Build:
-    """A rig's generator as a context manager that closes the source afterwards."""
-
-    @asynccontextmanager
-    async def managed(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-        async with asynccontextmanager(build)(request, tmp_path) as r:
-            try:
-                yield r
-            finally:
-                await close(r.source)
-
-    return managed
-
-
-def dead_url(path: str = "") -> str:
-    """An http URL on loopback that nothing listens on."""
-    return f"http://127.0.0.1:{free_port()}{path}"
 
 
 # --- the rigs -------------------------------------------------------------------------------------------------------
@@ -189,6 +139,24 @@ async def redfish(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @rig
 async def redfish_dead(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     yield Rig(RedfishSource([f"n01={dead_url()}"], timeout_s=2.0, lost_after=2, clock=Clock()))
+
+
+@rig
+async def modbus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    """pymodbus's own Modbus TCP server as a CDU controller; between reads its supply sensor moves."""
+    async with ModbusPlant() as plant:
+        units = {name: ModbusUnit.model_validate(u) for name, u in plant_map().items()}
+
+        async def warmer() -> None:
+            await plant.set(SUPPLY, await plant.get(SUPPLY) + 1)
+
+        yield Rig(ModbusSource(units, plant.endpoint, timeout_s=2.0, clock=Clock()), warmer)
+
+
+@rig
+async def modbus_dead(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    units = {name: ModbusUnit.model_validate(u) for name, u in plant_map().items()}
+    yield Rig(ModbusSource(units, f"127.0.0.1:{free_port()}", timeout_s=2.0, lost_after=2, clock=Clock()))
 
 
 @rig
@@ -283,6 +251,7 @@ IMPLS: dict[str, Impl] = {
     "dcgm": Impl(DcgmSource, dcgm, dcgm_dead),
     "prometheus": Impl(PrometheusSource, prometheus, prometheus_dead),
     "redfish": Impl(RedfishSource, redfish, redfish_dead),
+    "modbus": Impl(ModbusSource, modbus, modbus_dead),
     "vllm": Impl(VllmSource, vllm, vllm_dead),
     "alerts": Impl(AlertSource, alerts, resumable=True),  # Redis: dead infrastructure raises
     "feedback": Impl(FeedbackSource, feedback, resumable=True),  # Redis, likewise

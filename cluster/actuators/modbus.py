@@ -1,0 +1,113 @@
+"""The Modbus actuator: ``set_cooling_setpoint`` and ``set_fan_speed`` on a cooling plant's units, through the
+holding registers the register map (setting ``modbus_map``, :mod:`cluster.modbus_map`) names.
+
+Each execution reads the register first (the detail records the value before), writes the new value, and reads
+it back to confirm: ``cu01 supply setpoint 25.0 → 21.0 °C, register 40001 on 127.0.0.1:5020``. A unit outside
+the map, a unit that maps no such register, a value that does not fit it, a device that refuses or reads back
+something else, and a server that cannot be reached (after one more try) are ``failed`` results with the
+reason. Any other action kind is refused: it is not a facility action. Idempotent by action id; writing an
+absolute value twice is harmless besides, so a retry after a lost answer does no harm either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from cluster.modbus_link import ModbusFailure, ModbusLink
+from cluster.modbus_map import POINTS, WRITES, ModbusUnit, Point, unit_endpoint
+from cluster.telemetry.samples import ActionResult
+from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed, action_targets
+
+if TYPE_CHECKING:
+    from cluster.settings import Settings
+
+#: The action kinds a facility actuator carries out.
+FACILITY_KINDS = frozenset(WRITES)
+#: Wait before the one retry of a transient failure, in seconds.
+RETRY_AFTER_S = 0.5
+#: Bound of one whole execution, tries included (under the gateway's 30 s bound on an execution).
+BUDGET_S = 25.0
+
+
+class ModbusActuator:
+    """Setpoints and fan speeds over Modbus TCP.
+
+    Args:
+        units: The register map: unit name → its registers.
+        endpoint: ``HOST[:PORT]`` of the server of every unit that names none of its own.
+        timeout_s: Bound of one connect and of one request.
+        retry_after_s: Wait before the one retry of a transient failure.
+    """
+
+    def __init__(self, units: Mapping[str, ModbusUnit], endpoint: str | None = None, timeout_s: float = 3.0,
+                 retry_after_s: float = RETRY_AFTER_S) -> None:
+        self.units = dict(units)
+        self.endpoint = endpoint
+        self.retry_after_s = retry_after_s
+        self.link = ModbusLink(timeout_s)
+        self._done: dict[str, ActionResult] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModbusActuator:
+        """The ``modbus_*`` settings."""
+        return cls(settings.modbus_map, settings.modbus_endpoint, settings.modbus_timeout_s)
+
+    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+        """Read, write, read back; ``executed`` only when the register holds the new value."""
+        if action_id in self._done:
+            return self._done[action_id]
+        try:
+            ok, detail = await asyncio.wait_for(self._apply(action), BUDGET_S)
+        except TimeoutError:
+            ok, detail = False, f"no complete answer within {BUDGET_S:g} s"
+        result = ActionResult(
+            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
+            targets=tuple(action_targets(action)), status="executed" if ok else "failed", detail=detail,
+            traceparent=traceparent,
+        )
+        if ok:
+            self._done[action_id] = result
+        return result
+
+    async def _apply(self, action: Action) -> tuple[bool, str]:
+        if not isinstance(action, SetCoolingSetpoint | SetFanSpeed):
+            return False, (f"{action.kind} is not a facility action: the Modbus actuator only carries out "
+                           f"{' and '.join(sorted(WRITES))}")
+        field, what = WRITES[action.kind]
+        name = action.unit
+        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        unit = self.units.get(name)
+        if unit is None:
+            names = sorted(self.units)
+            known = ", ".join(names[:10]) + (f" … ({len(names)} in all)" if len(names) > 10 else "") or "none"
+            return False, f"unit {name} is not in the Modbus register map (modbus_map maps: {known})"
+        point: Point | None = getattr(unit, field)
+        if point is None:
+            return False, f"{name}: the Modbus register map gives no {field} register for its {what}"
+        try:
+            ep = unit_endpoint(unit, self.endpoint)
+            point.encode(value)
+        except ValueError as exc:
+            return False, f"{name} {what}: {exc}"
+        where, sym = f"register {point.ref} on {ep}", POINTS[field]
+        before: float | None = None
+        for attempt in (1, 2):
+            try:
+                now = await self.link.read(ep, unit.device_id, point)
+                before = now if before is None else before
+                await self.link.write(ep, unit.device_id, point, value)
+                after = await self.link.read(ep, unit.device_id, point)
+            except ModbusFailure as exc:
+                if exc.transient and attempt == 1:
+                    await asyncio.sleep(self.retry_after_s)
+                    continue
+                tried = " (after one retry)" if attempt == 2 else ""
+                return False, f"{name} {what} not set to {point.show(value)} {sym}: {exc}{tried}"
+            break
+        was = point.show(before) if before is not None else "?"
+        if after != point.decode(point.encode(value)):
+            return False, (f"{name} {what}: wrote {point.show(value)} {sym} to {where} but it reads back "
+                           f"{point.show(after)} {sym} (was {was}; the controller kept its own limit?)")
+        return True, f"{name} {what} {was} → {point.show(after)} {sym}, {where}"
