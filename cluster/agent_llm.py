@@ -14,12 +14,16 @@ class ChatCompleter:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    async def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
-        return "".join([piece async for piece in self.stream(messages, max_tokens)])
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int,
+                       schema: dict[str, Any] | None = None) -> str:
+        return "".join([piece async for piece in self.stream(messages, max_tokens, schema)])
 
-    async def stream(self, messages: list[dict[str, str]], max_tokens: int) -> AsyncIterator[str]:
-        """The answer piece by piece (the agent's shell times the first token and the decode rate)."""
-        async for delta in self.model.stream(messages, GenParams(max_tokens=max_tokens, temperature=0.0)):
+    async def stream(self, messages: list[dict[str, str]], max_tokens: int,
+                     schema: dict[str, Any] | None = None) -> AsyncIterator[str]:
+        """The answer piece by piece (the agent's shell times the first token and the decode rate); with
+        ``schema``, decoding is constrained to JSON valid against it."""
+        params = GenParams(max_tokens=max_tokens, temperature=0.0, json_schema=schema)
+        async for delta in self.model.stream(messages, params):
             yield delta.text
 
 

@@ -139,7 +139,8 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
         redis_url, ns, load_policy(settings.policy_file), actuator, fleet=RemotePort(twin)
     )
     agent = ray.remote(AgentService).options(name="agent", **opts).remote(
-        redis_url, ns, build_knowledge(settings), RemotePort(gateway), RemotePort(twin), batch=settings.agent_batch
+        redis_url, ns, build_knowledge(settings), RemotePort(gateway), RemotePort(twin), batch=settings.agent_batch,
+        model_pending=settings.llm != "none",  # incidents wait for the model `_start_serve` hands the agent
     )
     handles = {"twin": twin, "gateway": gateway, "agent": agent, **({"simulator": sim} if sim is not None else {})}
     ray.get([twin.status.remote(), gateway.counts.remote(), agent.status.remote()], timeout=START_TIMEOUT_S)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # DocumentError lives with the loaders (which raise it first) and is re-exported here, where callers look.
+from knowledge.limits import NUMERIC_PARAMS, ParamLimit
 from knowledge.loaders import SUPPORTED_SUFFIXES, DocumentError, read_text
 
 DocType = Literal["manual", "sop", "mop", "eop", "experience"]
@@ -52,13 +53,19 @@ class Step(BaseModel):
 
 
 class ActionTemplate(BaseModel):
-    """An action a document prescribes; ``"{name}"`` placeholders in params are filled from incident facts."""
+    """An action a document prescribes; ``"{name}"`` placeholders in params are filled from incident facts, and
+    each parameter under ``limits`` is derived from its :class:`~knowledge.limits.ParamLimit` and the live facts."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: str
     step: str | None = None
     params: dict[str, str | float | int] = Field(default_factory=dict)
+    limits: dict[str, ParamLimit] = Field(default_factory=dict)
+
+    def unlimited(self) -> list[str]:
+        """The numeric parameters of this action kind that no limit bounds (what ``knowledge lint`` reports)."""
+        return [p for p in NUMERIC_PARAMS.get(self.kind, ()) if p not in self.limits]
 
 
 class Document(BaseModel):

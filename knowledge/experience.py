@@ -13,16 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from knowledge.documents import ActionTemplate, Document, build_document
 
-#: Action parameters that name a target or a value taken from the incident, and their placeholder.
+#: Action parameters that name a target or a value taken from the incident, and their placeholder. A number an
+#: action set is repeated only within the limits of the step it followed (an action's ``limits``), else as it was.
 _PLACEHOLDERS = {
     "gpu": "{gpu}",
     "node": "{node}",
     "unit": "{unit}",
     "link": "{link}",
     "job": "{job}",
-    "supply_c": "{supply_target_c}",
-    "watts": "{power_target_w}",
-    "percent": "{fan_target_pct}",
     "summary": "{summary}",
     "severity": "{severity}",
 }
@@ -85,7 +83,8 @@ def experience_document(exp: Experience) -> tuple[Document, str]:
     kinds = list(dict.fromkeys(k for k, _ in lines))
     acts = _actions(proposal)
     described = [
-        f"{a.get('kind')}(" + ", ".join(f"{k}={v}" for k, v in a.items() if k != "kind") + ")" for a in acts
+        f"{a.get('kind')}(" + ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("kind", "limits")) + ")"
+        for a in acts
     ]
     if isinstance(proposal, str):
         rationale = proposal
@@ -94,9 +93,10 @@ def experience_document(exp: Experience) -> tuple[Document, str]:
     templates: list[ActionTemplate] = []
     if decision.lower() in _APPROVED:
         for a in acts:
-            values = {k: v for k, v in a.items() if k != "kind" and isinstance(v, str | int | float)}
+            limits = a.get("limits") if isinstance(a.get("limits"), Mapping) else {}
+            values = {k: v for k, v in a.items() if k not in ("kind", *limits) and isinstance(v, str | int | float)}
             params = {k: _PLACEHOLDERS.get(k, v) for k, v in values.items()}
-            templates.append(ActionTemplate(kind=str(a.get("kind")), params=params))
+            templates.append(ActionTemplate(kind=str(a.get("kind")), params=params, limits=limits))
     head = exp.title or f"Experience: {', '.join(k.replace('_', ' ') for k in kinds) or 'incident'} ({decision})"
     body = "\n".join(
         [
@@ -123,7 +123,7 @@ def experience_document(exp: Experience) -> tuple[Document, str]:
         "type": "experience",
         "equipment": list(exp.equipment),
         "events": kinds,
-        "actions": [t.model_dump(exclude_none=True) for t in templates],
+        "actions": [t.model_dump(exclude_none=True, exclude_defaults=True, by_alias=True) for t in templates],
         "risk": "low",
     }
     doc = build_document(meta, body, Path(f"{doc_id}.md"), source=f"experience:{doc_id}")

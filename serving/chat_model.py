@@ -42,6 +42,9 @@ class GenParams:
     stop: list[str] | None = None
     seed: int | None = None
     ignore_eos: bool | None = None  # vLLM's extension: generate exactly max_tokens (benchmarks)
+    #: Structured output: the answer must be JSON valid against this schema (OpenAI's ``response_format``; vLLM
+    #: enforces it while decoding, so every answer parses).
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass

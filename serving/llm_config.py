@@ -86,6 +86,9 @@ def engine_kwargs(spec: LLMSpec, supported: set[str] | None = None) -> tuple[dic
         "preemption_mode": spec.preemption_mode,
         "disable_log_stats": False,  # the engine metrics opsloop watches
         "trust_remote_code": False,
+        # The agent's answers are decoded under a JSON schema. llguidance handles every schema keyword the agent
+        # uses (prefixItems); without free whitespace a small model cannot pad an answer out to max_tokens.
+        "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
     }
     if spec.block_size is not None:
         kw["block_size"] = spec.block_size

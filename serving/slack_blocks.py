@@ -41,6 +41,11 @@ def describe_prediction(p: dict[str, Any] | None) -> str:
     return f"{p.get('metric')} of {p.get('subject')} {bounds} within {p.get('within_s')} s"
 
 
+def bounds_text(bounds: dict[str, Any] | None) -> str:
+    """Each number of the action beside the range its cited step (and the hardware) allows."""
+    return "\n".join(f"{k}: {b.get('text', '')}" for k, b in (bounds or {}).items()) or "no numbers to bound"
+
+
 def citations_text(citations: list[dict[str, Any]]) -> str:
     """One line per cited runbook step."""
     lines = [f"• `{c['doc_id']}`{' § ' + c['step_id'] if c.get('step_id') else ''} — {c.get('title', '')}"
@@ -90,6 +95,7 @@ def approval_blocks(ap: dict[str, Any]) -> list[dict[str, Any]]:
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Root cause*\n{_clip(cause, 1900)}"},
             {"type": "mrkdwn", "text": f"*Action*\n`{_clip(describe_action(ap['action']), 1900)}`"},
+            {"type": "mrkdwn", "text": f"*Allowed by the step*\n{_clip(bounds_text(ap.get('bounds')), 1900)}"},
             {"type": "mrkdwn", "text": f"*What-if*\n{describe_prediction(ap.get('prediction'))}"},
             {"type": "mrkdwn", "text": f"*Policy*\n{_clip(ap.get('policy', ''), 1900)}"
                                        f" ({ap.get('required', 0)} approver(s): {', '.join(ap.get('roles', []))})"},

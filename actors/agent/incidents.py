@@ -237,7 +237,7 @@ class IncidentBook:
     def _update_facts(inc: Incident, ev: Event) -> None:
         f = inc.facts
         d = ev.data
-        for k in ("unit", "node", "setpoint_c", "supply_c", "flow_frac", "max_operating_c", "slowdown_c",
+        for k in ("unit", "node", "setpoint_c", "supply_c", "fan_pct", "flow_frac", "max_operating_c", "slowdown_c",
                   "shutdown_c", "model", "link", "job", "xid", "resolution", "culprit"):
             if d.get(k) is not None and (k not in f or ev.kind == "cooling_degraded"):
                 f[k] = d[k]

@@ -19,7 +19,8 @@ from actors.tracing import stage_span
 class StreamingCompleter(Completer, Protocol):
     """A completer that can also yield the answer piece by piece (a piece is about one token)."""
 
-    def stream(self, messages: list[dict[str, str]], max_tokens: int) -> AsyncIterator[str]: ...
+    def stream(self, messages: list[dict[str, str]], max_tokens: int,
+               schema: dict[str, Any] | None = None) -> AsyncIterator[str]: ...
 
 
 class TracedKnowledge:
@@ -49,19 +50,21 @@ class TracedCompleter:
         self.inner = inner
         self.meter = meter
 
-    async def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int,
+                       schema: dict[str, Any] | None = None) -> str:
         with stage_span("llm", "agent.llm", "agent", continue_current=True,
-                        attrs={"opsloop.max_tokens": max_tokens, "opsloop.messages": len(messages)}) as span:
+                        attrs={"opsloop.max_tokens": max_tokens, "opsloop.messages": len(messages),
+                               "opsloop.llm.constrained": schema is not None}) as span:
             t0 = time.perf_counter()
             stream = getattr(self.inner, "stream", None)
             if not callable(stream):
-                text = await self.inner.complete(messages, max_tokens)
+                text = await self.inner.complete(messages, max_tokens, schema)
                 span.set_attribute("opsloop.llm.streamed", False)
                 span.set_attribute("opsloop.llm.latency_s", time.perf_counter() - t0)
                 return text
             parts: list[str] = []
             first = last = None
-            async for piece in stream(messages, max_tokens):
+            async for piece in stream(messages, max_tokens, schema):
                 last = time.perf_counter()
                 if first is None and piece:
                     first = last

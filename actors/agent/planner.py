@@ -13,12 +13,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from actors.agent.bounds import check_bounds, step_bounds
 from actors.agent.incidents import Incident
 from actors.agent.proposals import Cited, Proposal, ProposedAction, action_id, proposal_id
 from actors.agent.whatif import predict
 from actors.twin.profiles import profile
 from knowledge.documents import ActionTemplate, Document
 from knowledge.experience import Experience
+from knowledge.limits import Bound
 from knowledge.retrieval import Passage
 from policies.actions import RISK, Notify, Risk, describe, parse_action
 from policies.verify import check_action, check_citations
@@ -37,18 +39,9 @@ class Knowledge(Protocol):
 
 
 def incident_facts(inc: Incident) -> dict[str, Any]:
-    """Values the action templates may use, derived from what the twin reported."""
+    """Values the action templates may use, derived from what the twin reported. Numbers an action sets are not
+    here: they come from the cited step's limits (:mod:`actors.agent.bounds`)."""
     f = dict(inc.facts)
-    max_op = float(f.get("max_operating_c", 87.0))
-    peak = float(f.get("peak_projected_c", max_op))
-    setpoint = f.get("setpoint_c")
-    if isinstance(setpoint, int | float):
-        # Lower the supply by the die's projected excess over (max operating - 6 °C), 6 to 12 °C at a time.
-        drop = min(12.0, max(6.0, peak - (max_op - 6.0)))
-        f["supply_target_c"] = round(max(12.0, float(setpoint) - drop), 1)
-    power = f.get("power_w")
-    f["power_target_w"] = round(max(200.0, 0.75 * float(power)), 0) if isinstance(power, int | float) else 500.0
-    f["fan_target_pct"] = 100.0
     hot = len(inc.hot)
     f["severity"] = "high" if inc.kinds.get("gpu_overheat") or inc.kinds.get("thermal_slowdown") else "medium"
     f["summary"] = f"{inc.root_cause.kind} on {inc.root_cause.subject}: {hot} affected ({inc.incident_id})"
@@ -94,8 +87,8 @@ def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]],
     pid = proposal_id(inc.incident_id, inc.revision)
     problems: list[str] = []  # templates skipped, for the record
     citation_problems: list[str] = []  # these make the proposal unverified
-    chosen: list[tuple[Any, ActionTemplate, Document]] = []
-    low_only: list[tuple[Any, ActionTemplate, Document]] = []
+    chosen: list[tuple[Any, ActionTemplate, Document, dict[str, Bound]]] = []
+    low_only: list[tuple[Any, ActionTemplate, Document, dict[str, Bound]]] = []
     retrieved = {(p.citation.doc_id, p.citation.step_id) for p in passages}
     seen_docs: list[str] = []
     for p in passages:
@@ -110,19 +103,25 @@ def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]],
             params = bind(t, facts)
             if params is None:
                 continue
+            bounds, unfollowable = step_bounds(t, facts)
+            if unfollowable:
+                where = f"{doc.doc_id}#{t.step or '-'}"
+                problems += [f"{where}: {t.kind} cannot follow the step: {w}" for w in unfollowable]
+                continue
+            params.update({param: b.pick() for param, b in bounds.items()})
             try:
                 action = parse_action(params)
             except ValidationError as exc:
                 problems.append(f"{doc.doc_id}: {t.kind} does not validate: {exc.errors()[0]['msg']}")
                 continue
-            issues = check_action(action, topology)
+            issues = check_action(action, topology) + check_bounds(action, bounds, facts)
             if issues:
                 problems += issues
                 continue
             if RISK[action.kind] is Risk.low:
-                extras.append((action, t, doc))
+                extras.append((action, t, doc, bounds))
             elif primary is None:
-                primary = (action, t, doc)
+                primary = (action, t, doc, bounds)
         if primary is not None:
             chosen = [primary, *extras]
             break
@@ -130,16 +129,16 @@ def plan(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]],
             low_only = extras
     if not chosen and low_only:
         chosen = low_only
-    for doc in {d.doc_id: d for _, _, d in chosen}.values():
+    for doc in {d.doc_id: d for _, _, d, _ in chosen}.values():
         # The runbook was retrieved as a whole once chosen: its steps are citable.
         retrieved |= {(doc.doc_id, s.step_id) for s in doc.steps} | {(doc.doc_id, None)}
     actions = []
-    for i, (action, t, doc) in enumerate(chosen):
+    for i, (action, t, doc, bounds) in enumerate(chosen):
         cited = (Cited(doc_id=doc.doc_id, step_id=t.step, title=doc.title),)
         citation_problems += check_citations([(c.doc_id, c.step_id) for c in cited], retrieved)
         actions.append(ProposedAction(action_id=action_id(pid, i, action), action=action, citations=cited,
                                       rationale=f"{doc.title}, step {t.step or '-'}: {describe(action)}",
-                                      prediction=predict(action, facts)))
+                                      prediction=predict(action, facts), bounds=bounds))
     if not actions:
         note = Notify(message=f"{facts['summary']}: no runbook action applies; please investigate.")
         actions = [

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.agent.incidents import RootCause
+from knowledge.limits import Bound
 from policies.actions import Action, action_hash
 
 
@@ -61,6 +62,7 @@ class ProposedAction(BaseModel):
     citations: tuple[Cited, ...]
     rationale: str
     prediction: Prediction | None = None  # what-if: the twin's physics run forward with this action
+    bounds: dict[str, Bound] = Field(default_factory=dict)  # each number's range from the cited step (and hardware)
 
 
 class Proposal(BaseModel):

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from actors.agent.bounds import cited_template
 from actors.agent.incidents import FEEDBACK, Incident, IncidentBook
 from actors.agent.instruments import TracedCompleter, TracedKnowledge
-from actors.agent.planner import Knowledge
-from actors.agent.proposals import Proposal, proposal_id
+from actors.agent.planner import Knowledge, incident_facts, projects_shutdown
+from actors.agent.proposals import Proposal, ProposedAction, proposal_id
 from actors.agent.propose import Completer, propose
 from actors.metrics import RATE_BUCKETS, Metrics
 from actors.ports import Fleet
@@ -33,6 +35,7 @@ log = logging.getLogger("opsloop.agent")
 GROUP = "agent"
 READ_BLOCK_MS = 1000
 GATEWAY_TIMEOUT_S = 30.0
+MODEL_WAIT_S = 900.0  # the LLM deployment's own start timeout: a model later than this is not coming
 
 
 class ProposalSink(Protocol):
@@ -46,6 +49,7 @@ class AgentService:
         self, redis_url: str, namespace: str, knowledge: Knowledge | Callable[[], Knowledge], gateway: ProposalSink,
         fleet: Fleet,
         consumer: str = "agent-1", batch: int = 100, llm: Completer | None = None,
+        model_pending: bool = False, model_wait_s: float = MODEL_WAIT_S,
     ) -> None:
         self.redis = aioredis.Redis.from_url(redis_url)
         self.ns = namespace
@@ -55,6 +59,10 @@ class AgentService:
         self.gateway = gateway
         self.fleet = fleet
         self.llm = llm  # None: the deterministic runbook mapping only (`--llm none`)
+        # A model is on its way (``set_llm`` will bring it): incidents wait for it, except emergencies, which run
+        # the step's own parameters anyway; after ``model_wait_s`` without it they go on with the runbook mapping.
+        self.model_pending = model_pending
+        self._model_deadline = time.monotonic() + model_wait_s if model_pending else None
         self.consumer = consumer
         self.batch = batch
         self.book = IncidentBook()
@@ -86,8 +94,12 @@ class AgentService:
                 if ev.kind in FEEDBACK:
                     await self._feedback(ev)
                 inc, needs = self.book.observe(ev)
-                if inc is not None and needs:
+                deferred = inc is not None and await self.redis.hexists(f"{self.ns}:agent:deferred", inc.incident_id)
+                if inc is not None and (needs or deferred) and self._waits_for_model(inc):
+                    await self.redis.hset(f"{self.ns}:agent:deferred", inc.incident_id, ev.model_dump_json())
+                elif inc is not None and (needs or deferred):  # a waiting incident that turned urgent goes now
                     await self._submit(await self._proposal_for(inc, ev))
+                    await self.redis.hdel(f"{self.ns}:agent:deferred", inc.incident_id)
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.set(f"{self.ns}:agent:book", json.dumps(self.book.dump()))
                     pipe.sadd(done_key, ev.event_id)
@@ -97,8 +109,27 @@ class AgentService:
         return len(entries)
 
     async def set_llm(self, factory: Callable[[], Completer] | None) -> None:
-        """Use a model from now on (built here, in the agent's process); None: the runbook mapping only."""
+        """Use a model from now on (built here, in the agent's process); None: the runbook mapping only. Incidents
+        that waited for the model are planned now, each at its current revision."""
         self.llm = factory() if factory is not None else None
+        await self._release_deferred()
+
+    def _waits_for_model(self, inc: Incident) -> bool:
+        if self.model_pending and self._model_deadline is not None:
+            if time.monotonic() > self._model_deadline:
+                log.warning("no model after %.0f s: planning with the runbook mapping", MODEL_WAIT_S)
+                self.model_pending = False
+        return self.model_pending and not projects_shutdown(incident_facts(inc))
+
+    async def _release_deferred(self) -> None:
+        await self._load()
+        self.model_pending = False
+        waiting = await self.redis.hgetall(f"{self.ns}:agent:deferred")
+        for incident_id, raw in waiting.items():
+            inc = self.book.find(incident_id.decode())
+            if inc is not None and inc.status == "open":
+                await self._submit(await self._proposal_for(inc, Event.model_validate_json(raw)))
+            await self.redis.hdel(f"{self.ns}:agent:deferred", incident_id)
 
     async def _submit(self, proposal: Proposal) -> None:
         if not proposal.verified:  # nothing unverified reaches the gateway
@@ -125,7 +156,7 @@ class AgentService:
         events = [proposal.root_cause.model_dump(), *({"kind": k} for k in (inc.kinds if inc else {}))]
         self.kb.add_experience(Experience(
             incident_id=proposal.incident_id, events=events,
-            proposal={"actions": [a.action.model_dump(mode="json") for a in proposal.actions],
+            proposal={"actions": [self._with_limits(a) for a in proposal.actions],
                       "rationale": proposal.diagnosis},
             decision=decision, reason=detail if decision == "rejected" else "",
             outcome=detail if decision == "approved" else "not executed",
@@ -138,6 +169,13 @@ class AgentService:
                                   already=[a.action for a in proposal.actions])
             await self.redis.set(f"{self.ns}:agent:proposal:{again.proposal_id}", again.model_dump_json())
             await self._submit(again)
+
+    def _with_limits(self, a: ProposedAction) -> dict[str, object]:
+        """An action as experience records it: with the limits of the step it followed, so a repeat obeys them."""
+        template = cited_template(self.kb, a.action.kind, a.citations)
+        limits = {k: v.model_dump(exclude_defaults=True, by_alias=True)
+                  for k, v in (template.limits if template else {}).items()}
+        return {**a.action.model_dump(mode="json"), **({"limits": limits} if limits else {})}
 
     async def _proposal_for(self, inc: Incident, trigger: Event | None = None) -> Proposal:
         """The proposal for this incident revision, made once: a restarted agent re-submits the stored one,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.agent.proposals import Cited, Prediction, Proposal, ProposedAction
+from knowledge.limits import Bound
 from policies.actions import Action, action_hash, describe
 from policies.policy import Verdict
 
@@ -98,6 +99,7 @@ class Approval(BaseModel):
     summary: str
     rationale: str
     citations: tuple[Cited, ...] = ()
+    bounds: dict[str, Bound] = Field(default_factory=dict)  # each number's range from the cited step, with why
     root_cause: dict[str, Any] = Field(default_factory=dict)
     status: Status
     required: int = 0
@@ -169,7 +171,7 @@ def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now:
     return Approval(
         approval_id=approval_id(pa.action_id), proposal_id=proposal.proposal_id, incident_id=proposal.incident_id,
         action_id=pa.action_id, action=pa.action, action_hash=action_hash(pa.action), summary=describe(pa.action),
-        rationale=pa.rationale, citations=pa.citations, root_cause=proposal.root_cause.model_dump(),
+        rationale=pa.rationale, citations=pa.citations, bounds=pa.bounds, root_cause=proposal.root_cause.model_dump(),
         prediction=pa.prediction, created_ts=now, updated_ts=now, **_judged(verdict, now, expiry_s),
     )
 

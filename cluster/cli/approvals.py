@@ -58,7 +58,8 @@ def row(ap: dict) -> dict:
     """The stable JSON shape of one approval for scripts."""
     return {"id": ap["approval_id"], "status": ap["status"], "action": ap["action"], "summary": ap["summary"],
             "incident_id": ap["incident_id"], "required": ap["required"], "decisions": ap["decisions"],
-            "result": ap["result"], "citations": ap["citations"], "action_hash": ap.get("action_hash"),
+            "result": ap["result"], "citations": ap["citations"],
+            "bounds": ap.get("bounds", {}), "action_hash": ap.get("action_hash"),
             "proposer": ap.get("proposer"), "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
 
 
@@ -81,6 +82,7 @@ def describe(ap: dict) -> list[str]:
     lines = [f"{ap['approval_id']}  {ap['status']}  {ap['summary']}",
              f"  action       {ap['action']['kind']} {json.dumps(params, sort_keys=True)}",
              f"  action_hash  {ap['action_hash']}",
+             *(f"  bound        {k}: {b.get('text', '')}" for k, b in (ap.get("bounds") or {}).items()),
              f"  policy       {ap.get('policy', '')} ({ap.get('required', 0)} approver(s))",
              f"  incident     {ap['incident_id']}"]
     for d in ap.get("decisions", []):

@@ -1,4 +1,4 @@
-"""``opsloop knowledge``: index manuals and runbooks, search them, show index statistics."""
+"""``opsloop knowledge``: index manuals and runbooks, search them, show index statistics, lint runbooks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _TYPES = ("manual", "sop", "mop", "eop", "experience")
 
 
 def register(subparsers: Any) -> None:
-    """Add ``knowledge index|search|stats`` to the ``opsloop`` parser."""
+    """Add ``knowledge index|search|stats|lint`` to the ``opsloop`` parser."""
     parser = subparsers.add_parser(
         "knowledge",
         help="index and search manuals, SOP/MOP/EOP runbooks and experience",
@@ -45,6 +45,15 @@ def register(subparsers: Any) -> None:
     p_stats.add_argument("--json", action="store_true", help="print JSON")
     _common(p_stats)
     p_stats.set_defaults(func=cmd_stats)
+
+    p_lint = sub.add_parser(
+        "lint", help="report runbook actions whose numbers their step does not bound (exit 1 on findings)",
+        description="Check runbooks before the agent cites them: every action template that sets a number "
+        "(set_power_limit watts, set_cooling_setpoint supply_c, set_fan_speed percent) needs a `limits` entry "
+        "stating what its step allows (absolute bounds, a change from the live value, per GPU model); see "
+        "knowledge/limits.py. Also reports files that do not load, unknown action kinds and missing steps.")
+    p_lint.add_argument("paths", nargs="+", type=Path, metavar="DIR", help="runbook files or directories")
+    p_lint.set_defaults(func=cmd_lint)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -167,3 +176,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if stats["flagged"]:
         print(f"flagged:   {', '.join(stats['flagged'])}")
     return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Print one line per finding; exit 1 when there is any."""
+    from knowledge.lint import lint
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise CliError(f"no such file or directory: {', '.join(missing)}")
+    count, findings = lint(p.expanduser() for p in args.paths)
+    for f in findings:
+        print(f)
+    print(f"{count} documents, {len(findings)} finding(s)", file=sys.stderr)
+    return 1 if findings else 0

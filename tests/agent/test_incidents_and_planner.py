@@ -72,29 +72,51 @@ def test_plan_never_targets_what_is_not_in_the_fleet(kb: KnowledgeBase) -> None:
 
 
 def test_bind_fills_placeholders_and_reports_missing_facts() -> None:
-    params = {"unit": "{unit}", "supply_c": "{supply_target_c}"}
-    t = ActionTemplate(kind="set_cooling_setpoint", step="s3", params=params)
-    assert bind(t, {"unit": "cu01", "supply_target_c": 14.0}) == {"kind": "set_cooling_setpoint", "unit": "cu01",
-                                                                   "supply_c": 14.0}
+    params = {"unit": "{unit}", "message": "{summary} now"}
+    t = ActionTemplate(kind="notify", step="s3", params=params)
+    assert bind(t, {"unit": "cu01", "summary": "hot"}) == {"kind": "notify", "unit": "cu01", "message": "hot now"}
     assert bind(t, {"unit": "cu01"}) is None
 
 
-def test_supply_target_stays_within_the_catalogue(kb: KnowledgeBase) -> None:
+def test_the_setpoint_obeys_the_step_it_cites(kb: KnowledgeBase) -> None:
+    """eop-cooling-degradation#s3: lower by 2–4 °C, never below 18 °C. The planner proposes the step's own value
+    from the live setpoint, and carries the bound for the approval card."""
     book = IncidentBook()
     inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
-    inc.facts["setpoint_c"] = 14.0
-    inc.facts["peak_projected_c"] = 120.0
-    assert incident_facts(inc)["supply_target_c"] == 12.0
+    setpoint = inc.facts["setpoint_c"]
+    first = plan(inc, kb, TOPOLOGY).actions[0]
+    assert (first.citations[0].doc_id, first.citations[0].step_id) == ("eop-cooling-degradation", "s3")
+    assert setpoint - 4 <= first.action.supply_c <= setpoint - 2 and first.action.supply_c >= 18
+    bound = first.bounds["supply_c"]
+    assert (bound.lo, bound.hi) == (max(18.0, setpoint - 4), setpoint - 2)
+    assert "never below 18 °C" in bound.text and "below the current" in bound.text
+
+
+def test_a_step_that_cannot_be_followed_is_not_proposed(kb: KnowledgeBase) -> None:
+    """At 19 °C, lowering by 2–4 °C would break the 18 °C floor: the setpoint step is skipped, and the next step
+    of the runbook (cap power, 450–500 W on an H100) is proposed instead."""
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    inc.facts["setpoint_c"] = 19.0
+    p = plan(inc, kb, TOPOLOGY)
+    assert p.verified
+    assert all(a.action.kind != "set_cooling_setpoint" for a in p.actions)
+    assert any("supply_c: nothing satisfies it" in why for why in p.problems)
+    cap = next(a for a in p.actions if a.action.kind == "set_power_limit")
+    assert 450 <= cap.action.watts <= 500 and cap.citations[0].step_id == "s4"
 
 
 def test_proposal_carries_a_what_if_from_the_twin_physics(kb: KnowledgeBase) -> None:
+    """The what-if runs the twin's physics forward with the step's own value, and says so when the step alone
+    cannot offset the fault (2–4 °C colder supply against half the coolant flow)."""
+    from actors.agent.whatif import predict
+
     book = IncidentBook()
     inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
     first = plan(inc, kb, TOPOLOGY).actions[0]
     wi = first.prediction
-    assert wi is not None and wi.subject == "n01" and wi.below == inc.facts["max_operating_c"] - 3
-    assert wi.checkable and wi.settles_at < wi.below < wi.without_action + 3
-    assert "back under" in wi.text
+    assert wi is not None and wi.subject == "n01" and wi == predict(first.action, incident_facts(inc))
+    assert not wi.checkable and f"does not bring n01 under {inc.facts['max_operating_c'] - 3:g} °C" in wi.text
 
 
 def test_what_if_says_when_an_action_is_not_enough() -> None:

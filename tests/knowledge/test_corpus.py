@@ -9,8 +9,7 @@ from knowledge.events import EVENT_WORDS
 from knowledge.retrieval import BUNDLED_CORPUS
 from policies.actions import ACTION_KINDS
 
-PLACEHOLDERS = {"gpu", "node", "unit", "link", "job", "supply_target_c", "power_target_w", "fan_target_pct", "summary",
-                "severity"}
+PLACEHOLDERS = {"gpu", "node", "unit", "link", "job", "summary", "severity"}
 
 
 def test_corpus_is_complete_and_consistent() -> None:
@@ -30,6 +29,7 @@ def test_corpus_is_complete_and_consistent() -> None:
             for value in a.params.values():
                 for name in re.findall(r"\{(\w+)\}", str(value)):
                     assert name in PLACEHOLDERS, (d.doc_id, name)
+            assert a.unlimited() == [], f"{d.doc_id}#{a.step}: {a.kind} sets numbers its step does not bound"
 
 
 def test_demo_eop_prescribes_setpoint_then_power_then_ticket() -> None:
@@ -38,5 +38,7 @@ def test_demo_eop_prescribes_setpoint_then_power_then_ticket() -> None:
     assert {"cooling_degraded", "thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat"} <= set(doc.events)
     kinds = [a.kind for a in doc.actions]
     assert kinds[:3] == ["set_cooling_setpoint", "set_power_limit", "open_ticket"]
-    assert doc.actions[0].params == {"unit": "{unit}", "supply_c": "{supply_target_c}"}
-    assert doc.actions[1].params == {"gpu": "{gpu}", "watts": "{power_target_w}"}
+    assert doc.actions[0].params == {"unit": "{unit}"}
+    supply = doc.actions[0].limits["supply_c"]
+    assert (supply.from_, supply.change, supply.min) == ("setpoint_c", (-4.0, -2.0), 18.0), "s3: 2–4 °C, never < 18"
+    assert doc.actions[1].limits["watts"].models == {"H100-SXM": (450.0, 500.0), "A100-SXM": (300.0, 300.0)}

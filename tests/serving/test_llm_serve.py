@@ -99,3 +99,36 @@ def test_the_twin_reads_every_replicas_engine_metrics(runtime: deploy.Runtime) -
     assert llm is not None and 0.0 <= llm["kv_cache_usage"] <= 1.0 and llm["waiting"] >= 0
     assert len(llm["replicas"]) == runtime.settings.llm_replicas
     assert all(r["deployment"].startswith(deploy.LLM_PREFIX) and r["replica"] for r in llm["replicas"])
+
+
+def test_the_agents_answer_from_smollm2_parses_under_its_schema(runtime: deploy.Runtime) -> None:
+    """The agent's prompt for the demo incident, decoded by SmolLM2 on the LLM deployment under the answer schema
+    (vLLM structured outputs, sent by our ServeLLMModel): the answer parses and obeys the steps it cites."""
+    import asyncio
+
+    from actors.agent.incidents import IncidentBook
+    from actors.agent.planner import incident_facts, plan, retrieve
+    from actors.agent.propose import MAX_TOKENS, _obeying_steps, answer_schema, build_messages, check_answer
+    from cluster.agent_llm import ChatCompleter
+    from cluster.model_files import DEFAULT_MODEL_ID
+    from knowledge.retrieval import KnowledgeBase
+    from serving.llm import ChatSpec, make_chat_model
+    from tests.agent.test_incidents_and_planner import TOPOLOGY, fault_events
+
+    kb = KnowledgeBase.bundled(dense=False)
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    found = retrieve(inc, kb)
+    allowed = [a for a in plan(inc, kb, TOPOLOGY, found).actions if a.citations]
+    passages = [(p.citation.doc_id, p.citation.step_id, p.text) for p in found]
+    facts = incident_facts(inc)
+    model = DEFAULT_MODEL_ID  # the fixture serves the bundled default
+    spec = ChatSpec("vllm", model, runtime.settings.max_model_len, deployment=deploy.LLM_PREFIX
+                    + deploy._deployment_suffix(model), app=deploy.LLM_APP)
+    completer = ChatCompleter(make_chat_model(spec))
+    raw = asyncio.run(completer.complete(build_messages(inc, facts, passages, allowed), MAX_TOKENS,
+                                         answer_schema(allowed)))
+    retrieved = {(d, s) for d, s, _ in passages} | {(c.doc_id, c.step_id) for a in allowed for c in a.citations}
+    answer, actions, errs = check_answer(raw, allowed, retrieved, {})
+    actions, errs = _obeying_steps(actions, kb, facts, errs)
+    assert answer is not None and actions and errs == [], raw

@@ -25,6 +25,12 @@ function citationLinks(citations) {
     " ", c.title));
 }
 
+function describeBounds(bounds) {
+  const entries = Object.entries(bounds || {});
+  if (!entries.length) return "no numbers to bound";
+  return h("div", {}, ...entries.map(([k, b]) => h("div", { class: "bound" }, h("code", {}, k), `: ${b.text}`)));
+}
+
 function decisionsList(ap) {
   return (ap.decisions || []).map((d) => h("div", { class: "decision" },
     `${d.decision === "approve" ? "✓" : "✗"} ${d.by} via ${d.channel} at ${fmtTime(d.ts)}`,
@@ -36,6 +42,7 @@ function card(ap, user, onDecided) {
   const prediction = describePrediction(ap.prediction || (ap.result && ap.result.prediction));
   const rows = [
     ["action", h("code", {}, describeAction(ap.action))],
+    ["allowed by the step", describeBounds(ap.bounds)],
     ["root cause", rc.kind ? `${rc.kind} on ${rc.subject}${rc.why ? ": " + rc.why : ""}` : "—"],
     ["rationale", ap.rationale || "—"],
     ["citations", citationLinks(ap.citations)],
