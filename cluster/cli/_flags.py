@@ -35,7 +35,7 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "dcgm_urls": ("--dcgm-url", {"action": "append", "metavar": "URL"}),
     "prometheus_url": ("--prometheus-url", {"metavar": "URL"}),
     "replay_file": ("--replay", {"metavar": "FILE"}),
-    "redfish_urls": ("--redfish-url", {"action": "append", "metavar": "URL"}),
+    "redfish_urls": ("--redfish-url", {"action": "append", "metavar": "[NAME=]URL"}),
     "scrape_interval_s": ("--scrape-interval", {"metavar": "SECONDS"}),
     "facility": ("--facility", {}),
     "modbus_endpoint": ("--modbus-endpoint", {"metavar": "HOST:PORT"}),

@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         dcgm_urls="a dcgm-exporter /metrics URL; repeat once per host (e.g. http://dgx-01:9400/metrics)",
         prometheus_url="Prometheus server that scrapes the dcgm-exporters (e.g. http://prometheus:9090)",
         replay_file="JSON Lines trace to replay at --speed",
-        redfish_urls="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); repeatable",
+        redfish_urls="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); NAME=URL names it as the "
+        "GPU telemetry names its host, or as the cooling unit a CDU is; repeatable",
         scrape_interval_s="seconds between two scrapes of a live source (default 5)",
         facility="the cooling plant: none (default) or modbus (setpoints and fan speeds over Modbus TCP, read back "
         "as telemetry; --modbus-endpoint, --modbus-map)",
