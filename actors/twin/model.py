@@ -28,7 +28,7 @@ from actors.twin.liveness import source_status_event
 from actors.twin.llm_engine import LlmEngineDetector
 from actors.twin.network import NetworkModel
 from actors.twin.profiles import known, profile
-from actors.twin.signals import GpuSignals
+from actors.twin.signals import Frame, GpuSignals, read_only
 from actors.twin.state import StateError, arrays_from_state, arrays_to_state, need, num, strs
 from cluster.telemetry.samples import (
     ActionResult,
@@ -258,7 +258,7 @@ class TwinModel:
             self.est.update(idx[has_t], ts[has_t], y[has_t])
             self.gpu_hist.push(idx[has_t], ts[has_t], y[has_t])
             events += self._detect_thermal(idx[has_t], ts[has_t])
-        events += self.signals.detect(self, idx, batch, dt)
+        events += self.signals.detect(self.frame(), idx, batch, dt)
         return events
 
     def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
@@ -303,6 +303,13 @@ class TwinModel:
             getattr(self, attr)[recovered] = False
         self.streak[recovered] = 0
         return events
+
+    def frame(self) -> Frame:
+        """The round's data, read-only, for the detectors (:class:`actors.twin.signals.Frame`)."""
+        x = self.est.x
+        return Frame(self.names, read_only(self.latest), read_only(self.latest_t), read_only(self.power_w),
+                     read_only(self.clock_mhz), read_only(self.slowdown_c), read_only(x[:, 0]), read_only(x[:, 1]),
+                     self.est.cfg.noise_c, self.gpu_data)
 
     def gpu_data(self, i: int) -> dict:
         """The facts every GPU event carries."""

@@ -6,11 +6,12 @@ over the GPUs of one round at once, and only the GPUs that fire are touched in P
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from actors.twin.estimator import ThermalEstimator
 from actors.twin.events import Event
 from actors.twin.state import arr, arrays_from_state, arrays_to_state
 from cluster.telemetry.samples import STUCK_CLOCK_MOVE_MHZ, STUCK_POWER_MOVE_W, STUCK_SETTLE_S
@@ -44,19 +45,29 @@ XID_BUCKETS: dict[int, str] = {
 APPLICATION_XIDS = frozenset({13, 31, 43})
 
 
-class GpuView(Protocol):
-    """What the detectors read of the GPU model (``actors.twin.model.TwinModel``); declared here, so that this
-    module does not import the model that imports it."""
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A view of ``a`` that cannot be written through (no copy)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
-    names: list[str]
+
+@dataclass(frozen=True)
+class Frame:
+    """One round's data as the detectors read it: read-only views of the GPU model's arrays (a detector cannot
+    write the model, and never sees it), the observer's filtered sensor and die temperatures, and the facts a
+    GPU event carries (``describe``). ``actors.twin.model.TwinModel.frame`` builds it once per round."""
+
+    names: Sequence[str]
     latest: np.ndarray
     latest_t: np.ndarray
     power_w: np.ndarray
     clock_mhz: np.ndarray
     slowdown_c: np.ndarray
-    est: ThermalEstimator
-
-    def gpu_data(self, i: int) -> dict: ...
+    sensor_c: np.ndarray  # the observer's filtered sensor state
+    true_c: np.ndarray  # the observer's die temperature
+    noise_c: float  # the sensor noise the observer assumes
+    describe: Callable[[int], dict]
 
 
 def xid_bucket(xid: int) -> str:
@@ -137,7 +148,7 @@ class GpuSignals:
         for attr, start in self.ADDED.items():
             setattr(self, attr, add(getattr(self, attr), start))
 
-    def detect(self, m: GpuView, idx: np.ndarray, batch: list[GpuSample], dt: np.ndarray) -> list[Event]:
+    def detect(self, m: Frame, idx: np.ndarray, batch: list[GpuSample], dt: np.ndarray) -> list[Event]:
         """Events of one round (``batch[k]`` is the reading of GPU ``idx[k]``)."""
         events: list[Event] = []
         reasons = [s.throttle_reasons for s in batch]
@@ -162,7 +173,7 @@ class GpuSignals:
         drop = has_clock & (clock < CLOCK_DROP_FRAC * ref)
         for k in np.nonzero(drop & ~self.dropped[idx])[0]:
             i = int(idx[k])
-            why = clock_reason(reasons[k], float(m.est.x[i, 1]), float(m.slowdown_c[i]))
+            why = clock_reason(reasons[k], float(m.true_c[i]), float(m.slowdown_c[i]))
             events.append(self._ev(m, "clock_drop", i, "warning", clock_mhz=float(clock[k]), ref_mhz=float(ref[k]),
                                    drop_pct=round(100 * (1 - clock[k] / ref[k]), 1), reason=why,
                                    reasons=list(reasons[k])))
@@ -175,7 +186,7 @@ class GpuSignals:
         events += self._sensor_faults(m, idx[has_t])
         return events
 
-    def _xid(self, m: GpuView, i: int, s: GpuSample) -> list[Event]:
+    def _xid(self, m: Frame, i: int, s: GpuSample) -> list[Event]:
         """XIDs are edge-triggered: an event for a new value (DCGM keeps the last XID, so the same one repeats
         on every scrape; 0 means none since the driver loaded) or for a rise of the source's XID counter."""
         if s.xid_total is not None:
@@ -196,7 +207,7 @@ class GpuSignals:
         return [self._ev(m, "xid_error", i, "critical", xid=xid, meaning=meaning, follows=follows,
                          resolution=xid_bucket(xid), count=count, repeat=count > 1)]
 
-    def _sensor_faults(self, m: GpuView, idx: np.ndarray) -> list[Event]:
+    def _sensor_faults(self, m: Frame, idx: np.ndarray) -> list[Event]:
         if not len(idx):
             return []
         y, t = m.latest[idx], m.latest_t[idx]
@@ -218,7 +229,7 @@ class GpuSignals:
                                      np.inf)
         flat_stuck = (same >= STUCK_READINGS) & (self.fine[idx] | (t - self.moved_t[idx] >= STUCK_SETTLE_S))
         # normalised innovation against the observer's filtered sensor state
-        resid = (y - m.est.x[idx, 0]) / max(m.est.cfg.noise_c, 1e-3)
+        resid = (y - m.sensor_c[idx]) / max(m.noise_c, 1e-3)
         self.nis[idx] += (resid**2 - self.nis[idx]) / NIS_WINDOW
         stuck, noisy = flat_stuck, self.nis[idx] > NOISY_NIS
         bad = stuck | noisy
@@ -231,8 +242,8 @@ class GpuSignals:
         return events
 
     @staticmethod
-    def _ev(m: GpuView, kind: str, i: int, severity: str, **extra: object) -> Event:
-        return Event.make(kind, m.names[i], float(m.latest_t[i]), severity, {**m.gpu_data(i), **extra})  # type: ignore[arg-type]
+    def _ev(m: Frame, kind: str, i: int, severity: str, **extra: object) -> Event:
+        return Event.make(kind, m.names[i], float(m.latest_t[i]), severity, {**m.describe(i), **extra})  # type: ignore[arg-type]
 
     def energy_summary(self, node_of: list[str], job_gpus: dict[str, list[int]]) -> dict:
         """Joules per node and job, and the share lost to throttling, fleet-wide."""
