@@ -47,10 +47,13 @@ APP_NAME = "opsloop"
 
 
 def build_knowledge(settings: Settings) -> Any:
-    """A factory, not the index: the agent builds its knowledge base in its own process."""
+    """A factory, not the index: the agent and the chat each open it in their own process, on one store under the
+    data directory. The agent records experience there; the chat reloads it when it changed (``refresh``), and a
+    restart finds it again."""
     from knowledge.retrieval import KnowledgeBase
 
-    return functools.partial(KnowledgeBase.bundled, extra_dirs=tuple(settings.knowledge_dirs), dense=False)
+    return functools.partial(KnowledgeBase.bundled, extra_dirs=tuple(settings.knowledge_dirs),
+                             store=settings.knowledge_dir, dense=False)
 
 
 @dataclass

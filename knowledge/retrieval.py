@@ -66,6 +66,29 @@ class KnowledgeBase:
         self._chunks: list[Chunk] = []
         self._lexical: LexicalIndex | None = None
         self._dense: DenseIndex | None = None
+        self._seen_mtime = self._stored_mtime()
+
+    def _stored_mtime(self) -> int | None:
+        f = self.state.store / "documents.json" if self.state.store is not None else None
+        try:
+            return f.stat().st_mtime_ns if f is not None else None
+        except FileNotFoundError:
+            return None
+
+    def _save(self) -> None:
+        self.state.save()
+        self._seen_mtime = self._stored_mtime()
+
+    def refresh(self) -> bool:
+        """Reload the index when another process saved a newer one to the shared store (the agent recording an
+        experience, while the chat reads); True when it did. ``search`` calls it: one ``stat`` per query."""
+        with self._lock:
+            seen = self._stored_mtime()
+            if seen is None or seen == self._seen_mtime:
+                return False
+            self.state = IndexState(self.state.store)
+            self._built_version, self._seen_mtime = -1, seen
+            return True
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
@@ -101,7 +124,7 @@ class KnowledgeBase:
         with self._lock:
             report = self.state.ingest_paths(paths, on_message=on_message, progress=progress)
             self._embed_missing(progress)
-            self.state.save()
+            self._save()
             return report
 
     def _embed_missing(self, progress: bool) -> None:
@@ -225,6 +248,7 @@ class KnowledgeBase:
         """
         if not query.strip() or top_k <= 0:
             return []
+        self.refresh()
         with self._lock:
             self._ensure()
             chosen: Mode = mode or ("hybrid" if self.dense else "bm25")
@@ -273,5 +297,5 @@ class KnowledgeBase:
                 doc = doc.model_copy(update={"source": str(path)})
             self.state.upsert([doc])
             self._embed_missing(progress=False)
-            self.state.save()
+            self._save()
             return doc
