@@ -17,6 +17,7 @@ from policies.actions import Action
 
 HORIZON_S = 900
 MARGIN_C = 3.0  # "back under" means this far below the maximum operating temperature
+SHORT_OF_SLOWDOWN_C = 0.5  # the weaker claim of an action that cannot get back under: this far below slowdown
 THERMAL_KINDS = {"set_cooling_setpoint", "set_fan_speed", "set_power_limit", "cordon_gpu", "drain_node"}
 
 
@@ -38,12 +39,23 @@ def predict(action: Action, facts: Mapping[str, Any], sensor_tau_s: float = 15.0
     _, settles_without = base
     if within is not None:
         text = f"sensed temperature on {node} back under {line:.0f} °C in ~{within:.0f} s (settles at {settles:.1f} °C)"
-    else:
-        text = f"does not bring {node} under {line:.0f} °C within {HORIZON_S} s (settles at {settles:.1f} °C)"
+        return _prediction(node, line, within, text, settles, settles_without)
+    # Not enough to get back under the line: does it at least keep the GPU short of its slowdown temperature?
+    short = float(facts.get("slowdown_c", float(facts["max_operating_c"]) + 2.0)) - SHORT_OF_SLOWDOWN_C
+    kept = _run(action, facts, sensor_tau_s, short)
+    if kept is not None and kept[0] is not None and kept[1] < short:
+        text = (f"keeps {node} under {short:.1f} °C, short of slowdown, but not under {line:.0f} °C "
+                f"(settles at {settles:.1f} °C)")
+        return _prediction(node, short, kept[0], text, settles, settles_without)
+    text = f"does not bring {node} under {line:.0f} °C within {HORIZON_S} s (settles at {settles:.1f} °C)"
+    return Prediction(metric="max_sensed_c", subject=node, within_s=float(HORIZON_S), text=text,
+                      settles_at=round(settles, 1), without_action=round(settles_without, 1))
+
+
+def _prediction(node: str, below: float, within: float, text: str, settles: float, without: float) -> Prediction:
     # The gateway holds the executed action to this, in twin time, with room for what the model leaves out.
-    return Prediction(metric="max_sensed_c", subject=node, below=round(line, 1) if within is not None else None,
-                      within_s=max(60.0, 2.0 * within) if within is not None else float(HORIZON_S),
-                      text=text, settles_at=round(settles, 1), without_action=round(settles_without, 1))
+    return Prediction(metric="max_sensed_c", subject=node, below=round(below, 1), within_s=max(60.0, 2.0 * within),
+                      text=text, settles_at=round(settles, 1), without_action=round(without, 1))
 
 
 def _run(action: Action | None, facts: Mapping[str, Any], tau: float, line: float) -> tuple[float | None, float] | None:

@@ -31,10 +31,10 @@ pytestmark = [pytest.mark.timeout(300)]
 class StreamingFake:
     """A model that streams a few pieces (not a valid answer: the agent falls back, after calling it)."""
 
-    async def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
-        return "".join([p async for p in self.stream(messages, max_tokens)])
+    async def complete(self, messages: list[dict[str, str]], max_tokens: int, schema: dict | None = None) -> str:
+        return "".join([p async for p in self.stream(messages, max_tokens, schema)])
 
-    async def stream(self, messages: list[dict[str, str]], max_tokens: int):  # noqa: ANN201
+    async def stream(self, messages: list[dict[str, str]], max_tokens: int, schema: dict | None = None):  # noqa: ANN201
         for piece in ("{", '"diagnosis"', ": ", '"hot"', "}"):
             await asyncio.sleep(0.001)
             yield piece
