@@ -50,11 +50,12 @@ async def test_an_incident_waits_for_the_model_and_the_model_plans_it(redis_url:
     await run_until(twin, agent, deferred, turns=3000)
     assert await deferred(), "the incident was deferred"
     assert await gateway.list() == [], "nothing is proposed before the model is there"
-    model = Scripted(answer(COOL))
+    model = Scripted(answer({**COOL, "params": {"unit": "cu01", "supply_c": 21.0}, "rationale": "model words"}))
     await agent.set_llm(lambda: model)
     [ap] = [a for a in await gateway.list() if a["action"]["kind"] == "set_cooling_setpoint"]
     assert model.prompts, "the model was asked"
-    assert ap["action"]["supply_c"] == 22.0 and ap["bounds"]["supply_c"]["text"].startswith("21–23 °C")
+    assert ap["rationale"] == "[model text] model words", "the model's answer, labelled"
+    assert ap["action"]["supply_c"] == 21.0 and ap["bounds"]["supply_c"]["text"].startswith("21–23 °C")
     assert await agent.redis.hlen("mw:agent:deferred") == 0
 
 

@@ -42,10 +42,13 @@ def kb() -> KnowledgeBase:
 
 @pytest.fixture(scope="module")
 def incident():
-    """The cooling fault's incident, below the shutdown projection (an emergency never asks the model)."""
+    """The cooling fault's incident, milder (40 % of the flow lost, below the shutdown projection): every value the
+    step allows brings the GPUs back, so the model's choice among them is its own (the what-if refuses a value
+    that would not help where the step's own would)."""
     book = IncidentBook()
     inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
     inc.facts["peak_projected_c"] = 90.5
+    inc.facts["flow_frac"] = 0.6
     return inc
 
 

@@ -90,7 +90,7 @@ def test_approve_one_reject_the_other(runtime: deploy.Runtime) -> None:
 
     # The action's effect, as the gateway judges it against the what-if the card showed. The step's 2–4 °C
     # (eop-cooling-degradation#s3) cannot offset half the coolant flow; the what-if says so and claims what it
-    # can: n01 kept short of slowdown.
+    # can: n01's dies kept short of slowdown, which they reach without it.
     def judged() -> dict | None:
         ap = httpx.get(f"{rt.url}/api/approvals/{pending['cu01']['approval_id']}", headers=auth(rt), timeout=10).json()
         return ap["outcome"] if (ap.get("outcome") or {}).get("verdict") not in (None, "waiting") else None
