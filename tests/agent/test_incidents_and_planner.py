@@ -118,7 +118,7 @@ def test_proposal_carries_a_what_if_from_the_twin_physics(kb: KnowledgeBase) -> 
     wi = first.prediction
     assert wi is not None and wi.subject == "n01" and wi == predict(first.action, incident_facts(inc))
     assert wi.checkable and wi.metric == "max_est_c" and wi.below == inc.facts["slowdown_c"] - 0.5
-    assert f"short of slowdown (without it they reach" in wi.text and "but not under 84 °C sensed" in wi.text
+    assert "short of slowdown (without it they reach" in wi.text and "but not under 84 °C sensed" in wi.text
 
 
 def test_what_if_says_when_an_action_is_not_enough() -> None:
