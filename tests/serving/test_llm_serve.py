@@ -101,18 +101,29 @@ def test_the_twin_reads_every_replicas_engine_metrics(runtime: deploy.Runtime) -
     assert all(r["deployment"].startswith(deploy.LLM_PREFIX) and r["replica"] for r in llm["replicas"])
 
 
+def _answer_in_the_cluster(spec: object, messages: list[dict[str, str]], max_tokens: int, schema: dict) -> str:
+    """The agent's model port (``ChatCompleter`` over ``ServeLLMModel``) asked from a Ray task, as the agent actor
+    asks it: the Serve handle lives in a worker of the cluster, never in this test process (a handle left here
+    keeps a long-poll thread that outlives ``ray.shutdown``)."""
+    import asyncio
+
+    from cluster.agent_llm import ChatCompleter
+    from serving.llm import make_chat_model
+
+    return asyncio.run(ChatCompleter(make_chat_model(spec)).complete(messages, max_tokens, schema))
+
+
 def test_the_agents_answer_from_smollm2_parses_under_its_schema(runtime: deploy.Runtime) -> None:
     """The agent's prompt for the demo incident, decoded by SmolLM2 on the LLM deployment under the answer schema
     (vLLM structured outputs, sent by our ServeLLMModel): the answer parses and obeys the steps it cites."""
-    import asyncio
+    import ray
 
     from actors.agent.incidents import IncidentBook
     from actors.agent.planner import incident_facts, plan, retrieve
     from actors.agent.propose import MAX_TOKENS, _obeying_steps, answer_schema, build_messages, check_answer
-    from cluster.agent_llm import ChatCompleter
     from cluster.model_files import DEFAULT_MODEL_ID
     from knowledge.retrieval import KnowledgeBase
-    from serving.llm import ChatSpec, make_chat_model
+    from serving.llm import ChatSpec
     from tests.agent.test_incidents_and_planner import TOPOLOGY, fault_events
 
     kb = KnowledgeBase.bundled(dense=False)
@@ -125,9 +136,9 @@ def test_the_agents_answer_from_smollm2_parses_under_its_schema(runtime: deploy.
     model = DEFAULT_MODEL_ID  # the fixture serves the bundled default
     spec = ChatSpec("vllm", model, runtime.settings.max_model_len, deployment=deploy.LLM_PREFIX
                     + deploy._deployment_suffix(model), app=deploy.LLM_APP)
-    completer = ChatCompleter(make_chat_model(spec))
-    raw = asyncio.run(completer.complete(build_messages(inc, facts, passages, allowed), MAX_TOKENS,
-                                         answer_schema(allowed)))
+    task = ray.remote(num_cpus=0, max_retries=0)(_answer_in_the_cluster)
+    raw = ray.get(task.remote(spec, build_messages(inc, facts, passages, allowed), MAX_TOKENS,
+                              answer_schema(allowed)), timeout=600)
     retrieved = {(d, s) for d, s, _ in passages} | {(c.doc_id, c.step_id) for a in allowed for c in a.citations}
     answer, actions, errs = check_answer(raw, allowed, retrieved, {})
     actions, errs = _obeying_steps(actions, kb, facts, errs)
