@@ -142,12 +142,13 @@ def test_up_approve_ctrl_c_and_resume(tmp_path: Path) -> None:
     twice = opsloop("approvals", "reject", ap["approval_id"], "--reason", "changed my mind", cwd=tmp_path)
     assert twice.returncode == 2 and "already executed" in twice.stderr
 
-    def cooled() -> bool:
-        snap = httpx.get(f"{again.url}/api/snapshot", headers=auth(), timeout=5).json()
-        n01 = [g for g in snap["gpus"] if g["node"] == "n01"]
-        return bool(n01) and all(g["sensed_c"] < g["max_operating_c"] - 1 for g in n01)
+    # The action's effect as the gateway judges it against the card's what-if (the runbook step's 4 °C keeps n01's
+    # dies short of slowdown; it cannot bring half a flow back under max operating, and the what-if says so).
+    def judged() -> dict | None:
+        now = httpx.get(f"{again.url}/api/approvals/{ap['approval_id']}", headers=auth(), timeout=5).json()
+        return now["outcome"] if (now.get("outcome") or {}).get("verdict") not in (None, "waiting") else None
 
-    again.wait_for(cooled, timeout_s=300)
+    assert again.wait_for(judged, timeout_s=300)["verdict"] == "met"
     st = json.loads(opsloop("status", "--json", cwd=tmp_path).stdout)
     assert st["approvals"].get("executed", 0) >= 1
     ok = opsloop("audit", "verify", cwd=tmp_path)
