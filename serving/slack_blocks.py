@@ -30,6 +30,14 @@ def describe_action(action: dict[str, Any]) -> str:
     return f"{action.get('kind', '?')}({params})"
 
 
+def describe_source(ap: dict[str, Any]) -> str:
+    """Who chose the action: the model (inside the cited step's bounds) or the runbook mapping."""
+    if ap.get("source") != "llm":
+        return "the runbook mapping (no model)"
+    numbers = "; its numbers are the step's own (emergency)" if ap.get("emergency") else ""
+    return f"the model, inside the cited step's bounds{numbers} (its words are marked [model text])"
+
+
 def describe_prediction(p: dict[str, Any] | None) -> str:
     """The what-if an approval carries, in words."""
     if not p:
@@ -96,6 +104,7 @@ def approval_blocks(ap: dict[str, Any]) -> list[dict[str, Any]]:
             {"type": "mrkdwn", "text": f"*Root cause*\n{_clip(cause, 1900)}"},
             {"type": "mrkdwn", "text": f"*Action*\n`{_clip(describe_action(ap['action']), 1900)}`"},
             {"type": "mrkdwn", "text": f"*Allowed by the step*\n{_clip(bounds_text(ap.get('bounds')), 1900)}"},
+            {"type": "mrkdwn", "text": f"*Proposed by*\n{describe_source(ap)}"},
             {"type": "mrkdwn", "text": f"*What-if*\n{describe_prediction(ap.get('prediction'))}"},
             {"type": "mrkdwn", "text": f"*Policy*\n{_clip(ap.get('policy', ''), 1900)}"
                                        f" ({ap.get('required', 0)} approver(s): {', '.join(ap.get('roles', []))})"},

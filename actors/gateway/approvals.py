@@ -106,6 +106,7 @@ class Approval(BaseModel):
     roles: tuple[str, ...] = ("approver", "admin")
     policy: str
     proposer: str = AGENT
+    source: Literal["llm", "fallback"] = "fallback"  # the proposal's: the model's choice, or the runbook mapping
     emergency: bool = False
     decisions: list[Decision] = Field(default_factory=list)
     edits: list[Edit] = Field(default_factory=list)
@@ -172,7 +173,8 @@ def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now:
         approval_id=approval_id(pa.action_id), proposal_id=proposal.proposal_id, incident_id=proposal.incident_id,
         action_id=pa.action_id, action=pa.action, action_hash=action_hash(pa.action), summary=describe(pa.action),
         rationale=pa.rationale, citations=pa.citations, bounds=pa.bounds, root_cause=proposal.root_cause.model_dump(),
-        prediction=pa.prediction, created_ts=now, updated_ts=now, **_judged(verdict, now, expiry_s),
+        prediction=pa.prediction, source=proposal.source, created_ts=now, updated_ts=now,
+        **_judged(verdict, now, expiry_s),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cluster.cli import CliError
 from cluster.cli._http import add_connection_flags, api, connection_settings
+from serving.slack_blocks import describe_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +61,7 @@ def row(ap: dict) -> dict:
             "incident_id": ap["incident_id"], "required": ap["required"], "decisions": ap["decisions"],
             "result": ap["result"], "citations": ap["citations"],
             "bounds": ap.get("bounds", {}), "action_hash": ap.get("action_hash"),
-            "proposer": ap.get("proposer"), "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
+            "proposer": ap.get("proposer"), "source": ap.get("source", "fallback"), "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -83,6 +84,7 @@ def describe(ap: dict) -> list[str]:
              f"  action       {ap['action']['kind']} {json.dumps(params, sort_keys=True)}",
              f"  action_hash  {ap['action_hash']}",
              *(f"  bound        {k}: {b.get('text', '')}" for k, b in (ap.get("bounds") or {}).items()),
+             f"  proposed by  {describe_source(ap)}",
              f"  policy       {ap.get('policy', '')} ({ap.get('required', 0)} approver(s))",
              f"  incident     {ap['incident_id']}"]
     for d in ap.get("decisions", []):

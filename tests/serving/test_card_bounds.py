@@ -30,3 +30,21 @@ def test_slack_and_cli_show_the_bound_beside_the_value() -> None:
     assert f"*Allowed by the step*\nsupply_c: {BOUND}" in fields
     assert f"  bound        supply_c: {BOUND}" in describe(ap)
     assert row(ap)["bounds"]["supply_c"]["lo"] == 21.0
+
+
+def test_every_surface_says_whether_the_model_or_the_runbook_mapping_proposed() -> None:
+    mapped = pending_setpoint()
+    assert mapped["source"] == "fallback"
+    assert "*Proposed by*\nthe runbook mapping (no model)" in [
+        f["text"] for b in approval_blocks(mapped) for f in b.get("fields", [])]
+    assert "  proposed by  the runbook mapping (no model)" in describe(mapped)
+
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    proposal = plan(inc, KnowledgeBase.bundled(dense=False), TOPOLOGY).model_copy(
+        update={"source": "llm", "emergency": True})
+    verdict = Verdict(mode="auto", approvers=0, reason="emergency", emergency=True)
+    ap = open_approval(proposal, proposal.actions[0], verdict, 10.0, 60.0).model_dump(mode="json")
+    assert ap["source"] == "llm" and row(ap)["source"] == "llm"
+    said = next(line for line in describe(ap) if line.startswith("  proposed by"))
+    assert "the model, inside the cited step's bounds" in said and "numbers are the step's own" in said

@@ -145,6 +145,7 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     approval_id = card.get_attribute("data-id")
     expect(card).to_contain_text("set_cooling_setpoint")
     expect(card.locator(".bound")).to_contain_text("2–4 °C below the current 25 °C; never below 18 °C")
+    expect(card).to_contain_text("the runbook mapping (no model)")  # who proposed it: no model in this loop
     expect(card.locator("button.approve")).to_be_enabled()
     page.evaluate("window.__samePage = true")  # gone if anything reloads the page
 

@@ -31,6 +31,13 @@ function describeBounds(bounds) {
   return h("div", {}, ...entries.map(([k, b]) => h("div", { class: "bound" }, h("code", {}, k), `: ${b.text}`)));
 }
 
+// Who chose the action (the same words as the Slack card and the CLI: serving/slack_blocks.describe_source).
+function describeSource(ap) {
+  if (ap.source !== "llm") return "the runbook mapping (no model)";
+  const numbers = ap.emergency ? "; its numbers are the step's own (emergency)" : "";
+  return `the model, inside the cited step's bounds${numbers} (its words are marked [model text])`;
+}
+
 function decisionsList(ap) {
   return (ap.decisions || []).map((d) => h("div", { class: "decision" },
     `${d.decision === "approve" ? "✓" : "✗"} ${d.by} via ${d.channel} at ${fmtTime(d.ts)}`,
@@ -43,6 +50,7 @@ function card(ap, user, onDecided) {
   const rows = [
     ["action", h("code", {}, describeAction(ap.action))],
     ["allowed by the step", describeBounds(ap.bounds)],
+    ["proposed by", describeSource(ap)],
     ["root cause", rc.kind ? `${rc.kind} on ${rc.subject}${rc.why ? ": " + rc.why : ""}` : "—"],
     ["rationale", ap.rationale || "—"],
     ["citations", citationLinks(ap.citations)],
