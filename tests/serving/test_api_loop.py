@@ -63,7 +63,7 @@ async def loop(redis_url: str) -> AsyncIterator[Loop]:
         redis_url=redis_url, state_key="t:sim",
     )
     twin = TwinService(SimSource(sim), redis_url, "t")
-    gateway = GatewayService(redis_url, "t", load_policy(), SimActuator(sim))
+    gateway = GatewayService(redis_url, "t", load_policy(), SimActuator(sim), fleet=twin)  # as deployed
     agent = AgentService(redis_url, "t", KnowledgeBase.bundled(dense=False), gateway, twin)
     app = build_app(gateway, twin, agent)
     tokens = {"admin": (await gateway.create_user("admin", "admin", "test"))["token"]}
@@ -96,11 +96,22 @@ async def test_fault_to_approval_to_execution_to_cooling(loop: Loop) -> None:
     assert done["status"] == "executed" and "cu01 supply setpoint" in done["result"]["detail"]
     assert done["decisions"][0]["by"] == "alice"
 
-    async def cooled() -> bool:
-        snap = await loop.twin.snapshot()
-        return all(g["sensed_c"] < g["max_operating_c"] for g in snap["gpus"] if g["node"] == "n01")
+    # The card's what-if, judged by the gateway against the twin: the runbook's 2–4 °C cannot bring half the
+    # flow's GPUs under max operating (they would cross it again and again on the throttling cycle), it keeps
+    # their dies short of slowdown; that claim, and the plant following the new setpoint, are what is checked.
+    async def judged() -> dict | None:
+        await loop.gateway.check_outcomes()
+        return (await loop.client.get(f"/api/approvals/{ap['approval_id']}")).json()["outcome"]
 
-    await loop.until(cooled, turns=1500)
+    outcome = await loop.until(judged, turns=1500)
+    assert outcome["verdict"] == "met", outcome
+
+    async def followed() -> bool:  # the plant (the simulator's truth, not the twin) takes the new setpoint
+        truth = await loop.sim.truth()
+        target = ap["action"]["supply_c"]
+        return truth["setpoint_c"] == [target] and truth["supply_c"][0] < target + 0.5
+
+    await loop.until(followed, turns=1500)
     kinds = (await loop.client.get("/api/status")).json()["twin"]["events_by_kind"]
     assert kinds.get("action_executed", 0) >= 1 and kinds.get("gpu_overheat", 0) >= 1
 
