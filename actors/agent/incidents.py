@@ -16,6 +16,7 @@ twin's events then join, and a measured cause outranks it.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -275,8 +276,9 @@ class IncidentBook:
             return
         lags = [float(v["lag_s"]) for v in mine]
         rs = [float(v["r"]) for v in mine]
+        ps = [float(v["p"]) for v in mine if isinstance(v.get("p"), int | float)]
         summary = {"series": series, "gpus": len(mine), "lag_s_min": min(lags), "lag_s_max": max(lags),
-                   "r_min": min(rs)}
+                   "r_min": min(rs), "p_max": max(ps) if len(ps) == len(mine) else None}
         if inc.facts.get("lead") == summary:
             return
         inc.facts["lead"] = summary
@@ -292,14 +294,17 @@ class IncidentBook:
 
 
 def lead_sentence(summary: dict[str, Any]) -> str:
-    """The measured lead in an operator's words, e.g. "cu01's supply temperature leads the temperatures of 4
-    of its GPUs by 21–30 s (r ≥ 0.97)"."""
+    """The measured lead in an operator's words, e.g. "cu01's supply temperature leads the temperatures of 7
+    of its GPUs by 17–29 s (their changes: r ≥ 0.40, p ≤ 0.009)": ``r`` of the smoothed changes, and the
+    largest chance probability among the GPUs (after the lags tried), which is what certifies the lead."""
     unit = str(summary["series"]).removesuffix(".supply_c")
     lo, hi, n = summary["lag_s_min"], summary["lag_s_max"], summary["gpus"]
     lag = f"{lo:g} s" if lo == hi else f"{lo:g}–{hi:g} s"
     gpus = "one of its GPUs" if n == 1 else f"{n} of its GPUs"
+    p = summary.get("p_max")
+    chance = f", p ≤ {math.ceil(max(p, 1e-3) * 1000) / 1000:.3f}" if isinstance(p, int | float) else ""  # rounded up
     return (f"{unit}'s supply temperature leads the temperature{'s' if n > 1 else ''} of {gpus} by {lag} "
-            f"(r ≥ {summary['r_min']:.2f})")
+            f"(their changes: r ≥ {summary['r_min']:.2f}{chance})")
 
 
 def hot_name(ev: Event) -> str:

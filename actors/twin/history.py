@@ -1,8 +1,20 @@
 """Bounded series history (the last readings of every GPU and cooling unit) and the lead it measures.
 
-What backs a root cause with a measurement: when a GPU heats up, does the supply temperature of the unit
-that cools it lead the GPU's sensed temperature, by how many seconds and how closely
-(:func:`~actors.twin.correlation.lagged_correlation`)?
+What backs a root cause with a measurement: when a GPU heats up, do the supply temperature's changes of
+the unit that cools it lead the GPU's, by how many seconds, and is that more than chance
+(:func:`~actors.twin.correlation.differenced_lead`)? A lead is reported only when it is significant
+(p < ``ALPHA`` after the lags tried) and its gain is one the physics allows (a die sits at supply + P·R, so
+a supply change moves the GPU by about as much, never by ``MAX_GAIN`` times as much).
+
+What this can certify: the die (τ 20 s) and the sensor (τ 15 s) low-pass the supply's changes, and one
+smooth supply ramp is one observation, not many: a single 16 °C step (the ``cooling_loss`` trace as first
+recorded, seed 11) gave its 24 thermal events p between 0.011 and 1 after up to 60 lags, although every
+window already held the whole trace since the step (events at 92–133 s); a 240-reading history gave a best
+p of 0.015, so a longer history certifies nothing more. A coincidence has the same one-swing shape: a +2 °C
+drift beside GPUs heating for their own reason gives r ≈ 0.85 on the changes and, rarely, p < 0.01, which
+the gain (≈ 7) rejects. A supply that moves up and down (a unit losing and regaining capacity) gives several
+observations, and its lead is certified: the recorded ``cooling_loss`` unit trips and restarts every 40 s,
+and 18 of its 23 thermal events carry a lead (7 of 8 GPUs, p 2e-5–0.009, lag 17–29 s, gain ≈ 0.3).
 
 Cheap enough for the hot path and the per-tick checkpoint: GPU readings go into one 2-D ring
 ``[gpus, history]`` written with one scatter per round, in hundredths of a degree as int16 (2 bytes a
@@ -16,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.twin.correlation import lagged_correlation
+from actors.twin.correlation import differenced_lead
 from actors.twin.state import StateError, arr, arrays_from_state, arrays_to_state, need, unarr
 
 HISTORY = 120  # readings kept per series: two minutes at 1 Hz, enough to hold a fault's onset and its echo
@@ -24,9 +36,15 @@ HISTORY = 120  # readings kept per series: two minutes at 1 Hz, enough to hold a
 #: reading some 30–40 s later; half the history leaves every lag an overlap of at least 60 readings.
 MAX_LAG = 60
 MIN_READINGS = 30  # fewer paired readings than this and the GPU's series says too little
-#: r at or above which a lead is reported. Levels are correlated (a trend is the signal), so r of a real
-#: lead is high (≥ 0.9 on the recorded cooling loss) and the bar can sit well above chance.
-MIN_R = 0.7
+#: Readings averaged over before the changes are correlated: a reading-to-reading change of a GPU sensor
+#: (0.3 °C of noise in the simulator) is mostly noise, a 7-second trend is not. Measured on the simulator
+#: (seeds 17051–17055): at 7, 74 % of a capacity-cycling unit's GPU windows gave a lead and none of 320
+#: GPU windows of a 2 °C drift beside an unrelated flow loss reached p < 0.01; raw changes (1) certified no
+#: real lead; at 3, 15 % of the drift's windows passed (its changes' noise is uncorrelated at lag 1, which
+#: n_eff takes for independence).
+SMOOTH = 7
+ALPHA = 0.01  # the significance a lead needs, after Bonferroni over the lags tried
+MAX_GAIN = 2.0  # a GPU that moved more than twice as much as the supply did moved for a reason of its own
 #: The unit's supply must have moved this much within the window: a flat supply leads nothing, and
 #: correlating its last-digit jitter with a GPU would be measuring noise.
 MIN_SWING_C = 1.0
@@ -151,8 +169,9 @@ def supply_lead(gpus: GpuHistory, units: UnitHistory, i: int, unit: str) -> dict
     covers), so a unit polled at another rate still pairs sample for sample.
 
     Returns:
-        ``{"series": "<unit>.supply_c", "lag_s", "r", "n"}`` when the supply moved (``MIN_SWING_C``), the
-        best lag is positive (the supply moved first) and ``r >= MIN_R``; else None.
+        ``{"series": "<unit>.supply_c", "lag_s", "r", "n", "p", "n_eff"}`` (``r`` of the smoothed changes,
+        ``n`` changes in the overlap) when the supply moved (``MIN_SWING_C``), the best lag is positive (the
+        supply moved first), ``p < ALPHA`` and ``0 < gain <= MAX_GAIN``; else None.
     """
     t_u, v_u = units.series(unit)
     if len(t_u) < 2:
@@ -169,7 +188,8 @@ def supply_lead(gpus: GpuHistory, units: UnitHistory, i: int, unit: str) -> dict
     if float(lead_c.max() - lead_c.min()) < MIN_SWING_C:
         return None
     # At most half the readings as lag: every r then rests on at least half of them.
-    found = lagged_correlation(lead_c, v_g[inside], min(MAX_LAG, len(lead_c) // 2), period, MIN_READINGS)
-    if found is None or found.lag < 1 or found.r < MIN_R:
+    found = differenced_lead(lead_c, v_g[inside], min(MAX_LAG, len(lead_c) // 2), period, MIN_READINGS, SMOOTH)
+    if found is None or found.lag < 1 or found.p >= ALPHA or not 0 < found.gain <= MAX_GAIN:
         return None
-    return {"series": f"{unit}.supply_c", "lag_s": round(found.lag_s, 1), "r": round(found.r, 3), "n": found.n}
+    return {"series": f"{unit}.supply_c", "lag_s": round(found.lag_s, 1), "r": round(found.r, 3), "n": found.n,
+            "p": found.p, "n_eff": round(found.n_eff, 1)}  # an event keeps 3 decimals of p: 0.0 is < 0.0005
