@@ -1,5 +1,5 @@
-"""The REST API: health, status, events, approvals, users and the audit trail. Exceptions become HTTP
-errors only here.
+"""The REST API: health, status, events, approvals, users, the audit trail and knowledge search. Exceptions become
+HTTP errors only here.
 
 Every error is JSON: ``{"error": {"code": "...", "message": "..."}}`` with a 4xx status for anything the
 caller can fix, so a script can act on it. Every route but ``/healthz`` needs ``Authorization: Bearer
@@ -35,6 +35,7 @@ from actors.gateway.auth import ROLES, allows, bearer
 from actors.gateway.replies import Reply
 from actors.metrics import Metrics
 from actors.tracing import incident_timeline
+from knowledge.documents import DOC_TYPES
 from serving import limits
 from serving.alerts import AlertReceiver, build_alerts_router
 from serving.headers import secure
@@ -49,6 +50,9 @@ CHANNEL = "http"
 REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "stale": 409, "forbidden": 403, "blocked": 409, "invalid": 400}
 NAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 APPROVAL_STATES = ("pending", "approved", "rejected", "denied", "expired", "executing", "executed", "failed")
+SEARCH_MODES = ("hybrid", "bm25", "dense")
+#: The most documents one knowledge search answers.
+SEARCH_MAX_TOP_K = 50
 
 
 class _NoChannel(BaseModel):
@@ -162,6 +166,34 @@ class Timeline(BaseModel):
     spans: list[SpanRecord]
 
 
+class KnowledgeCitation(BaseModel):
+    """Where a passage comes from (``knowledge.retrieval.Citation``): ``text`` is its first 300 characters."""
+
+    doc_id: str
+    title: str
+    type: str
+    step_id: str | None
+    score: float
+    text: str
+
+
+class KnowledgePassage(BaseModel):
+    """One retrieved passage (``knowledge.retrieval.Passage``); ``flags`` marks untrusted text."""
+
+    citation: KnowledgeCitation
+    text: str
+    flags: list[str]
+
+
+class KnowledgeResults(BaseModel):
+    """The best passage of each of the most relevant documents, best first, and the retriever that ranked them."""
+
+    query: str
+    mode: Literal[SEARCH_MODES]  # type: ignore[valid-type]
+    dense: bool = Field(description="whether this knowledge base can do dense (and so hybrid) retrieval")
+    results: list[KnowledgePassage]
+
+
 _WHY = {400: "Malformed request", 401: "No valid token", 403: "Role too small or refused by policy",
         404: "Not found", 409: "Conflict (decided, expired, stale or blocked)", 413: "Request body too large",
         429: "Too many requests (see Retry-After)"}
@@ -199,10 +231,43 @@ def _answer(reply: Reply) -> Any:
     return reply.as_json()["approval"]
 
 
+def search_knowledge(
+    kb: Any, q: str, top_k: int = 5, type: str | None = None, equipment: str | None = None, mode: str | None = None,
+) -> dict[str, Any]:
+    """A knowledge search as ``GET /api/knowledge/search`` answers it (blocking: the route runs it in a thread).
+
+    Args:
+        kb: the loop's knowledge base (``knowledge.retrieval.KnowledgeBase``: ``search``, ``dense``).
+        q: free text; blank is refused.
+        top_k, type, equipment: as ``KnowledgeBase.search`` takes them.
+        mode: ``bm25``, ``hybrid`` or ``dense``; None: hybrid when ``kb`` has the embedding model, else bm25.
+
+    Raises:
+        ApiError: 400 ``bad_request`` for a blank query or a bad value; 409 ``unsupported_mode`` for hybrid or
+            dense on a knowledge base without the embedding model (a valid request this one cannot serve).
+    """
+    if not q.strip():
+        raise ApiError(400, "bad_request", "q: a blank query (give some words, e.g. q=coolant flow low)")
+    if not 1 <= top_k <= SEARCH_MAX_TOP_K:
+        raise ApiError(400, "bad_request", f"top_k: between 1 and {SEARCH_MAX_TOP_K}, not {top_k}")
+    if type is not None and type not in DOC_TYPES:
+        raise ApiError(400, "bad_request", f"type: one of {', '.join(DOC_TYPES)}, not {type!r}")
+    if mode is not None and mode not in SEARCH_MODES:
+        raise ApiError(400, "bad_request", f"mode: one of {', '.join(SEARCH_MODES)}, not {mode!r}")
+    chosen = mode or ("hybrid" if kb.dense else "bm25")
+    if chosen != "bm25" and not kb.dense:
+        raise ApiError(409, "unsupported_mode", f"mode {chosen}: this knowledge base searches with BM25 only (it "
+                       "was built without the embedding model); ask for mode=bm25, or leave mode out")
+    passages = kb.search(q, top_k=top_k, type=type, equipment=equipment or None, mode=chosen)
+    return {"query": q, "mode": chosen, "dense": bool(kb.dense),
+            "results": [p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p) for p in passages]}
+
+
 def build_app(
     gateway: Gateway, twin: Twin, agent: Agent, *, traces_dir: str | Path | None = None,
     max_body_bytes: int = limits.MAX_BODY_BYTES, rate_per_s: float = limits.RATE_PER_S, burst: int = limits.BURST,
     routers: Sequence[tuple[APIRouter, str | None]] = (), alerts: AlertReceiver | None = None,
+    knowledge: Any = None,
 ) -> FastAPI:
     """The FastAPI app over the three layers' ports.
 
@@ -215,6 +280,8 @@ def build_app(
             router checks its callers itself).
         alerts: the Alertmanager receiver (``POST /api/alerts/alertmanager``, its own token); None: that route
             answers 404.
+        knowledge: the loop's knowledge base (the one the chat grounds its answers in), searched by
+            ``GET /api/knowledge/search``; None: that route answers 404.
     """
     # FastAPI's own /docs and /redoc load their scripts from a CDN: serving.dashboard serves /docs locally instead
     app = FastAPI(title="opsloop", version="0.1.0", description="Closed-loop AI operations for GPU data centers.",
@@ -353,6 +420,27 @@ def build_app(
         if not spans:
             return _error(404, "not_found", f"no spans of incident {incident_id} in {spans_dir.name}/")
         return {"incident_id": incident_id, "trace_ids": sorted({s["trace_id"] for s in spans}), "spans": spans}
+
+    # Declared before the routers, so it wins over the dashboard's GET /api/knowledge/{doc_id}.
+    @app.get("/api/knowledge/search", response_model=KnowledgeResults, responses={
+        **errors(400, *AUTH, 404), 409: {"model": ErrorBody, "description": "This knowledge base cannot search in that "
+                                         "mode (hybrid and dense need the embedding model): unsupported_mode"}})
+    async def knowledge_search(
+        q: str = Query(min_length=1, max_length=1000, pattern=VISIBLE,
+                       description="free text (not blank), e.g. coolant flow low on cdu-1"),
+        top_k: int = Query(5, ge=1, le=SEARCH_MAX_TOP_K, description="how many documents"),
+        type: Literal[DOC_TYPES] | None = Query(None, description="only documents of this type"),  # type: ignore[valid-type]
+        equipment: str | None = Query(None, max_length=100, description="only documents about this equipment"),
+        mode: Literal[SEARCH_MODES] | None = Query(  # type: ignore[valid-type]
+            None, description="retriever (default: hybrid when the knowledge base has the embedding model, else "
+            "bm25; hybrid or dense without it: 409 unsupported_mode)"),
+        _: dict = viewer,
+    ) -> Any:
+        """The best passage of each of the ``top_k`` documents most relevant to ``q``, from the loop's own knowledge
+        base (the one the agent and the chat cite), best first."""
+        if knowledge is None:
+            return _error(404, "not_found", "no knowledge base here")
+        return await run_in_threadpool(search_knowledge, knowledge, q, top_k, type, equipment, mode)
 
     app.include_router(build_alerts_router(alerts))  # checks Alertmanager's token itself
     for router, needed in routers:

@@ -51,4 +51,6 @@ class Ingress:
         if self.slack is not None:
             store = RedisSlackStore(self.redis_url, self.namespace) if self.redis_url else None
             routers.append((build_slack_router(gateway, self.slack, store=store, twin=twin, agent=agent), None))
-        return build_app(*self.ports, routers=routers, **self.http)  # with the security headers (serving.headers)
+        # the chat's knowledge base answers GET /api/knowledge/search too (one index per replica, not two)
+        return build_app(*self.ports, routers=routers, knowledge=self.chat.knowledge,
+                         **self.http)  # with the security headers (serving.headers)

@@ -18,6 +18,18 @@ from cluster.settings import Settings
 TIMEOUT_S = 60.0
 
 
+class Unreachable(CliError):
+    """Nothing answers at the address (connection refused): no ``opsloop up`` listens there."""
+
+
+class Refused(CliError):
+    """The API answered with an error: its HTTP ``status`` and the ``error_code`` of ``{"error": {"code"}}``."""
+
+    def __init__(self, message: str, status: int, error_code: str | None, code: int = 2) -> None:
+        super().__init__(message, code=code)
+        self.status, self.error_code = status, error_code
+
+
 def auth_headers(settings: Settings) -> dict[str, str]:
     """``Authorization: Bearer`` with ``settings.admin_token`` or the token file of ``opsloop up`` (if any)."""
     from cluster.tokens import cli_token
@@ -27,13 +39,13 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 
 def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API with the CLI's token; a refused connection or an error answer becomes a one-line
-    ``CliError`` (a 401 says where the token comes from)."""
+    """Call the API with the CLI's token; a refused connection (``Unreachable``) or an error answer (``Refused``,
+    exit code 2) becomes a one-line ``CliError`` (a 401 says where the token comes from)."""
     url = base_url(settings.host, settings.port) + path
     try:
         resp = httpx.request(method, url, timeout=TIMEOUT_S, headers=auth_headers(settings), **kwargs)
     except httpx.ConnectError as exc:
-        raise CliError(
+        raise Unreachable(
             f"cannot reach opsloop at {settings.host}:{settings.port} ({exc.__class__.__name__}); "
             f"is `opsloop up` running? (the CLI finds it through its data directory, here {settings.data_dir}; "
             "else pass --data-dir or --port)"
@@ -47,11 +59,13 @@ def api(settings: Settings, method: str, path: str, **kwargs: Any) -> Any:
     if resp.status_code >= 400:
         err = body.get("error", {}) if isinstance(body, dict) else {}
         if resp.status_code == 401:
-            raise CliError(
+            raise Refused(
                 f"{err.get('message') or 'unauthorized'} (HTTP 401): the CLI sends OPSLOOP_ADMIN_TOKEN or the token "
-                f"in {settings.token_file}; run it where `opsloop up` keeps its data (or set --data-dir)", code=2,
+                f"in {settings.token_file}; run it where `opsloop up` keeps its data (or set --data-dir)",
+                401, err.get("code"),
             )
-        raise CliError(f"{err.get('message') or resp.reason_phrase} (HTTP {resp.status_code})", code=2)
+        raise Refused(f"{err.get('message') or resp.reason_phrase} (HTTP {resp.status_code})", resp.status_code,
+                      err.get("code"))
     return body
 
 

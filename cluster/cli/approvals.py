@@ -61,7 +61,8 @@ def row(ap: dict) -> dict:
             "incident_id": ap["incident_id"], "required": ap["required"], "decisions": ap["decisions"],
             "result": ap["result"], "citations": ap["citations"],
             "bounds": ap.get("bounds", {}), "action_hash": ap.get("action_hash"),
-            "proposer": ap.get("proposer"), "source": ap.get("source", "fallback"), "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
+            "proposer": ap.get("proposer"), "source": ap.get("source", "fallback"),
+            "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
 
 
 def _list(args: argparse.Namespace) -> int:
