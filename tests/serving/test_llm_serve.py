@@ -57,7 +57,10 @@ def test_openai_client_streams_a_cited_answer_from_smollm2(runtime: deploy.Runti
     ))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "[eop-cooling-degradation" in text
-    assert chunks[0].model_extra["citations"][0]["doc_id"] == "eop-cooling-degradation"
+    # the runbook is cited; so may be an experience document the running loop has written by now (the agent and
+    # the chat share one knowledge base), ranked before it or not
+    cited = [c["doc_id"] for c in chunks[0].model_extra["citations"]]
+    assert "eop-cooling-degradation" in cited, cited
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
     raw = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=8,
                                          messages=[{"role": "user", "content": "Say hello."}])
