@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from cluster.actuators.http_retry import RetryPolicy
 from cluster.actuators.modbus import ModbusActuator
 from cluster.actuators.nvml import NvmlActuator
+from cluster.actuators.results import action_result
 from cluster.actuators.routing import RoutedActuator
 from cluster.actuators.webhook import WebhookActuator
 from cluster.telemetry.samples import ActionResult
-from policies.actions import Action, action_targets, describe
+from policies.actions import Action, describe
 
 if TYPE_CHECKING:
     from cluster.settings import Settings
@@ -44,11 +45,7 @@ class DryRunActuator:
 
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Report what would have run."""
-        return ActionResult(
-            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
-            targets=tuple(action_targets(action)), status="executed", detail=f"dry-run: {describe(action)}",
-            traceparent=traceparent,
-        )
+        return action_result(action, action_id, approval_id, "executed", f"dry-run: {describe(action)}", traceparent)
 
 
 ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}

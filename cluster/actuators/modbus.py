@@ -15,10 +15,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from cluster.actuators.results import action_result
 from cluster.modbus_link import ModbusFailure, ModbusLink
 from cluster.modbus_map import POINTS, WRITES, ModbusUnit, Point, unit_endpoint
 from cluster.telemetry.samples import ActionResult
-from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed, action_targets
+from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
 
 if TYPE_CHECKING:
     from cluster.settings import Settings
@@ -62,11 +63,7 @@ class ModbusActuator:
             ok, detail = await asyncio.wait_for(self._apply(action), BUDGET_S)
         except TimeoutError:
             ok, detail = False, f"no complete answer within {BUDGET_S:g} s"
-        result = ActionResult(
-            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
-            targets=tuple(action_targets(action)), status="executed" if ok else "failed", detail=detail,
-            traceparent=traceparent,
-        )
+        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
         if ok:
             self._done[action_id] = result
         return result

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cluster.actuators.results import action_result
 from cluster.telemetry.samples import ActionResult
-from policies.actions import Action, action_targets
+from policies.actions import Action
 
 
 def _nvml() -> Any:
@@ -72,11 +73,7 @@ class NvmlActuator:
                 status = "executed"
             except RuntimeError as exc:
                 detail = str(exc)
-        result = ActionResult(
-            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
-            targets=tuple(action_targets(action)), status=status, detail=detail,  # type: ignore[arg-type]
-            traceparent=traceparent,
-        )
+        result = action_result(action, action_id, approval_id, status, detail, traceparent)  # type: ignore[arg-type]
         if status == "executed":
             self._done[action_id] = result
         return result

@@ -10,9 +10,10 @@ import httpx
 from pydantic import SecretStr
 
 from cluster.actuators.http_retry import RetryPolicy, post_with_retries
+from cluster.actuators.results import action_result
 from cluster.masking import redact_url
 from cluster.telemetry.samples import ActionResult
-from policies.actions import Action, action_targets, describe
+from policies.actions import Action, describe
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -50,11 +51,7 @@ class WebhookActuator:
             detail += f" (after {d.tries} tries in {d.elapsed_s:.1f} s" + (f"; {d.gave_up})" if d.gave_up else ")")
         elif not ok:
             detail += " (not retried: the receiver refused it)"
-        result = ActionResult(
-            ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
-            targets=tuple(action_targets(action)), status="executed" if ok else "failed", detail=detail,
-            traceparent=traceparent,
-        )
+        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
         if ok:
             self._done[action_id] = result
         return result
