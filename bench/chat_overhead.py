@@ -23,9 +23,13 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from httpx_sse import aconnect_sse
+
+from serving.llm import sse_data
 
 QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What should I do?"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -38,43 +42,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def one_http(client: httpx.AsyncClient, model: str, tokens: int) -> tuple[float, float, int]:
-    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "stream": True,
-            "max_tokens": tokens, "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
-    t0 = time.perf_counter()
+async def _timed(payloads: AsyncIterator[str], t0: float) -> tuple[float, float, int]:
+    """Time to the first content token, total time and tokens of one stream of SSE payloads."""
     first = None
     n = chunks = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-        resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            data = json.loads(line[6:])
-            if data.get("usage"):
-                n = data["usage"]["completion_tokens"]
-            if data.get("choices") and data["choices"][0]["delta"].get("content"):
-                chunks += 1
-                first = first if first is not None else time.perf_counter() - t0
+    async for payload in payloads:
+        if payload == "[DONE]":
+            continue
+        data = json.loads(payload)
+        if data.get("usage"):
+            n = data["usage"]["completion_tokens"]
+        if data.get("choices") and data["choices"][0]["delta"].get("content"):
+            chunks += 1
+            first = first if first is not None else time.perf_counter() - t0
     return first or 0.0, time.perf_counter() - t0, n or chunks
+
+
+def _body(model: str, tokens: int) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": QUESTION}], "stream": True,
+            "max_tokens": tokens, "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
+
+
+async def one_http(client: httpx.AsyncClient, model: str, tokens: int) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    async with aconnect_sse(client, "POST", "/v1/chat/completions", json=_body(model, tokens)) as source:
+        source.response.raise_for_status()
+        return await _timed((sse.data async for sse in source.aiter_sse()), t0)
 
 
 async def one_direct(handle: object, model: str, tokens: int) -> tuple[float, float, int]:
-    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "stream": True,
-            "max_tokens": tokens, "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
-    first = None
-    n = chunks = 0
-    async for item in handle.options(stream=True).chat_stream.remote(body):  # type: ignore[attr-defined]
-        for payload in re.findall(r"^data: (.+)$", item if isinstance(item, str) else "", re.M):
-            if payload == "[DONE]":
-                continue
-            data = json.loads(payload)
-            if data.get("usage"):
-                n = data["usage"]["completion_tokens"]
-            if data.get("choices") and data["choices"][0]["delta"].get("content"):
-                chunks += 1
-                first = first if first is not None else time.perf_counter() - t0
-    return first or 0.0, time.perf_counter() - t0, n or chunks
+    gen = handle.options(stream=True).chat_stream.remote(_body(model, tokens))  # type: ignore[attr-defined]
+    return await _timed(sse_data(item.encode() async for item in gen if isinstance(item, str)), t0)
 
 
 async def run(fn: object, concurrency: int, requests: int) -> dict[str, float]:

@@ -4,7 +4,8 @@
 - ``external``: any OpenAI-compatible server, over HTTP (httpx);
 - ``none``: no model; the ``opsloop`` model answers from a template (see :mod:`serving.grounding`).
 
-All of them speak OpenAI's streaming format, parsed by :func:`parse_sse_payload`; engine errors become
+All of them speak OpenAI's streaming format: server-sent events decoded by ``httpx-sse`` (:func:`sse_data`), each
+payload parsed by :func:`parse_sse_payload`; engine errors become
 :class:`serving.chat_model.ChatError` with the engine's status and message.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 from pydantic import SecretStr
 
 from serving.chat_model import ChatError, Delta, GenParams, approx_tokens
@@ -94,9 +96,12 @@ def parse_sse_payload(payload: str) -> Delta | None:
     return Delta(text, finish_reason=ch.get("finish_reason"), usage=usage)
 
 
-def sse_payloads(chunk: str) -> list[str]:
-    """The ``data:`` payloads in a piece of an SSE stream."""
-    return [line[5:].strip() for line in chunk.splitlines() if line.startswith("data:")]
+async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event in a stream of bytes (``httpx-sse`` decodes it, whatever the pieces'
+    boundaries: an event split across two pieces, or several in one)."""
+    resp = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=pieces)
+    async for sse in EventSource(resp).aiter_sse():
+        yield sse.data
 
 
 async def _merge_usage(deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
@@ -187,11 +192,13 @@ class OpenAIModel:
             raise ChatError(502, f"the external model server did not answer: {exc}", type="server_error") from exc
 
     async def _pieces(self, resp: httpx.Response) -> AsyncIterator[Delta]:
-        async for line in resp.aiter_lines():
-            if line.startswith("data:"):
-                d = parse_sse_payload(line[5:])
+        try:
+            async for sse in EventSource(resp).aiter_sse():
+                d = parse_sse_payload(sse.data)
                 if d is not None:
                     yield d
+        except SSEError as exc:  # 200 but not an event stream: a server that ignored "stream": true
+            raise ChatError(502, f"the external model server did not stream: {exc}", type="server_error") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -231,18 +238,18 @@ class ServeLLMModel:
             yield d
 
     async def _pieces(self, gen: Any) -> AsyncIterator[Delta]:
-        async for item in gen:
-            if isinstance(item, dict):
-                if "error" in item:
-                    raise error_from(item)
-                d = parse_sse_payload(json.dumps(item))
-                if d is not None:
-                    yield d
-                continue
-            for payload in sse_payloads(item):
-                d = parse_sse_payload(payload)
-                if d is not None:
-                    yield d
+        async def stream() -> AsyncIterator[bytes]:  # the handle yields SSE text, or a dict (an error, or a chunk)
+            async for item in gen:
+                if isinstance(item, dict):
+                    if "error" in item:
+                        raise error_from(item)
+                    item = f"data: {json.dumps(item)}\n\n"
+                yield item.encode() if isinstance(item, str) else bytes(item)
+
+        async for data in sse_data(stream()):
+            d = parse_sse_payload(data)
+            if d is not None:
+                yield d
 
 
 #: The registry: backend name → factory(spec, handle).

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from httpx_sse import EventSource
 
 from knowledge.retrieval import KnowledgeBase
 from serving.api import build_app
 from serving.chat import ChatService, build_chat_router
+from serving.chat_model import GenParams
 from serving.grounding import FENCE_END, build_grounding, grounded_messages
-from serving.llm import NoModel, OpenAIModel
+from serving.llm import NoModel, OpenAIModel, ServeLLMModel
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -102,7 +104,7 @@ def test_stream_sends_sse_chunks_and_done(client: httpx.Client) -> None:
         "stream_options": {"include_usage": True},
     }) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-        payloads = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+        payloads = [sse.data for sse in EventSource(resp).iter_sse()]
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
@@ -232,3 +234,37 @@ def test_official_openai_client_streams_a_cited_answer(live_url: str) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert exc.value.body["code"] == "model_not_found"
+
+
+def test_a_stream_split_anywhere_decodes_to_the_same_deltas() -> None:
+    """The engine's pieces need not end at an event's end: httpx-sse decodes events across pieces (and several in
+    one), so the chat gets the same words however the stream was cut."""
+    import asyncio
+
+    events = "".join("data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": w}}]}) + "\n\n"
+                     for w in ["Raise ", "the ", "flow."])
+    events += "data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
+    events += "data: [DONE]\n\n"
+
+    class Handle:  # the Serve handle's stream, cut every `n` characters
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def options(self, **_: object) -> Handle:
+            return self
+
+        @property
+        def chat_stream(self) -> Handle:
+            return self
+
+        async def remote(self, _body: dict):  # noqa: ANN201
+            for i in range(0, len(events), self.n):
+                yield events[i : i + self.n]
+
+    async def said(n: int) -> tuple[str, str | None]:
+        model = ServeLLMModel(Handle(n), "tiny", 300)
+        deltas = [d async for d in model.stream([{"role": "user", "content": "hi"}], GenParams(max_tokens=8))]
+        return "".join(d.text for d in deltas), deltas[-1].finish_reason
+
+    for n in (len(events), 7, 1):
+        assert asyncio.run(said(n)) == ("Raise the flow.", "stop"), n

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
+from httpx_sse import EventSource
 from starlette.testclient import TestClient
 
 from actors.gateway.approvals import Approval, Status
@@ -236,7 +237,7 @@ def ask(c: TestClient, question: str) -> str:
 def ask_streamed(c: TestClient, question: str) -> list[str]:
     with c.stream("POST", "/v1/chat/completions", json={
             "model": "opsloop", "stream": True, "messages": [{"role": "user", "content": question}]}) as resp:
-        payloads = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+        payloads = [sse.data for sse in EventSource(resp).iter_sse()]
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p)["choices"][0]["delta"].get("content", "") for p in payloads[:-1]]
     return [c for c in chunks if c]
