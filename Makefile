@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 ALERTMANAGER := /usr/bin/prometheus-alertmanager
+SLURMCTLD := /usr/sbin/slurmctld
+MUNGED := /usr/sbin/munged
 
-.PHONY: run test lint clean chromium monitoring
+.PHONY: run test lint clean chromium monitoring slurm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/opsloop up
 
-test: $(STAMP) chromium monitoring
+test: $(STAMP) chromium monitoring slurm
 	$(BIN)/python -m pytest -q
 
 # The dashboard tests drive a real browser: Debian's Chromium (never a browser downloaded by a test tool).
@@ -63,6 +65,30 @@ monitoring:
 	  echo "error: CI=true: required component missing:$$missing, and not root with apt-get to install it" >&2; \
 	  exit 1; \
 	else echo "note: no$$missing and not root with apt-get: the Prometheus chain test will be skipped"; fi
+
+# The Slurm actuator's tests run a real single-node Slurm: Debian's slurm-wlm and munge, whose daemons (munged,
+# slurmctld, slurmd) the test fixture starts itself with a private slurm.conf, key and socket in a temp dir.
+# Where systemd started the packages' own services on install, they are stopped and disabled at once (an
+# installation that was already there is left alone). Under CI=true a missing one that cannot be installed is an
+# error.
+slurm:
+	@missing=""; \
+	[ -x $(SLURMCTLD) ] || missing="$$missing slurm-wlm"; \
+	[ -x $(MUNGED) ] || missing="$$missing munge"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+	  if [ -d /run/systemd/system ]; then \
+	    services=""; \
+	    case "$$missing" in *slurm-wlm*) services="slurmd slurmctld";; esac; \
+	    case "$$missing" in *munge*) services="$$services munge";; esac; \
+	    for s in $$services; do systemctl disable --now "$$s.service" >/dev/null 2>&1 || true; done; \
+	  fi; \
+	elif [ "$$CI" = true ]; then \
+	  echo "error: CI=true: required component missing:$$missing, and not root with apt-get to install it" >&2; \
+	  exit 1; \
+	else echo "note: no$$missing and not root with apt-get: the Slurm actuator tests will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -96,6 +96,31 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
         description="Time budget of one HTTP actuator call, tries and waits included, in seconds (kept under the "
         "gateway's 30 s bound on one execution); then the action is recorded as failed with the reason.",
     )
+    scheduler: Literal["none", "slurm"] = Field(
+        "none",
+        description="The workload manager that carries out drain_node, cordon_gpu and migrate_job, once for the "
+        "whole cluster: none (they go to the actuator like every other action) or slurm (scontrol and squeue on the "
+        "gateway's host: drain_node drains the node with reason opsloop:<approval id>, migrate_job requeues the job "
+        "off the avoided nodes, cordon_gpu is refused since Slurm has no per-GPU drain; every other action still "
+        "goes to the actuator).",
+    )
+    slurm_conf: Path | None = Field(
+        None,
+        description="The slurm.conf the Slurm commands read (passed as SLURM_CONF; scheduler=slurm). Unset: their "
+        "own default (/etc/slurm/slurm.conf, or SLURM_CONF from opsloop's environment).",
+    )
+    slurm_bin_dir: Path | None = Field(
+        None, description="Directory holding scontrol and squeue (scheduler=slurm). Unset: they are found on PATH."
+    )
+    slurm_nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="opsloop node name -> Slurm NodeName, for nodes the telemetry names otherwise than Slurm does "
+        "(e.g. {\"DGX-01\": \"dgx01\"}); any node not listed has the same name in Slurm. Env: a JSON object.",
+    )
+    slurm_timeout_s: float = Field(
+        10.0, gt=0, le=25,
+        description="Timeout of one Slurm command (scontrol, squeue), in seconds; one execution is bounded at 25 s.",
+    )
 
     # --- the loop ----------------------------------------------------------------------------------
     policy_file: Path | None = Field(
@@ -258,6 +283,15 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("slurm_nodes", mode="after")
+    @classmethod
+    def _slurm_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, slurm in v.items():
+            if not slurm or slurm.startswith("-") or any(c.isspace() or c in ",[]=" for c in slurm):
+                raise ValueError(f"node {name}: a Slurm NodeName has no spaces, commas, brackets or '=' and does "
+                                 "not start with '-'")
+        return v
 
     @classmethod
     def settings_customise_sources(

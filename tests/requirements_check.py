@@ -129,6 +129,33 @@ def _minilm_model() -> str:
 
 
 #: Every component the suite needs, by the key tests pass to :func:`require`.
+#: Where Slurm's and MUNGE's programs are looked for: ``OPSLOOP_TEST_SLURM_PATH`` when set (a test hides Slurm by
+#: pointing it elsewhere), else the sbin and bin directories and ``PATH``.
+SLURM_SEARCH = "/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"
+#: The Slurm client commands the tests and the actuator run.
+SLURM_CLIENTS = ("scontrol", "squeue", "sinfo", "sbatch", "scancel")
+
+
+def slurm_search() -> str:
+    """The search path for Slurm's and MUNGE's programs (see :data:`SLURM_SEARCH`)."""
+    return os.environ.get("OPSLOOP_TEST_SLURM_PATH") or f"{SLURM_SEARCH}:{os.environ.get('PATH', '')}"
+
+
+def _slurm_tools() -> str:
+    """The directory of ``scontrol`` once slurmctld, slurmd and every client command are found."""
+    missing = [n for n in ("slurmctld", "slurmd", *SLURM_CLIENTS) if not shutil.which(n, path=slurm_search())]
+    if missing:
+        raise Missing(f"no {', '.join(missing)} in {slurm_search()}")
+    return os.path.dirname(str(shutil.which("scontrol", path=slurm_search())))
+
+
+def _munged() -> str:
+    path = shutil.which("munged", path=slurm_search())
+    if path is None:
+        raise Missing(f"no munged in {slurm_search()}")
+    return path
+
+
 REQUIRED: dict[str, Component] = {
     "redis": Component(
         "Redis server",
@@ -176,6 +203,8 @@ REQUIRED: dict[str, Component] = {
                    env="OPSLOOP_TEST_ALERTMANAGER"),
         "apt-get install prometheus-alertmanager (make test does it as root)",
     ),
+    "slurm": Component("Slurm (slurm-wlm)", _slurm_tools, "apt-get install slurm-wlm (make test does it as root)"),
+    "munge": Component("MUNGE (munged)", _munged, "apt-get install munge (make test does it as root)"),
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from actors.agent.proposals import Proposal
+from actors.agent.proposals import Proposal, ProposedAction
 from actors.gateway import approvals as sm
 from actors.gateway import spans
 from actors.gateway.approvals import Approval, Decision, Refusal
@@ -32,7 +32,7 @@ from actors.gateway.store import EXECUTED_KEPT_S, ApprovalStore
 from actors.gateway.users import UserStore
 from actors.metrics import Metrics
 from actors.ports import Fleet
-from policies.actions import parse_action
+from policies.actions import Action, describe, parse_action
 from policies.policy import Policy
 from policies.verify import check_action, check_proposal
 
@@ -89,6 +89,9 @@ class GatewayService:
         out = []
         now = time.time()
         for pa in proposal.actions:
+            if why := self.refusal(pa.action):  # nothing here can carry it out: refused now, never run elsewhere
+                out.append(await self._refuse_action(proposal, pa, why))
+                continue
             verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
             ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s), proposal)
             async with self._lock:
@@ -113,6 +116,26 @@ class GatewayService:
         if ap.status == "approved":
             return await self.execution.run(ap, actor="policy", channel="policy")
         return ap
+
+    def refusal(self, action: Action) -> str | None:
+        """Why the actuator that owns ``action``'s target cannot carry it out, known before anyone approves it (the
+        Slurm actuator has no per-GPU drain, for one); ``None``: it can try."""
+        refuses = getattr(self.execution.actuator, "refusal", None)
+        return refuses(action) if callable(refuses) else None
+
+    async def _refuse_action(self, proposal: Proposal, pa: ProposedAction, why: str) -> Reply:
+        message = f"{describe(pa.action)} refused before approval: {why}"
+        log.warning("proposal %s: %s", proposal.proposal_id, message)
+        key = f"{proposal.proposal_id}:{pa.action_id}"
+        if not await self.store.was_refused(key):  # a resubmitted proposal is audited once
+            await self.store.audit.append(
+                time.time(), "proposal", sm.AGENT, "agent", incident_id=proposal.incident_id,
+                proposal_id=proposal.proposal_id,
+                payload={"status": "refused", "reason": message, "problems": [why], "action_id": pa.action_id,
+                         "actions": [pa.action.model_dump(mode="json")]},
+            )
+            await self.store.mark_refused(key)
+        return Reply.refused("invalid", message)
 
     async def _refuse_proposal(self, proposal: Proposal, problems: list[str]) -> list[Reply]:
         message = f"proposal {proposal.proposal_id} refused: {'; '.join(problems)}"
@@ -178,6 +201,8 @@ class GatewayService:
                 return Reply.refused("invalid", f"the edited action does not validate: {problems}")
             if self.fleet is not None and (issues := check_action(action, await self._topology())):
                 return Reply.refused("invalid", "; ".join(issues))
+            if why := self.refusal(action):
+                return Reply.refused("invalid", f"{describe(action)}: {why}")
             new = sm.edit(ap, action, self.policy.evaluate(action), by=by, channel=channel,  # type: ignore[arg-type]
                           reason=reason, now=now, expiry_s=self.policy.expiry_s)
             if isinstance(new, Refusal):

@@ -4,8 +4,9 @@ failures as ``ActionResult(status="failed")``.
 
 ``sim`` acts on the simulated fleet, ``nvml`` sets power limits through pynvml, ``webhook`` POSTs the action
 to a URL, ``dry-run`` does nothing and says so. A facility actuator (setting ``facility``: ``modbus`` writes a
-cooling plant's registers) takes the cooling plant's actions, routed beside the base one (``routing.py``).
-``build_actuator`` composes them from settings.
+cooling plant's registers) takes the cooling plant's actions, and a scheduler actuator (setting ``scheduler``:
+``slurm`` drains nodes and requeues jobs through ``scontrol``) the workload manager's, routed beside the base one
+(``routing.py``). ``build_actuator`` composes them from settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cluster.actuators.modbus import ModbusActuator
 from cluster.actuators.nvml import NvmlActuator
 from cluster.actuators.results import action_result
 from cluster.actuators.routing import RoutedActuator
+from cluster.actuators.slurm import SlurmActuator
 from cluster.actuators.webhook import WebhookActuator
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, describe
@@ -51,20 +53,27 @@ class DryRunActuator:
 ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}
 #: Facility actuators by the ``facility`` setting's name: the cooling plant's actions go to them.
 FACILITY_ACTUATORS = {"modbus": ModbusActuator}
+#: Scheduler actuators by the ``scheduler`` setting's name: drain_node, cordon_gpu and migrate_job go to them.
+SCHEDULER_ACTUATORS = {"slurm": SlurmActuator}
 
 
 def build_actuator(settings: Settings, simulator: Any = None) -> Any:
     """The actuator ``settings.actuator`` names (``simulator`` is the port the ``sim`` one acts on), behind a
     :class:`RoutedActuator` that sends the cooling plant's actions to the facility actuator when ``facility`` names
-    one (``none``: the base actuator takes every action).
+    one, and the workload manager's to the scheduler actuator when ``scheduler`` names one (``none``: the base
+    actuator takes those actions).
 
     Raises:
-        ValueError: ``webhook`` without ``webhook_url``, or ``sim`` without a simulator.
+        ValueError: ``webhook`` without ``webhook_url``, ``sim`` without a simulator, or ``scheduler=slurm``
+            without ``scontrol``/``squeue`` or with a ``slurm_conf`` that is not a file.
     """
     base = _base_actuator(settings, simulator)
-    if settings.facility == "modbus":
-        return RoutedActuator(base, ModbusActuator.from_settings(settings))
-    return base
+    facility = FACILITY_ACTUATORS[settings.facility].from_settings(settings) if settings.facility != "none" else None
+    scheduler = (SCHEDULER_ACTUATORS[settings.scheduler].from_settings(settings)
+                 if settings.scheduler != "none" else None)
+    if facility is None and scheduler is None:
+        return base
+    return RoutedActuator(base, facility, scheduler=scheduler)
 
 
 def _base_actuator(settings: Settings, simulator: Any) -> Any:
@@ -80,5 +89,5 @@ def _base_actuator(settings: Settings, simulator: Any) -> Any:
     return ACTUATORS[settings.actuator]()
 
 
-__all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "DryRunActuator", "ModbusActuator", "NvmlActuator", "RoutedActuator",
-           "SimActuator", "WebhookActuator", "build_actuator"]
+__all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "SCHEDULER_ACTUATORS", "DryRunActuator", "ModbusActuator",
+           "NvmlActuator", "RoutedActuator", "SimActuator", "SlurmActuator", "WebhookActuator", "build_actuator"]

@@ -1,5 +1,7 @@
-"""Routing approved actions by kind: the cooling plant's (``set_cooling_setpoint``, ``set_fan_speed``) to the
-facility actuator (setting ``facility``), every other to the base actuator (setting ``actuator``)."""
+"""Routing approved actions by kind, one backend per kind of target: the cooling plant's (``set_cooling_setpoint``,
+``set_fan_speed``) to the facility actuator (setting ``facility``), the workload manager's (``drain_node``,
+``cordon_gpu``, ``migrate_job``) to the scheduler actuator (setting ``scheduler``), every other to the base actuator
+(setting ``actuator``). A kind with a route goes there only: never to the base actuator instead."""
 
 from __future__ import annotations
 
@@ -7,28 +9,52 @@ from collections.abc import Iterable
 from typing import Any
 
 from cluster.actuators.modbus import FACILITY_KINDS
+from cluster.actuators.slurm import SCHEDULER_KINDS
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action
 
 
 class RoutedActuator:
-    """An ``Actuator`` over two: idempotent by action id because each is (one kind always takes one route)."""
+    """An ``Actuator`` over several: idempotent by action id because each is (one kind always takes one route).
+
+    Args:
+        base: Takes every action no other route takes.
+        facility: Takes ``kinds`` (``None``: no facility route).
+        kinds: The facility's action kinds.
+        scheduler: Takes ``scheduler_kinds`` (``None``: no scheduler route), once for the whole cluster.
+        scheduler_kinds: The scheduler's action kinds.
+    """
 
     #: Whether results reach the twin by themselves depends on the route: see :meth:`feeds_back_for`.
     feeds_back = False
 
-    def __init__(self, base: Any, facility: Any, kinds: Iterable[str] = FACILITY_KINDS) -> None:
+    def __init__(self, base: Any, facility: Any = None, kinds: Iterable[str] = FACILITY_KINDS, *,
+                 scheduler: Any = None, scheduler_kinds: Iterable[str] = SCHEDULER_KINDS) -> None:
         self.base = base
         self.facility = facility
+        self.scheduler = scheduler
         self.kinds = frozenset(kinds)
+        self.routes: dict[str, Any] = {}
+        for actuator, its_kinds in ((facility, self.kinds), (scheduler, frozenset(scheduler_kinds))):
+            if actuator is not None:
+                taken = its_kinds & set(self.routes)
+                if taken:
+                    raise ValueError(f"two actuators for {', '.join(sorted(taken))}")
+                self.routes.update(dict.fromkeys(its_kinds, actuator))
 
     def route(self, action: Action) -> Any:
         """The actuator that carries ``action`` out."""
-        return self.facility if action.kind in self.kinds else self.base
+        return self.routes.get(action.kind, self.base)
 
     def feeds_back_for(self, action: Action) -> bool:
         """True when the actuator ``action`` goes to reports its result to the twin itself (the simulator)."""
         return bool(getattr(self.route(action), "feeds_back", False))
+
+    def refusal(self, action: Action) -> str | None:
+        """Why ``action``'s route cannot carry it out, known without running anything (``None``: it can try);
+        asked of the route's actuator when it says (the Slurm one refuses ``cordon_gpu``)."""
+        refuses = getattr(self.route(action), "refusal", None)
+        return refuses(action) if callable(refuses) else None
 
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Hand the action to its route."""

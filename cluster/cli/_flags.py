@@ -17,7 +17,8 @@ from typing import Any
 from cluster.cli import CliError
 from cluster.settings import Settings, load_settings
 
-#: Settings field -> its flag's option string and extra ``add_argument`` keywords (metavar, action ...).
+#: Settings field -> its flag's option string and extra ``add_argument`` keywords (metavar, action ...); a ``help``
+#: here is the flag's short help where a command gives none (else the field's description).
 FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     # where things live, Ray and HTTP
     "port": ("--port", {}),
@@ -43,6 +44,9 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "demo_fault": ("--demo-fault", {"action": argparse.BooleanOptionalAction, "default": None}),
     # actions
     "actuator": ("--actuator", {}),
+    "scheduler": ("--scheduler", {"help": "who drains nodes and moves jobs, once for the cluster: none (default: "
+                                  "the actuator) or slurm (scontrol; --slurm-conf; cordon_gpu is refused)"}),
+    "slurm_conf": ("--slurm-conf", {"metavar": "FILE", "help": "slurm.conf the Slurm commands read (SLURM_CONF)"}),
     # the LLM
     "llm": ("--llm", {}),
     "model": ("--model", {}),
@@ -64,7 +68,8 @@ _FIELDS_KEY = "settings_flags"
 
 def add_settings_flags(parser: argparse.ArgumentParser, /, **helps: str | None) -> None:
     """Add a flag for each settings field named, in the order given; the value is the flag's help text (``None``:
-    the field's description). Repeated calls on one parser add to the fields ``settings_from_args`` reads.
+    the ``help`` ``FLAGS`` gives, else the field's description). Repeated calls on one parser add to the fields
+    ``settings_from_args`` reads.
 
     Raises:
         KeyError: a name is not a settings field with a flag in ``FLAGS`` (a mistake in the command, not input).
@@ -75,7 +80,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, /, **helps: str | None) 
         option, extra = FLAGS[name]
         field = Settings.model_fields[name]
         kwargs: dict[str, Any] = {"dest": name, **_type_and_choices(field.annotation), **extra}
-        kwargs["help"] = help_text if help_text is not None else (field.description or "").replace("%", "%%")
+        if help_text is None:
+            help_text = extra.get("help") or (field.description or "").replace("%", "%%")
+        kwargs["help"] = help_text
         parser.add_argument(option, **kwargs)
     parser.set_defaults(**{_FIELDS_KEY: (*(parser.get_default(_FIELDS_KEY) or ()), *helps)})
 
