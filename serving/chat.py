@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from serving.chat_model import ChatError, ChatModel, Delta, GenParams, approx_tokens
 from serving.fact_check import model_part
 from serving.grounding import (
+    SYSTEM_PROMPT,
     Grounding,
     build_grounding,
     facts_block,
@@ -225,7 +226,7 @@ async def _checked(deltas: AsyncIterator[Delta], grounding: Grounding) -> AsyncI
     async for d in deltas:
         words.append(d.text)
         finish, usage = d.finish_reason or finish, d.usage or usage
-    part, why = model_part("".join(words), grounding.known)
+    part, why = model_part("".join(words), grounding.known, SYSTEM_PROMPT)
     if why:
         log.warning("model text withheld: %s", "; ".join(why))
     yield Delta(part + sources_line(grounding), finish_reason=finish, usage=usage)

@@ -34,9 +34,12 @@ _TEMP = re.compile(r"(?<![\w./=-])(-?\d{1,3}(?:\.\d+)?)\s*(?:°\s*C?|º\s*C?|deg
 _ABOVE = re.compile(r"\b(above|over|exceed\w*|more than|greater than|higher than|hotter than)\s*$|[>≥]=?\s*$", re.I)
 _BELOW = re.compile(r"\b(below|under|less than|lower than|cooler than)\s*$|[<≤]=?\s*$", re.I)
 _TARGET = re.compile(r"\b(threshold|limit|setpoint|target|max\w*|slowdown|shutdown|operating|throttl\w*|at most|"
-                     r"at least)\W*(of|at|is)?\s*$|\b(set|raise|lower|reduce|increase|decrease|change|adjust|cap|"
-                     r"bring|keep|stay|remain|get|should|must|needs?)\b.{0,40}\b(to|below|under|above|over)\s*$",
+                     r"at least)(\s+temperature)?\W*(of|at|is)?\s*$|"
+                     r"\b(set|raise|lower|reduce|increase|decrease|change|adjust|cap|bring|keep|stay|remain|get|should|must|needs?)\b.{0,40}\b(to|below|under|above|over)\s*$",
                      re.I)
+#: After a number, the words that make it a difference ("6.5 °C below its limit"), not a reading.
+_DIFFERENCE = re.compile(r"^\s*(above|below|under|over|short of|away from|from|higher|lower|warmer|cooler|hotter|"
+                         r"colder|more|less|of (head)?room|of margin)\b", re.I)
 _HOTTEST = re.compile(r"\b(hottest|warmest)\b", re.I)
 _APPROVAL_WORD = re.compile(r"\b(approv\w*|pending)\b", re.I)
 _KINDS = [k for k in ACTION_KINDS if "_" in k]  # one-word kinds ("notify") are everyday words too
@@ -75,6 +78,8 @@ def _temperatures(sentence: str, fleet: FleetFacts, named: list[tuple[int, str, 
     out = []
     known = [m for m in named if m[1] != "gpu" or fleet.gpu(m[2])]
     for t in _TEMP.finditer(sentence):
+        if _DIFFERENCE.match(sentence[t.end():t.end() + 20]):
+            continue
         before = [m for m in known if m[0] < t.start()]
         after = [m for m in known if m[0] > t.end()]
         subject = before[-1] if before else (after[0] if after else None)
@@ -140,12 +145,30 @@ def check(text: str, fleet: FleetFacts) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def model_part(text: str, fleet: FleetFacts) -> tuple[str, list[str]]:
-    """The model's section of the answer (labelled, or withheld with the reasons) and the reasons."""
+#: Words in a row that, found in the model's answer and in its instructions, make the answer a recital of them.
+ECHO_WORDS = 8
+
+
+def echoes(text: str, instructions: str, n: int = ECHO_WORDS) -> bool:
+    """Whether ``text`` repeats ``n`` words in a row of ``instructions`` (a small model that recites its prompt
+    contradicts no fact, and says nothing: its recital would show the operator our instructions as its answer)."""
+    def grams(s: str) -> set[tuple[str, ...]]:
+        w = re.findall(r"[a-z0-9]+", s.lower())
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    return bool(grams(text) & grams(instructions))
+
+
+def model_part(text: str, fleet: FleetFacts, instructions: str = "") -> tuple[str, list[str]]:
+    """The model's section of the answer (labelled, or withheld with the reasons) and the reasons.
+
+    ``instructions``: the prompt the model was given; an answer that recites it is withheld too."""
     words = text.strip()
     if not words:
         return "", []
     why = check(words, fleet)
+    if instructions and echoes(words, instructions):
+        why.append("it repeated its instructions instead of answering")
     if why:
         return "\n\n" + WITHHELD.format(why="; ".join(why)), why
     return f"\n\n{LABEL}\n{words}", []

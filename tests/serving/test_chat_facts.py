@@ -121,7 +121,9 @@ def test_a_general_question_gets_an_overview_and_a_silent_source_is_said_to_be_s
 # --- the check of the model's words --------------------------------------------------------------------------------
 @pytest.mark.parametrize("said", ["n02/gpu1 is at 87.3 °C.", "The temperature of n02/gpu1 is 86 degrees C.",
                                   f"n02 is the hottest node; approval {PENDING} proposes set_cooling_setpoint.",
-                                  "Keep n02/gpu1 below 80 °C and set cu01 to 16 °C."])
+                                  "Keep n02/gpu1 below 80 °C and set cu01 to 16 °C.",
+                                  # a difference is not a reading, a limit is not a claim about the GPU
+                                  "n02/gpu1 is at 87.3 °C, 7.7 °C below its max operating temperature of 95 °C."])
 def test_words_that_agree_with_the_facts_pass(said: str) -> None:
     assert check(said, fleet()) == []
     part, why = model_part(said, fleet())
@@ -131,6 +133,7 @@ def test_words_that_agree_with_the_facts_pass(said: str) -> None:
 @pytest.mark.parametrize(("said", "reason"), [
     ("The temperature of n02/gpu1 is 77.90 degrees C.", "it gave n02/gpu1 as 77.9 °C; the twin says 87.31 °C"),
     ("n02/gpu1 is at 91.5°C", "it gave n02/gpu1 as 91.5 °C"),
+    ("n02/gpu1 is at 77.9 °C, below its limit.", "it gave n02/gpu1 as 77.9 °C"),  # a reading, then a comparison
     ("n01 runs at 79 °C", "it gave n01 as 79 °C"),  # 74.05 °C its hottest, 87 °C its lowest limit
     ("n01/gpu0 is above 90 °C.", "it said n01/gpu0 was above 90 °C"),
     ("The hottest node is n01.", "it called n01 the hottest; the twin's hottest is n02/gpu1"),
@@ -273,3 +276,16 @@ def test_an_agreeing_model_is_labelled_as_model_text_after_the_facts() -> None:
     facts, words = text.split(f"\n\n{LABEL}\n")
     assert facts.startswith(HEADER) and PENDING in facts and ACTION in facts
     assert words.startswith(f"Approval {PENDING} proposes set_cooling_setpoint on cu01.") and "Sources:" in words
+
+
+def test_a_model_that_recites_its_instructions_is_withheld() -> None:
+    """A small model may answer with its own prompt: it contradicts no fact, and shows the operator nothing but
+    our instructions under the model's label."""
+    from serving.grounding import SYSTEM_PROMPT
+
+    recital = ("You are opsloop, the operations assistant of a GPU data center. Answer the operator's question using "
+               "only the facts and runbook passages below.")
+    part, why = model_part(recital, fleet(), SYSTEM_PROMPT)
+    assert why == ["it repeated its instructions instead of answering"] and recital not in part
+    said = "n02/gpu1 is at 87.3 °C; cool it through the pending approval."
+    assert model_part(said, fleet(), SYSTEM_PROMPT) == (f"\n\n{LABEL}\n{said}", [])
