@@ -20,6 +20,7 @@ from actors.gateway.service import GatewayService
 from actors.remote import RemotePort
 from cluster.actuators import build_actuator
 from cluster.actuators.feedback import FeedbackSource, MergedSource
+from cluster.actuators.node import start_node_actuators
 from cluster.agent_llm import completer_from_spec
 from cluster.gateway_deploy import start_gateway
 from cluster.keeper import LoopKeeper
@@ -43,6 +44,8 @@ LLM_PREFIX = "llm:"
 LLM_APP = "opsloop-llm"
 LLM_START_TIMEOUT_S = 900.0
 INGRESS_MAX_ONGOING = 100
+#: Task events the GCS of a local Ray keeps (Ray's default is 100k, ~0.2 GiB; see ``_start_ray``).
+GCS_TASK_EVENTS = 10_000
 APP_NAME = "opsloop"
 
 
@@ -137,7 +140,11 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
     twin = start_twin(settings, MergedSource(*fleet.sources, FeedbackSource(redis_url, ns), *llm_sources(settings, sim),
                                              AlertSource(redis_url, ns)), redis_url, detached=detached,
                       nodes=fleet.nodes or None)
-    actuator = build_actuator(settings, RemotePort(sim) if sim is not None else None)
+    # actuator=nvml: one actuator per GPU node, where that node's power limits and resets run.
+    nodes = start_node_actuators(ns) if settings.actuator == "nvml" else None
+    if nodes is not None:
+        progress(f"actuator   nvml: an actuator on each of {len(nodes.ports)} GPU node(s): {', '.join(nodes.ports)}")
+    actuator = build_actuator(settings, RemotePort(sim) if sim is not None else None, nodes)
     gateway = ray.remote(GatewayService).options(name="gateway", **opts).remote(
         redis_url, ns, load_policy(settings.policy_file), actuator, fleet=RemotePort(twin)
     )
@@ -164,7 +171,10 @@ def _start_ray(rt: Runtime, ray: Any) -> None:
             address="local", num_cpus=s.ray_num_cpus, include_dashboard=False, namespace=s.namespace,
             _temp_dir=rt.ray_tmp, log_to_driver=False,
             # Kill idle task workers at once: one that ran ray.serve.llm's node set-up keeps vLLM (~0.7 GiB).
-            _system_config={"num_workers_soft_limit": 0},
+            # The GCS keeps ~2 KiB of events per task for Ray's state API (`ray list tasks`, unused by opsloop) up to
+            # 100k tasks by default (measured: +90 MiB after 40k actor calls). The twin's steps and every chat are
+            # tasks, so a long run crept towards +0.2 GiB; the newest 10k are plenty to debug with.
+            _system_config={"num_workers_soft_limit": 0, "task_events_max_num_task_in_gcs": GCS_TASK_EVENTS},
             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                                       **(ray_env(s) if s.tracing else {})}},
             **({"_tracing_startup_hook": HOOK} if s.tracing else {}),

@@ -1,7 +1,9 @@
 """`--telemetry nvml` on a Ray cluster: one NVML reader actor on every GPU node, read by the twin as one source.
 
 Each :class:`NvmlReader` lives on its node (hard node affinity: NVML only sees the GPUs of the host it runs on)
-and wraps :class:`cluster.telemetry.nvml.NvmlSource`, named after the node's host name. The twin's coordinator
+and wraps :class:`cluster.telemetry.nvml.NvmlSource`, named after the node (:func:`node_name`: the Ray node label
+``opsloop.io/node`` given when the node starts, ``ray start --labels opsloop.io/node=n02``, else its host name; the
+label is how several Ray nodes on one machine, which share a host name, tell themselves apart). The twin's coordinator
 reads them all at once through :class:`FanIn`: a reader that fails or does not answer within the timeout is
 counted by :class:`~cluster.telemetry.liveness.Liveness` and reported ``telemetry_lost`` after N misses, like a
 dead exporter. A cluster without a GPU node, or a node whose driver NVML cannot load, stops ``up`` with a
@@ -18,6 +20,8 @@ from cluster.telemetry.liveness import Liveness
 from cluster.telemetry.samples import Sample, SourceStatus
 
 READ_TIMEOUT_S = 5.0
+#: The Ray node label that names a node for opsloop (the name its GPUs carry: ``n02/gpu3``).
+NODE_LABEL = "opsloop.io/node"
 
 
 class NvmlReader:
@@ -73,13 +77,29 @@ class FanIn:
         return out
 
 
+def node_name(node: dict[str, Any]) -> str:
+    """opsloop's name of a Ray node (an entry of ``ray.nodes()``): its ``opsloop.io/node`` label, else its host name."""
+    labels = node.get("Labels") or {}
+    return str(labels.get(NODE_LABEL) or node.get("NodeManagerHostname") or node.get("NodeManagerAddress", ""))
+
+
 def gpu_nodes() -> list[dict[str, Any]]:
-    """The alive Ray nodes that advertise GPUs: ``{"node_id", "host"}``, by host name."""
+    """The alive Ray nodes that advertise GPUs: ``{"node_id", "host"}`` (``host``: :func:`node_name`), by name.
+
+    Raises:
+        ValueError: two GPU nodes have one name (several Ray nodes on one host, none labelled).
+    """
     import ray
 
-    nodes = [{"node_id": n["NodeID"], "host": n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "")}
+    nodes = [{"node_id": n["NodeID"], "host": node_name(n)}
              for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
-    return sorted(nodes, key=lambda n: (n["host"], n["node_id"]))
+    nodes.sort(key=lambda n: (n["host"], n["node_id"]))
+    for a, b in zip(nodes, nodes[1:], strict=False):
+        if a["host"] == b["host"]:
+            raise ValueError(f"two GPU nodes are named {a['host']} (Ray nodes {a['node_id'][:12]}, "
+                             f"{b['node_id'][:12]}): give each its own name with "
+                             f"`ray start --labels {NODE_LABEL}=NAME`")
+    return nodes
 
 
 def start_readers(namespace: str, timeout_s: float = 60.0) -> dict[str, RemotePort]:

@@ -64,7 +64,8 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     actuator: Literal["sim", "dry-run", "nvml", "webhook"] = Field(
         "sim",
         description="Where approved actions execute: sim (the simulator; with any other telemetry source the "
-        "default is dry-run), dry-run (logged only), nvml (power limits on this host's GPUs through pynvml) or "
+        "default is dry-run), dry-run (logged only), nvml (power limits and GPU resets through NVML, by an actuator on "
+        "each GPU node of the Ray cluster) or "
         "webhook (POST the action as JSON to webhook_url).",
     )
     webhook_url: str | None = Field(

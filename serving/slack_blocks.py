@@ -38,6 +38,21 @@ def describe_source(ap: dict[str, Any]) -> str:
     return f"the model, inside the cited step's bounds{numbers} (its words are marked [model text])"
 
 
+#: What a card says for an approval with no stated effect (opened before effects were stated, or denied at once).
+NO_EFFECT = "not stated for this approval"
+
+
+def describe_effect(ap: dict[str, Any]) -> str:
+    """What approving it will run: the exact call, where, the value now and the new one, as its actuator stated it
+    when the approval opened (or was edited); the same text is in the audit entry."""
+    return str((ap.get("effect") or {}).get("text") or NO_EFFECT)
+
+
+def _escaped(text: str) -> str:
+    """Text for mrkdwn: Slack reads ``&``, ``<`` and ``>`` as markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def describe_prediction(p: dict[str, Any] | None) -> str:
     """The what-if an approval carries, in words."""
     if not p:
@@ -94,12 +109,14 @@ def approval_text(ap: dict[str, Any]) -> str:
 
 
 def approval_blocks(ap: dict[str, Any]) -> list[dict[str, Any]]:
-    """The approval message: summary, root cause, action, citations, what-if and, while pending, the buttons."""
+    """The approval message: summary, what it will run, root cause, action, citations, what-if and, while pending,
+    the buttons."""
     rc = ap.get("root_cause") or {}
     cause = f"{rc.get('kind', '?')} on {rc.get('subject', '?')}" + (f": {rc['why']}" if rc.get("why") else "")
     head = "Approval needed" if ap["status"] == "pending" else f"Approval {ap['status']}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(f"{head}: {ap['summary']}", 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Will run*\n{_escaped(describe_effect(ap))}")}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": f"*Root cause*\n{_clip(cause, 1900)}"},
             {"type": "mrkdwn", "text": f"*Action*\n`{_clip(describe_action(ap['action']), 1900)}`"},

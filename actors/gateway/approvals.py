@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.agent.proposals import Cited, Prediction, Proposal, ProposedAction
+from actors.gateway.effects import Effect
 from knowledge.limits import Bound
 from policies.actions import Action, action_hash, describe
 from policies.policy import Verdict
@@ -110,6 +111,7 @@ class Approval(BaseModel):
     emergency: bool = False
     decisions: list[Decision] = Field(default_factory=list)
     edits: list[Edit] = Field(default_factory=list)
+    effect: Effect | None = None  # what approving it will run (the actuator's word, shown on every card); None: unknown
     prediction: Prediction | None = None
     result: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None
@@ -167,13 +169,15 @@ def _judged(verdict: Verdict, now: float, default_expiry_s: float) -> dict[str, 
             "emergency": verdict.emergency, "expires_ts": now + expiry if status == "pending" else None}
 
 
-def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now: float, expiry_s: float) -> Approval:
-    """The approval for one proposed action, in the state the policy's verdict puts it."""
+def open_approval(proposal: Proposal, pa: ProposedAction, verdict: Verdict, now: float, expiry_s: float,
+                  effect: Effect | None = None) -> Approval:
+    """The approval for one proposed action, in the state the policy's verdict puts it (``effect``: what approving it
+    will run, as its actuator states it)."""
     return Approval(
         approval_id=approval_id(pa.action_id), proposal_id=proposal.proposal_id, incident_id=proposal.incident_id,
         action_id=pa.action_id, action=pa.action, action_hash=action_hash(pa.action), summary=describe(pa.action),
         rationale=pa.rationale, citations=pa.citations, bounds=pa.bounds, root_cause=proposal.root_cause.model_dump(),
-        prediction=pa.prediction, source=proposal.source, created_ts=now, updated_ts=now,
+        prediction=pa.prediction, source=proposal.source, created_ts=now, updated_ts=now, effect=effect,
         **_judged(verdict, now, expiry_s),
     )
 
@@ -224,12 +228,13 @@ def decide(ap: Approval, d: Decision) -> Approval | Refusal:
 
 def edit(
     ap: Approval, action: Action, verdict: Verdict, *, by: str, channel: Channel, reason: str, now: float,
-    expiry_s: float,
+    expiry_s: float, effect: Effect | None = None,
 ) -> Approval | Refusal:
     """Replace a pending approval's action with an edited one, judged again by ``verdict``.
 
     The earlier approvals are void (they approved another action); the editor becomes the proposer, so they
-    cannot approve their own edit; the action id changes with the action (actuators are idempotent by it).
+    cannot approve their own edit; the action id changes with the action (actuators are idempotent by it). The
+    earlier action's effect goes with it: ``effect`` is the edited one's (``None``: unknown).
     """
     if ap.status != "pending":
         return Refusal(code="conflict", message=f"approval {ap.approval_id} is {ap.status}; only pending ones edit")
@@ -249,7 +254,7 @@ def edit(
         judged.update(status="pending", required=1, expires_ts=now + expiry_s)
     status = judged.pop("status")
     return _move(ap, status, now, action=action, action_hash=new_hash, action_id=new_id, summary=describe(action),
-                 proposer=by, decisions=[], edits=[*ap.edits, record], **judged)
+                 proposer=by, decisions=[], edits=[*ap.edits, record], effect=effect, **judged)
 
 
 def expire(ap: Approval, now: float) -> Approval | None:

@@ -2,10 +2,11 @@
 the twin as ``ActionResult`` samples (an actuator's result, an operator's "no", a missed outcome).
 
 Time: an ``ActionResult`` is on the twin's clock. The simulator stamps its results itself; an actuator outside it
-does not know the twin's time and leaves ``ts`` 0, and the twin stamps the result with its own time when it folds
-it. An outcome window counts on the twin's clock from the result's stamp: the result's ``ts`` when it has one,
-else the twin's time the first time the gateway judges the outcome after the execution (within a sweep of the
-twin's stamp).
+does not know the twin's time and leaves ``ts`` 0, and the gateway stamps the result with the twin's time (its
+snapshot's ``ts``) when it stores it, a rejection when it publishes it. An outcome window counts from the stored
+stamp. When the twin cannot be asked (no fleet, no answer within :data:`FLEET_TIMEOUT_S`) the result is stored
+unstamped, as the log says: the twin stamps it with its own time as it folds it, and the window opens at the
+twin's time of the gateway's first outcome check (``ApprovalStore.window_from``).
 """
 
 from __future__ import annotations
@@ -63,10 +64,34 @@ class Execution:
     are compare-and-set besides, so a second gateway process cannot record a result twice.
     """
 
-    def __init__(self, store: ApprovalStore, actuator: Actuator, meter: Metrics) -> None:
+    def __init__(self, store: ApprovalStore, actuator: Actuator, meter: Metrics, fleet: Fleet | None = None) -> None:
         self.store = store
         self.actuator = actuator
         self.meter = meter
+        self.fleet = fleet
+
+    async def _twin_now(self, what: str) -> float:
+        """The twin's time now (its snapshot's ``ts``) to stamp ``what`` with; 0.0 (unstamped) without a twin, and,
+        logged, when it did not answer within :data:`FLEET_TIMEOUT_S` or has no time yet."""
+        if self.fleet is None:
+            return 0.0
+        try:
+            snap = await asyncio.wait_for(self.fleet.snapshot(), FLEET_TIMEOUT_S)
+            now = float(snap.get("ts") or 0.0)
+        except Exception as exc:  # noqa: BLE001 - an unreachable twin costs the stamp, never the record
+            log.warning("%s stored unstamped: the twin's time is unknown (%r); the twin stamps it as it folds it",
+                        what, exc)
+            return 0.0
+        if now <= 0.0:
+            log.warning("%s stored unstamped: the twin has no time yet; it stamps it as it folds it", what)
+        return max(now, 0.0)
+
+    async def _stamped(self, result: ActionResult) -> ActionResult:
+        """``result`` with the twin's time, unless it is stamped already (the simulator's)."""
+        if result.ts:
+            return result
+        now = await self._twin_now(f"result {result.status} of {result.action_id} (approval {result.approval_id})")
+        return result.model_copy(update={"ts": now}) if now else result
 
     async def run(self, ap: Approval, actor: str, channel: str) -> Approval:
         """Execute an approved action; returns the approval as recorded (executed or failed), or as another
@@ -103,17 +128,19 @@ class Execution:
                 )
             except Exception as exc:  # noqa: BLE001 - a dead actuator is recorded as a failed execution
                 result = _result(ap, "failed", f"actuator error: {exc!r}", traceparent)
+        result = await self._stamped(result)  # the outcome window counts from this stamp
         self.meter.inc("opsloop_actions_total", outcome=result.status)
         now = time.time()
         done = sm.finish(running, result.model_dump(mode="json"), now)
-        feedback = None if feeds_back(self.actuator, ap.action) else result  # the twin stamps it
+        feedback = None if feeds_back(self.actuator, ap.action) else result
         await self.store.save(done, running, also=lambda pipe: self.store.queue_execution(pipe, done, now, feedback))
         await self.store.record(done, "execution", actor, channel, result=result.model_dump(mode="json"))
         return done
 
     async def rejected(self, ap: Approval, d: Decision) -> None:
-        """An operator's "no" goes back to the twin with their reason, and so to the agent."""
-        await self.store.publish(_result(ap, "rejected", d.reason))
+        """An operator's "no" goes back to the twin with their reason (stamped with the twin's time), and so to the
+        agent."""
+        await self.store.publish(await self._stamped(_result(ap, "rejected", d.reason)))
 
     async def check_outcomes(self, fleet: Fleet, lock: asyncio.Lock) -> list[Approval]:
         """Judge executed approvals that carry a prediction against the twin's snapshot; record met or missed
@@ -130,7 +157,7 @@ class Execution:
                 if ap is None or ap.prediction is None or ap.outcome is not None:
                     await self.store.settled(aid)
                     continue
-                stamped = float((ap.result or {}).get("ts") or 0.0)
+                stamped = float((ap.result or {}).get("ts") or 0.0)  # unstamped: the twin could not be asked
                 executed_ts = stamped or await self.store.window_from(aid, now_twin)
                 observed = observe(ap.prediction, snap)
                 verdict = judge(ap.prediction, observed, now_twin - executed_ts)

@@ -26,13 +26,14 @@ from actors.gateway import spans
 from actors.gateway.approvals import Approval, Decision, Refusal
 from actors.gateway.audit import Report
 from actors.gateway.auth import hash_token
+from actors.gateway.effects import Effect, fallback, twin_current
 from actors.gateway.execution import FLEET_TIMEOUT_S, Actuator, Execution
 from actors.gateway.replies import Reply
 from actors.gateway.store import EXECUTED_KEPT_S, ApprovalStore
 from actors.gateway.users import UserStore
 from actors.metrics import Metrics
 from actors.ports import Fleet
-from policies.actions import Action, describe, parse_action
+from policies.actions import Action, action_hash, describe, parse_action
 from policies.policy import Policy
 from policies.verify import check_action, check_proposal
 
@@ -41,6 +42,8 @@ __all__ = ["Actuator", "Fleet", "GatewayService"]
 log = logging.getLogger("opsloop.gateway")
 
 SWEEP_EVERY_S = 1.0
+#: Bound of stating one action's effect (the actuator's reads, then the twin's): past it the card says unknown.
+EFFECT_TIMEOUT_S = 5.0
 
 
 class GatewayService:
@@ -56,7 +59,7 @@ class GatewayService:
         self.users = UserStore(self.redis, namespace)
         self.meter = Metrics()
         self.meter.declare("opsloop_decision_latency_seconds")
-        self.execution = Execution(self.store, actuator, self.meter)
+        self.execution = Execution(self.store, actuator, self.meter, fleet)
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
 
@@ -93,7 +96,11 @@ class GatewayService:
                 out.append(await self._refuse_action(proposal, pa, why))
                 continue
             verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
-            ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s), proposal)
+            aid = sm.approval_id(pa.action_id)
+            # What it will run, read before the lock (it may wait on the backend); not for a repeat or a denied one.
+            effect = (await self.effect(pa.action, aid)
+                      if verdict.mode != "deny" and await self.store.load(aid) is None else None)
+            ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s, effect), proposal)
             async with self._lock:
                 existing = await self.store.load(ap.approval_id)
                 if existing is None:
@@ -110,7 +117,8 @@ class GatewayService:
 
     async def _opened(self, ap: Approval) -> Approval:
         await self.store.record(ap, "proposal", sm.AGENT, "agent", policy=ap.policy, summary=ap.summary,
-                                emergency=ap.emergency, citations=[c.model_dump() for c in ap.citations])
+                                emergency=ap.emergency, citations=[c.model_dump() for c in ap.citations],
+                                effect=ap.effect.text if ap.effect else "")
         if ap.emergency:
             await self.store.notify(ap, f"EMERGENCY {ap.summary} runs now: {ap.policy}")
         if ap.status == "approved":
@@ -122,6 +130,34 @@ class GatewayService:
         Slurm actuator has no per-GPU drain, for one); ``None``: it can try."""
         refuses = getattr(self.execution.actuator, "refusal", None)
         return refuses(action) if callable(refuses) else None
+
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """What approving ``action`` (as approval ``approval_id``) will run, as the actuator states it, its
+        ``current`` filled from the twin when the actuator does not read it. Bounded by :data:`EFFECT_TIMEOUT_S` for
+        each of the two; a backend or twin that does not answer, or fails, makes ``current`` unknown (with why),
+        never a lost or late approval."""
+        states = getattr(self.execution.actuator, "effect", None)
+        effect: Effect | None = None
+        try:
+            if callable(states):
+                effect = await asyncio.wait_for(states(action, approval_id), EFFECT_TIMEOUT_S)
+        except TimeoutError:
+            effect = fallback(action, f"it stated nothing within {EFFECT_TIMEOUT_S:g} s")
+        except Exception as exc:  # noqa: BLE001 - a card's line must never cost the approval
+            log.exception("stating the effect of %s failed", describe(action))
+            effect = fallback(action, f"stating it failed: {type(exc).__name__}: {exc}")
+        effect = effect or fallback(action, "it does not state its calls")
+        if effect.current is not None:
+            return effect
+        if self.fleet is None:
+            return effect.with_current("unknown (the actuator does not read it and there is no twin)")
+        try:
+            snapshot = await asyncio.wait_for(self.fleet.snapshot(), EFFECT_TIMEOUT_S)
+        except TimeoutError:
+            return effect.with_current(f"unknown (the twin gave no snapshot within {EFFECT_TIMEOUT_S:g} s)")
+        except Exception as exc:  # noqa: BLE001 - as above
+            return effect.with_current(f"unknown (the twin's snapshot failed: {type(exc).__name__})")
+        return effect.with_current(twin_current(action, snapshot))
 
     async def _refuse_action(self, proposal: Proposal, pa: ProposedAction, why: str) -> Reply:
         message = f"{describe(pa.action)} refused before approval: {why}"
@@ -186,7 +222,9 @@ class GatewayService:
         return Reply.of(new)
 
     async def edit(self, approval_id: str, params: dict, by: str, channel: str = "http", reason: str = "") -> Reply:
-        """Change a pending action's parameters; the edited action is verified and judged again."""
+        """Change a pending action's parameters; the edited action is verified and judged again, and its effect
+        stated again (before the lock is taken: it may wait on the backend)."""
+        early = await self._edit_effect(approval_id, params)
         now = time.time()
         async with self._lock:
             ap = await self.store.current(approval_id, now)
@@ -203,15 +241,34 @@ class GatewayService:
                 return Reply.refused("invalid", "; ".join(issues))
             if why := self.refusal(action):
                 return Reply.refused("invalid", f"{describe(action)}: {why}")
+            effect = None  # none for an edit sm.edit refuses
+            if early and early[0] == action_hash(action):
+                effect = early[1]
+            elif ap.status == "pending" and action_hash(action) != ap.action_hash:  # it changed meanwhile
+                effect = await self.effect(action, approval_id)
             new = sm.edit(ap, action, self.policy.evaluate(action), by=by, channel=channel,  # type: ignore[arg-type]
-                          reason=reason, now=now, expiry_s=self.policy.expiry_s)
+                          reason=reason, now=now, expiry_s=self.policy.expiry_s, effect=effect)
             if isinstance(new, Refusal):
                 return Reply.of(new)
             if not await self.store.save(new, ap):
                 return Reply.refused("conflict", "changed concurrently; look again")
             await self.store.record(new, "edit", by, channel, reason=reason, before=new.edits[-1].before,
-                                    policy=new.policy, action_hash=new.action_hash)
+                                    policy=new.policy, action_hash=new.action_hash,
+                                    effect=new.effect.text if new.effect else "")
         return Reply.of(new)
+
+    async def _edit_effect(self, approval_id: str, params: dict) -> tuple[str, Effect] | None:
+        """The hash and effect of the action an edit would make of the approval as it is now (``None``: none)."""
+        ap = await self.store.load(approval_id)
+        if ap is None or ap.status != "pending":
+            return None
+        try:
+            action = parse_action({**ap.action.model_dump(mode="json"), **params})
+        except ValidationError:
+            return None
+        if action.kind != ap.action.kind or action_hash(action) == ap.action_hash or self.refusal(action):
+            return None  # the edit is refused: nothing to state
+        return action_hash(action), await self.effect(action, approval_id)
 
     # --- the loop -----------------------------------------------------------------------------------
     async def resume_executing(self) -> list[str]:

@@ -6,7 +6,7 @@ pending approval where it was.
 
 Keys (``{ns}:`` prefix): ``approval:<id>`` and ``approvals`` (index by creation time), ``executed:<kind>`` (sorted
 set of executions, for blast radius), ``awaiting_outcome`` (executed approvals with a prediction to check) and
-``outcome_from`` (approval → the twin time its outcome window opened, for results the actuator could not stamp),
+``outcome_from`` (approval → the twin time its outcome window opened, for results stored unstamped),
 ``audit`` and ``audit:head`` (:mod:`actors.gateway.audit`), ``refused`` (ids of proposals refused on submit),
 ``users``/``tokens`` (:mod:`actors.gateway.users`), ``notifications`` (emergencies, for people) and ``feedback``
 (``ActionResult`` samples the twin reads as telemetry: rejections, outcome misses, and results of actuators that
@@ -136,7 +136,8 @@ class ApprovalStore:
             pipe.xadd(self.key("feedback"), {"sample": feedback.model_dump_json()})
 
     async def publish(self, result: ActionResult) -> None:
-        """An ``ActionResult`` for the twin (it reads ``feedback`` like telemetry and stamps an unstamped one)."""
+        """An ``ActionResult`` for the twin (it reads ``feedback`` like telemetry; it stamps one that comes unstamped
+        with its own time)."""
         await self.redis.xadd(self.key("feedback"), {"sample": result.model_dump_json()})
 
     async def awaiting(self) -> list[str]:
@@ -144,7 +145,8 @@ class ApprovalStore:
         return sorted(i.decode() for i in await self.redis.smembers(self.key("awaiting_outcome")))
 
     async def window_from(self, approval_id: str, now_twin: float) -> float:
-        """When the approval's outcome window opened on the twin's clock: the first ``now_twin`` asked with."""
+        """When the outcome window of an approval whose result was stored unstamped (the twin could not be asked)
+        opened on the twin's clock: the first ``now_twin`` asked with."""
         await self.redis.hsetnx(self.key("outcome_from"), approval_id, now_twin)
         return float(await self.redis.hget(self.key("outcome_from"), approval_id))
 

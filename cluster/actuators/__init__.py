@@ -2,8 +2,9 @@
 ``async execute(action, action_id, approval_id, traceparent) -> ActionResult``, idempotent by ``action_id``,
 failures as ``ActionResult(status="failed")``.
 
-``sim`` acts on the simulated fleet, ``nvml`` sets power limits through pynvml, ``webhook`` POSTs the action
-to a URL, ``dry-run`` does nothing and says so. A facility actuator (setting ``facility``: ``modbus`` writes a
+``sim`` acts on the simulated fleet, ``nvml`` sets power limits and resets GPUs through NVML (on a Ray cluster in
+the actuator on the target's node: ``node.py``), ``webhook`` POSTs the action to a URL, ``dry-run`` does nothing and
+says so. A facility actuator (setting ``facility``: ``modbus`` writes a
 cooling plant's registers) takes the cooling plant's actions, and a scheduler actuator (setting ``scheduler``:
 ``slurm`` drains nodes and requeues jobs through ``scontrol``) the workload manager's, routed beside the base one
 (``routing.py``). ``build_actuator`` composes them from settings.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from actors.gateway.effects import Effect, new_value
 from cluster.actuators.http_retry import RetryPolicy
 from cluster.actuators.modbus import ModbusActuator
+from cluster.actuators.node import NodeActuator, NodeActuators
 from cluster.actuators.nvml import NvmlActuator
 from cluster.actuators.results import action_result
 from cluster.actuators.routing import RoutedActuator
@@ -41,6 +44,12 @@ class SimActuator:
         raw = await self.simulator.apply(action.model_dump(mode="json"), action_id, approval_id, traceparent)
         return ActionResult.model_validate(raw)
 
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """``apply`` on the simulator; the value now is the twin's (the gateway fills it in)."""
+        changes = action.kind in SIM_CHANGES
+        return Effect(call=f"apply {describe(action)}", where="the simulator (a simulated fleet: nothing real changes)",
+                      new=new_value(action) if changes else "unchanged: the simulator records it and changes nothing")
+
 
 class DryRunActuator:
     """Executes nothing and says so: for trying policies against a live fleet safely."""
@@ -48,6 +57,16 @@ class DryRunActuator:
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Report what would have run."""
         return action_result(action, action_id, approval_id, "executed", f"dry-run: {describe(action)}", traceparent)
+
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """Nothing runs; the value now is the twin's (the gateway fills it in)."""
+        return Effect(call=f"nothing: dry-run records {describe(action)} and sends it nowhere",
+                      where="no backend (actuator dry-run)", new="unchanged (dry-run)")
+
+
+#: The kinds the simulator acts on (``cluster.telemetry.sim.Simulator.apply``); it records the others only.
+SIM_CHANGES = frozenset({"set_cooling_setpoint", "set_fan_speed", "set_power_limit", "cordon_gpu", "reset_gpu",
+                         "drain_node"})
 
 
 ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}
@@ -57,11 +76,12 @@ FACILITY_ACTUATORS = {"modbus": ModbusActuator}
 SCHEDULER_ACTUATORS = {"slurm": SlurmActuator}
 
 
-def build_actuator(settings: Settings, simulator: Any = None) -> Any:
+def build_actuator(settings: Settings, simulator: Any = None, nodes: Any = None) -> Any:
     """The actuator ``settings.actuator`` names (``simulator`` is the port the ``sim`` one acts on), behind a
     :class:`RoutedActuator` that sends the cooling plant's actions to the facility actuator when ``facility`` names
-    one, and the workload manager's to the scheduler actuator when ``scheduler`` names one (``none``: the base
-    actuator takes those actions).
+    one, the workload manager's to the scheduler actuator when ``scheduler`` names one (``none``: the base
+    actuator takes those actions), and the node-local ones to ``nodes`` when given (the :class:`NodeActuators` of
+    :func:`~cluster.actuators.node.start_node_actuators`, with ``actuator=nvml`` on a Ray cluster).
 
     Raises:
         ValueError: ``webhook`` without ``webhook_url``, ``sim`` without a simulator, or ``scheduler=slurm``
@@ -71,9 +91,9 @@ def build_actuator(settings: Settings, simulator: Any = None) -> Any:
     facility = FACILITY_ACTUATORS[settings.facility].from_settings(settings) if settings.facility != "none" else None
     scheduler = (SCHEDULER_ACTUATORS[settings.scheduler].from_settings(settings)
                  if settings.scheduler != "none" else None)
-    if facility is None and scheduler is None:
+    if facility is None and scheduler is None and nodes is None:
         return base
-    return RoutedActuator(base, facility, scheduler=scheduler)
+    return RoutedActuator(base, facility, scheduler=scheduler, nodes=nodes)
 
 
 def _base_actuator(settings: Settings, simulator: Any) -> Any:
@@ -90,4 +110,5 @@ def _base_actuator(settings: Settings, simulator: Any) -> Any:
 
 
 __all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "SCHEDULER_ACTUATORS", "DryRunActuator", "ModbusActuator",
-           "NvmlActuator", "RoutedActuator", "SimActuator", "SlurmActuator", "WebhookActuator", "build_actuator"]
+           "NodeActuator", "NodeActuators", "NvmlActuator", "RoutedActuator", "SimActuator", "SlurmActuator",
+           "WebhookActuator", "build_actuator"]

@@ -7,6 +7,8 @@ the map, a unit that maps no such register, a value that does not fit it, a devi
 something else, and a server that cannot be reached (after one more try) are ``failed`` results with the
 reason. Any other action kind is refused: it is not a facility action. Idempotent by action id; writing an
 absolute value twice is harmless besides, so a retry after a lost answer does no harm either.
+Before approval, :meth:`ModbusActuator.effect` states the write (register, raw value) and reads the register's value
+now.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from actors.gateway.effects import Effect
 from cluster.actuators.results import action_result
 from cluster.modbus_link import ModbusFailure, ModbusLink
 from cluster.modbus_map import POINTS, WRITES, ModbusUnit, Point, unit_endpoint
@@ -30,6 +33,8 @@ FACILITY_KINDS = frozenset(WRITES)
 RETRY_AFTER_S = 0.5
 #: Bound of one whole execution, tries included (under the gateway's 30 s bound on an execution).
 BUDGET_S = 25.0
+#: Bound of one connect and of one request when reading a register for an approval card (under the gateway's 5 s).
+PEEK_TIMEOUT_S = 1.0
 
 
 class ModbusActuator:
@@ -48,6 +53,7 @@ class ModbusActuator:
         self.endpoint = endpoint
         self.retry_after_s = retry_after_s
         self.link = ModbusLink(timeout_s)
+        self.peek = ModbusLink(min(timeout_s, PEEK_TIMEOUT_S))  # the cards' reads, on connections of their own
         self._done: dict[str, ActionResult] = {}
 
     @classmethod
@@ -108,3 +114,32 @@ class ModbusActuator:
             return False, (f"{name} {what}: wrote {point.show(value)} {sym} to {where} but it reads back "
                            f"{point.show(after)} {sym} (was {was}; the controller kept its own limit?)")
         return True, f"{name} {what} {was} → {point.show(after)} {sym}, {where}"
+
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """The register write :meth:`execute` will make, with the register's value now (read within
+        :data:`PEEK_TIMEOUT_S`; a server that does not answer makes it unknown, with why). An action it will refuse
+        (another kind, a unit or register the map lacks, a value the register cannot hold) runs nothing."""
+        if not isinstance(action, SetCoolingSetpoint | SetFanSpeed):
+            return Effect(call=f"nothing: {action.kind} is not a facility action, the Modbus actuator refuses it",
+                          where="Modbus", current="n/a", new="unchanged")
+        field, what = WRITES[action.kind]
+        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        unit = self.units.get(action.unit)
+        point: Point | None = getattr(unit, field) if unit is not None else None
+        try:
+            if unit is None or point is None:
+                raise ValueError(f"the Modbus register map gives {action.unit} no {field} register")
+            ep = unit_endpoint(unit, self.endpoint)
+            raw = point.encode(value)
+        except ValueError as exc:
+            return Effect(call=f"nothing: the Modbus actuator refuses it ({exc})", where="Modbus (modbus_map)",
+                          current="n/a", new="unchanged")
+        sym = POINTS[field]
+        try:
+            now = await self.peek.read(ep, unit.device_id, point)
+            current = f"{point.show(now)} {sym} (register {point.ref} read now)"
+        except ModbusFailure as exc:
+            current = f"unknown ({exc})"
+        return Effect(call=f"write holding register {point.ref} = {raw} ({point.show(value)} {sym}), read it back",
+                      where=f"Modbus TCP {ep} device {unit.device_id} ({action.unit} {what})", current=current,
+                      new=f"{point.show(value)} {sym}")

@@ -1,7 +1,7 @@
 """The one shape of an actuator's answer: what ran (or failed), on which targets, with the operator-readable detail.
 
-``ts`` stays 0.0 here: an actuator outside the simulator has no twin clock, and the gateway opens the outcome
-window on the twin's clock when it first looks (``ApprovalStore.window_from``).
+``ts`` is 0.0 here: an actuator outside the simulator has no twin clock. The gateway stamps the result with the
+twin's time when it stores it (``Execution._carry_out``), and the outcome window counts from that stamp.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
 """Routing approved actions by kind, one backend per kind of target: the cooling plant's (``set_cooling_setpoint``,
 ``set_fan_speed``) to the facility actuator (setting ``facility``), the workload manager's (``drain_node``,
 ``cordon_gpu``, ``migrate_job``) to the scheduler actuator (setting ``scheduler``), every other to the base actuator
-(setting ``actuator``). A kind with a route goes there only: never to the base actuator instead."""
+(setting ``actuator``). With ``actuator=nvml`` on a Ray cluster the node-local ones (``set_power_limit``, ``reset_gpu``)
+go to the actuator on their target's node (``node.py``). A kind with a route goes there only: never to the base
+actuator instead."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from actors.gateway.effects import Effect
 from cluster.actuators.modbus import FACILITY_KINDS
+from cluster.actuators.nvml import NODE_KINDS
 from cluster.actuators.slurm import SCHEDULER_KINDS
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action
@@ -23,19 +27,23 @@ class RoutedActuator:
         kinds: The facility's action kinds.
         scheduler: Takes ``scheduler_kinds`` (``None``: no scheduler route), once for the whole cluster.
         scheduler_kinds: The scheduler's action kinds.
+        nodes: Takes ``node_kinds``, each on its target's node (a ``NodeActuators``; ``None``: no node route).
+        node_kinds: The node-local action kinds.
     """
 
     #: Whether results reach the twin by themselves depends on the route: see :meth:`feeds_back_for`.
     feeds_back = False
 
     def __init__(self, base: Any, facility: Any = None, kinds: Iterable[str] = FACILITY_KINDS, *,
-                 scheduler: Any = None, scheduler_kinds: Iterable[str] = SCHEDULER_KINDS) -> None:
+                 scheduler: Any = None, scheduler_kinds: Iterable[str] = SCHEDULER_KINDS, nodes: Any = None,
+                 node_kinds: Iterable[str] = NODE_KINDS) -> None:
         self.base = base
         self.facility = facility
         self.scheduler = scheduler
         self.kinds = frozenset(kinds)
         self.routes: dict[str, Any] = {}
-        for actuator, its_kinds in ((facility, self.kinds), (scheduler, frozenset(scheduler_kinds))):
+        for actuator, its_kinds in ((facility, self.kinds), (scheduler, frozenset(scheduler_kinds)),
+                                    (nodes, frozenset(node_kinds))):
             if actuator is not None:
                 taken = its_kinds & set(self.routes)
                 if taken:
@@ -60,3 +68,8 @@ class RoutedActuator:
         """Hand the action to its route."""
         result: ActionResult = await self.route(action).execute(action, action_id, approval_id, traceparent)
         return result
+
+    async def effect(self, action: Action, approval_id: str) -> Effect | None:
+        """What ``action``'s route will run, as that actuator states it (``None``: it does not)."""
+        states = getattr(self.route(action), "effect", None)
+        return await states(action, approval_id) if callable(states) else None

@@ -20,6 +20,9 @@ retry is idempotent across restarts (not only by action id within one process):
   targets nobody approved. :meth:`SlurmActuator.refusal` says so without running anything (a check that can
   come before approval).
 
+Before anyone approves, :meth:`SlurmActuator.effect` states the exact commands it will run (or that it will run
+none), after reading the node or job as the execution does.
+
 Node names: opsloop names nodes as its telemetry does; ``slurm_nodes`` maps a name to Slurm's ``NodeName`` where
 they differ (``{"DGX-01": "dgx01"}``), any other name is Slurm's as it is. The commands read ``slurm_conf``
 (passed as ``SLURM_CONF``; unset: their own default) and come from ``slurm_bin_dir`` (unset: ``PATH``). Each
@@ -34,12 +37,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actors.gateway.effects import Effect, new_value
 from cluster.actuators.results import action_result
 from cluster.telemetry.samples import ActionResult
 from policies.actions import NODE_PATTERN, Action, CordonGpu, DrainNode, MigrateJob, describe
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
 SCHEDULER_KINDS = frozenset({"drain_node", "cordon_gpu", "migrate_job"})
 #: Bound of one whole execution, in seconds (under the gateway's 30 s bound on an execution).
 BUDGET_S = 25.0
+#: Bound of reading Slurm for an approval card's effect (under the gateway's 5 s).
+EFFECT_S = 4.0
 #: The tag of every change opsloop makes in Slurm, followed by the approval id.
 TAG = "opsloop:"
 #: Why ``cordon_gpu`` is refused (the detail of its failed result and of :meth:`SlurmActuator.refusal`).
@@ -427,3 +434,66 @@ class SlurmActuator:
             said = " ".join((err or out).decode(errors="replace").split()) or f"exit status {proc.returncode}"
             raise SlurmFailure(f"{what}: {command} {' '.join(args[:2])} failed: {said}")
         return out.decode(errors="replace")
+
+    # --- what approving will run (the approval card) -----------------------------------------------------------
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """The commands :meth:`execute` will run for ``approval_id``, after reading the node or job as it does (within
+        :data:`EFFECT_S`: a Slurm that does not answer makes the state unknown, with why). What it will leave alone
+        or refuse runs nothing, and the effect says so."""
+        where = f"slurmctld of {self.conf} (SLURM_CONF)" if self.conf else "slurmctld of Slurm's default configuration"
+        if (refused := self.refusal(action)) is not None:
+            return Effect(call=f"nothing: {refused}", where=where, current="n/a", new="unchanged")
+        if isinstance(action, DrainNode):
+            call = self._cmd("scontrol", "update", f"NodeName={self.slurm_node(action.node)}", "State=DRAIN",
+                             f"Reason={tag(approval_id)} {describe(action)}")
+        else:
+            call = f"scontrol requeuehold, update ExcNodeList and release of job {action.job}"  # type: ignore[union-attr]
+        try:
+            return await asyncio.wait_for(self._effect(action, approval_id, call, where), EFFECT_S)
+        except TimeoutError:
+            why = f"Slurm gave no complete answer within {EFFECT_S:g} s"
+        except SlurmFailure as exc:
+            why = str(exc)
+        return Effect(call=call, where=where, current=f"unknown ({why})", new=new_value(action))
+
+    def _cmd(self, command: str, *args: str) -> str:
+        return shlex.join([self.command(command) or command, *args])
+
+    async def _effect(self, action: Action, approval_id: str, call: str, where: str) -> Effect:
+        if isinstance(action, DrainNode):
+            before, shown = await self.show_node(action.node), self._named(action.node)
+            now = f"{shown} {before.state}" + (f", {before.why()}" if before.reason else "")
+            if before.drained:
+                whose = "this approval" if before.tagged(approval_id) else "someone else: their reason is kept"
+                return Effect(call=f"nothing: {shown} is drained already, by {whose}", where=where, current=now,
+                              new="unchanged")
+            return Effect(call=call, where=where, current=now,
+                          new=f"{shown} drained (State=DRAIN): no new jobs start there, running ones finish")
+        assert isinstance(action, MigrateJob)  # refusal() let only these two through
+        nodes = self._avoided(action.avoid)
+        off, mark = ",".join(nodes), tag(approval_id)
+        info = await self.find_job(action.job)
+        label, jid = info.label(), info.job_id
+        excluded = await self.hostnames(info.excluded)
+        exclude = f"ExcNodeList={','.join(excluded + [n for n in nodes if n not in excluded])}"
+        comment = ([f"AdminComment={mark} migrate_job off {off}"]
+                   if not info.admin_comment or info.admin_comment.startswith(TAG) else [])
+        now = f"{label} {info.state}" + (f" on {info.nodes}" if info.nodes else "") + \
+            f", ExcNodeList={info.excluded or '(none)'}"
+        if info.state == "PENDING":
+            if set(nodes) <= set(excluded):
+                return Effect(call=f"nothing: {label} is excluded from {off} already", where=where, current=now,
+                              new="unchanged")
+            return Effect(call=self._cmd("scontrol", "update", f"JobId={jid}", exclude, *comment), where=where,
+                          current=now, new=f"{label} pending, {exclude}: it will not start on {off}")
+        if info.state not in _RUNNING:
+            return Effect(call=f"nothing: {label} is {info.state}, there is nothing to move (it will fail)",
+                          where=where, current=now, new="unchanged")
+        hit = [n for n in await self.hostnames(info.nodes) if n in nodes]
+        if not hit:
+            return Effect(call=f"nothing: {label} runs on none of {off}", where=where, current=now, new="unchanged")
+        calls = ([self._cmd("scontrol", "update", f"JobId={jid}", *comment)] if comment else []) + [
+            self._cmd("scontrol", "requeuehold", jid), self._cmd("scontrol", "update", f"JobId={jid}", exclude),
+            self._cmd("scontrol", "release", jid)]
+        return Effect(call="; ".join(calls), where=where, current=now,
+                      new=f"{label} requeued off {','.join(hit)} with {exclude}: it restarts elsewhere")

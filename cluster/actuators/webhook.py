@@ -6,9 +6,13 @@ the action fails, with the reason, when the tries or the time budget run out or 
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+
 import httpx
 from pydantic import SecretStr
 
+from actors.gateway.effects import Effect, new_value
 from cluster.actuators.http_retry import RetryPolicy, post_with_retries
 from cluster.actuators.results import action_result
 from cluster.masking import redact_url
@@ -55,3 +59,12 @@ class WebhookActuator:
         if ok:
             self._done[action_id] = result
         return result
+
+    async def effect(self, action: Action, approval_id: str) -> Effect:
+        """The POST :meth:`execute` sends (its action id and trace context aside); the value now is the twin's."""
+        body = {"approval_id": approval_id, "action": action.model_dump(mode="json"), "summary": describe(action)}
+        url = redact_url(self.url)
+        host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or url
+        return Effect(call=f"POST {url} {json.dumps(body, ensure_ascii=False)} (Idempotency-Key: its action id)",
+                      where=f"the webhook receiver at {host}",
+                      new=f"{new_value(action)}, if the receiver carries it out")

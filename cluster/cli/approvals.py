@@ -16,7 +16,7 @@ from typing import Any
 
 from cluster.cli import CliError
 from cluster.cli._http import add_connection_flags, api, connection_settings
-from serving.slack_blocks import describe_source
+from serving.slack_blocks import describe_effect, describe_source
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--status", help="only this state (pending, executed, rejected, …)")
     ls.add_argument("--json", action="store_true", help="print a JSON array (id, status, action, …)")
     ls.set_defaults(func=_list)
-    show = verbs.add_parser("show", help="show one approval: its action and the action's hash")
+    show = verbs.add_parser("show", help="show one approval: its action, the action's hash and what it will run")
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="print the whole approval as JSON")
     show.set_defaults(func=_show)
@@ -62,7 +62,7 @@ def row(ap: dict) -> dict:
             "result": ap["result"], "citations": ap["citations"],
             "bounds": ap.get("bounds", {}), "action_hash": ap.get("action_hash"),
             "proposer": ap.get("proposer"), "source": ap.get("source", "fallback"),
-            "emergency": ap.get("emergency", False), "outcome": ap.get("outcome")}
+            "emergency": ap.get("emergency", False), "outcome": ap.get("outcome"), "effect": ap.get("effect")}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -79,11 +79,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def describe(ap: dict) -> list[str]:
-    """The lines that show an approval: what would run (the action and its hash) and where it stands."""
+    """The lines that show an approval: what would run (the action, its hash and its exact effect) and where it
+    stands."""
     params = {k: v for k, v in ap["action"].items() if k != "kind"}
     lines = [f"{ap['approval_id']}  {ap['status']}  {ap['summary']}",
              f"  action       {ap['action']['kind']} {json.dumps(params, sort_keys=True)}",
              f"  action_hash  {ap['action_hash']}",
+             f"  will run     {describe_effect(ap)}",
              *(f"  bound        {k}: {b.get('text', '')}" for k, b in (ap.get("bounds") or {}).items()),
              f"  proposed by  {describe_source(ap)}",
              f"  policy       {ap.get('policy', '')} ({ap.get('required', 0)} approver(s))",
@@ -121,8 +123,8 @@ def _decide(args: argparse.Namespace) -> int:
                            f"(`opsloop approvals show {args.id}`)", code=2)
     verb = "approving" if args.decision == "approve" else "rejecting"
     # What this decision is bound to, before it is sent (on stderr with --json, so stdout stays JSON).
-    print(f"{verb} {ap['approval_id']}: {ap['summary']}\n  action_hash {shown}", file=sys.stderr if args.json
-          else sys.stdout, flush=True)
+    print(f"{verb} {ap['approval_id']}: {ap['summary']}\n  action_hash {shown}\n  will run    {describe_effect(ap)}",
+          file=sys.stderr if args.json else sys.stdout, flush=True)
     body = {"decision": args.decision, "reason": args.reason, "action_hash": shown}
     _print(api(settings, "POST", f"/api/approvals/{args.id}/decision", json=body), args.json)
     return 0

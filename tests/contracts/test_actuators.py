@@ -8,7 +8,9 @@ What the gateway relies on, whichever actuator carries the action out:
   result;
 - a backend that cannot be reached is a ``failed`` result with the reason, never an exception. Exempt
   (``dead=None``): dry-run has no backend, and the simulator is our own actor: dead, it raises, and the gateway
-  records the execution as failed itself.
+  records the execution as failed itself;
+- ``effect`` states what approving the action will run (``actors.gateway.effects.Effect``: the call, where, the
+  new value), and a backend that cannot be reached makes the value now unknown, with why, never an exception.
 
 The webhook's receiver is a real HTTP server on 127.0.0.1, the Modbus actuator's cooling plant pymodbus's own
 Modbus TCP server (it, and the router that sends it the plant's actions, are tried with a setpoint); NVML needs
@@ -27,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from actors.gateway.effects import Effect
 from actors.twin.physics import Topology
 from cluster.actuators import (
     ACTUATORS,
@@ -191,3 +194,22 @@ async def test_an_unreachable_backend_is_a_failed_result_with_its_reason(name: s
 
 def test_every_registered_actuator_is_in_the_suite() -> None:
     assert {name: IMPLS[name].cls for name in IMPLS} == {**ACTUATORS, **FACILITY_ACTUATORS, "routed": RoutedActuator}
+
+
+@pytest.mark.parametrize("name", WORKING)
+async def test_states_what_approving_will_run(name: str) -> None:
+    assert inspect.iscoroutinefunction(IMPLS[name].cls.effect)
+    async with IMPLS[name].build() as act:
+        e = await act.effect(IMPLS[name].action, "ap-c4")
+    assert isinstance(e, Effect) and e.call and e.where and e.new and e.text
+    assert e.current is None or not e.current.startswith("unknown"), e.current  # read, or left to the twin
+
+
+@pytest.mark.parametrize("name", DEAD)
+async def test_an_unreachable_backend_makes_the_value_now_unknown(name: str) -> None:
+    dead = IMPLS[name].dead
+    assert dead is not None
+    async with dead() as act:
+        e = await act.effect(IMPLS[name].action, "ap-c5")
+    assert isinstance(e, Effect) and e.call and e.where
+    assert e.current is None or e.current.startswith("unknown ("), e.current  # None: left to the twin

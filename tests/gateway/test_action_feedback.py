@@ -12,13 +12,15 @@ found the two open_ticket executions but not the approved action's ``action_exec
 The integration test now waits for the approved action's own event by approval id, and takes "cooled" to mean
 3 °C below max operating, where the throttling cycle never goes.
 
-Below: who stamps an ``ActionResult``. The twin does, with its own time as it folds the result, when the result
-comes unstamped (``ts`` 0: an actuator outside the simulator, an operator's rejection); the gateway reads nothing
-of the twin to publish one, and an outcome window counts on the twin's clock.
+Below: who stamps an ``ActionResult``. An actuator outside the simulator does not know the twin's clock (``ts`` 0);
+the gateway stamps its result, and an operator's rejection, with the twin's time when it stores it, and the outcome
+window counts from that stamp. When the twin cannot be asked, the result is stored unstamped: the twin stamps it
+with its own time as it folds it, and the window opens at the gateway's first outcome check.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -150,25 +152,24 @@ class UnstampedActuator:
 
 
 class Twin:
-    """The twin as the gateway sees it; counts snapshot reads."""
+    """The twin as the gateway sees it; counts snapshot reads; ``down``: it does not answer."""
 
     def __init__(self) -> None:
-        self.ts, self.reads = 1000.0, 0
+        self.ts, self.reads, self.down = 1000.0, 0, False
         self.gpus = [{"gpu": "n01/gpu0", "node": "n01", "sensed_c": 88.0}]
 
     async def snapshot(self) -> dict:
         self.reads += 1
+        if self.down:
+            raise ConnectionError("twin actor unreachable")
         return {"ts": self.ts, "gpus": self.gpus, "units": []}
 
     async def topology(self) -> dict:
         return {"gpu": ["n01/gpu0"], "node": ["n01"], "unit": ["cu01"]}
 
 
-async def test_the_gateway_publishes_results_unstamped_and_opens_the_outcome_window_on_the_twins_clock(
-    redis_url: str,
-) -> None:
-    twin = Twin()
-    gw = GatewayService(redis_url, "st", load_policy(), UnstampedActuator(), fleet=twin)
+async def cool_and_fan(gw: GatewayService) -> tuple[Any, Any]:
+    """Approve cu01's setpoint and reject its fans (both predicted to bring n01 below 84 °C within 90 s)."""
     pred = Prediction(metric="max_sensed_c", subject="n01", below=84.0, within_s=90)
     cool = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 16.0})
     fan = parse_action({"kind": "set_fan_speed", "unit": "cu01", "percent": 90})
@@ -183,13 +184,51 @@ async def test_the_gateway_publishes_results_unstamped_and_opens_the_outcome_win
     done = await gw.decide(ap.approval_id, {"decision": "approve", "action_hash": ap.action_hash, **said})
     no = await gw.decide(other.approval_id, {"decision": "reject", "action_hash": other.action_hash,
                                              "reason": "not the fans", **said})
-    assert done.approval is not None and done.approval.status == "executed" and done.approval.result["ts"] == 0.0
+    assert done.approval is not None and done.approval.status == "executed"
     assert no.approval is not None and no.approval.status == "rejected"
-    assert twin.reads == 0, "executing and rejecting read nothing of the twin: it stamps the results itself"
-    r = redis.Redis.from_url(redis_url)
-    feedback = [ActionResult.model_validate_json(f[b"sample"]) for _, f in r.xrange("st:feedback")]
-    assert [(f.status, f.ts) for f in feedback] == [("executed", 0.0), ("rejected", 0.0)]
+    return done.approval, no.approval
 
+
+def feedback(r: redis.Redis, ns: str) -> list[ActionResult]:
+    entries: Any = r.xrange(f"{ns}:feedback")
+    return [ActionResult.model_validate_json(f[b"sample"]) for _, f in entries]
+
+
+async def test_the_gateway_stamps_results_with_the_twins_time_and_the_outcome_window_counts_from_it(
+    redis_url: str,
+) -> None:
+    twin = Twin()
+    gw = GatewayService(redis_url, "st", load_policy(), UnstampedActuator(), fleet=twin)
+    done, _ = await cool_and_fan(gw)
+    assert done.result is not None and done.result["ts"] == 1000.0, "stored with the twin's time"
+    r = redis.Redis.from_url(redis_url)
+    assert [(f.status, f.ts) for f in feedback(r, "st")] == [("executed", 1000.0), ("rejected", 1000.0)]
+
+    twin.ts = 1050.0  # the first check comes late: the window still counts from the stored stamp
+    assert await gw.check_outcomes() == [], "50 s on the twin's clock: still waiting"
+    assert r.hlen("st:outcome_from") == 0, "a stamped result needs no window of its own"
+    twin.ts = 1090.0
+    [missed] = await gw.check_outcomes()
+    assert missed.outcome is not None and (missed.outcome["verdict"], missed.outcome["elapsed_s"]) == ("missed", 90.0)
+    assert r.scard("st:awaiting_outcome") == 0
+    assert (feedback(r, "st")[-1].status, feedback(r, "st")[-1].ts) == ("failed", 1090.0)
+
+
+async def test_without_the_twins_time_the_result_is_stored_unstamped_and_the_window_opens_at_the_first_check(
+    redis_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    twin = Twin()
+    twin.down = True
+    gw = GatewayService(redis_url, "st", load_policy(), UnstampedActuator(), fleet=twin)
+    with caplog.at_level(logging.WARNING, logger="opsloop.gateway"):
+        done, _ = await cool_and_fan(gw)
+    assert done.result is not None and done.result["ts"] == 0.0
+    said = [m for m in caplog.messages if "stored unstamped: the twin's time is unknown" in m]
+    assert len(said) == 2 and "result executed of act-st-0" in said[0] and "twin actor unreachable" in said[0]
+    r = redis.Redis.from_url(redis_url)
+    assert [(f.status, f.ts) for f in feedback(r, "st")] == [("executed", 0.0), ("rejected", 0.0)]
+
+    twin.down = False
     assert await gw.check_outcomes() == [], "the window opens now, at the twin's 1000 s"
     twin.ts = 1089.0
     assert await gw.check_outcomes() == [], "89 s on the twin's clock: still waiting"
@@ -197,12 +236,11 @@ async def test_the_gateway_publishes_results_unstamped_and_opens_the_outcome_win
     [missed] = await gw.check_outcomes()
     assert missed.outcome is not None and (missed.outcome["verdict"], missed.outcome["elapsed_s"]) == ("missed", 90.0)
     assert r.hlen("st:outcome_from") == 0 and r.scard("st:awaiting_outcome") == 0
-    miss = ActionResult.model_validate_json(r.xrange("st:feedback")[-1][1][b"sample"])
-    assert (miss.status, miss.ts) == ("failed", 1090.0), "a miss is judged on the twin's clock, at its time"
 
 
 async def test_a_rejection_reaches_the_log_stamped_with_the_twins_time(tmp_path: Path, redis_url: str) -> None:
-    """Through the feedback stream (FeedbackSource), as in ``opsloop up``: the gateway never reads the twin's clock."""
+    """Through the feedback stream (FeedbackSource), as in ``opsloop up``: stamped with the twin's time when the
+    gateway published it, not when the twin folded it."""
     sim = SimulatorService(build_simulator(loop_settings(tmp_path)), speed=1e9)
     twin = TwinService(MergedSource(OneTick(sim), FeedbackSource(redis_url, "rj")), redis_url, "rj")
     gw = GatewayService(redis_url, "rj", load_policy(), SimActuator(sim), fleet=twin)
@@ -214,10 +252,11 @@ async def test_a_rejection_reaches_the_log_stamped_with_the_twins_time(tmp_path:
         proposal_id="pr-rj", incident_id="inc-rj", ts=3.0, root_cause=RootCause(kind="k", subject="cu01", why="w"),
         diagnosis="d", actions=(pa,), source="fallback", verified=True, confidence=0.9))
     assert reply.approval is not None
+    at = twin.model.now
     out = await gw.decide(reply.approval.approval_id, {
         "decision": "reject", "by": "alice", "role": "approver", "channel": "http", "reason": "strainer first",
         "action_hash": reply.approval.action_hash})
     assert out.approval is not None and out.approval.status == "rejected"
     await twin.step()
     [ev] = [e for e in await twin.log.recent(1000) if e.kind == "action_rejected"]
-    assert ev.ts == twin.model.now > 0 and ev.data["detail"] == "strainer first"
+    assert ev.ts == at > 0 and ev.data["detail"] == "strainer first"

@@ -1,15 +1,16 @@
-"""The approval card shows each number beside the bound its cited step allows, on Slack and in the CLI (the
-dashboard's card is checked in a real browser by test_dashboard_browser)."""
+"""The approval card shows each number beside the bound its cited step allows, who proposed it, and what approving it
+will run, on Slack and in the CLI (the dashboard's card is checked in a real browser by test_dashboard_browser)."""
 
 from __future__ import annotations
 
 from actors.agent.incidents import IncidentBook
 from actors.agent.planner import plan
 from actors.gateway.approvals import open_approval
+from actors.gateway.effects import Effect
 from cluster.cli.approvals import describe, row
 from knowledge.retrieval import KnowledgeBase
 from policies.policy import Verdict
-from serving.slack_blocks import approval_blocks
+from serving.slack_blocks import NO_EFFECT, approval_blocks
 from tests.agent.test_incidents_and_planner import TOPOLOGY, fault_events
 
 BOUND = "21–23 °C (2–4 °C below the current 25 °C; never below 18 °C)"
@@ -48,3 +49,24 @@ def test_every_surface_says_whether_the_model_or_the_runbook_mapping_proposed() 
     assert ap["source"] == "llm" and row(ap)["source"] == "llm"
     said = next(line for line in describe(ap) if line.startswith("  proposed by"))
     assert "the model, inside the cited step's bounds" in said and "numbers are the step's own" in said
+
+
+def test_every_surface_shows_what_will_run_before_it_runs() -> None:
+    book = IncidentBook()
+    inc = next(i for i, needs in (book.observe(e) for e in fault_events()) if needs)
+    proposal = plan(inc, KnowledgeBase.bundled(dense=False), TOPOLOGY)
+    effect = Effect(call="write holding register 40001 = 210 (21.0 °C), read it back",
+                    where="Modbus TCP 10.0.0.5:502 device 1 (cu01 supply setpoint)",
+                    current="25.0 °C (register 40001 read now) & <steady>", new="21.0 °C")
+    verdict = Verdict(mode="approve", approvers=1, reason="r")
+    ap = open_approval(proposal, proposal.actions[0], verdict, 10.0, 60.0, effect).model_dump(mode="json")
+    slack = [b["text"]["text"] for b in approval_blocks(ap) if b["type"] == "section" and "text" in b]
+    assert slack[0] == ("*Will run*\nwrite holding register 40001 = 210 (21.0 °C), read it back on Modbus TCP "
+                        "10.0.0.5:502 device 1 (cu01 supply setpoint) — current: 25.0 °C (register 40001 read now) "
+                        "&amp; &lt;steady&gt;; new: 21.0 °C")  # first after the header, escaped for mrkdwn
+    assert f"  will run     {effect.text}" in describe(ap)
+    assert row(ap)["effect"]["text"] == effect.text
+
+    unstated = pending_setpoint()  # opened without one (before effects were stated)
+    assert f"*Will run*\n{NO_EFFECT}" in [b["text"]["text"] for b in approval_blocks(unstated) if "text" in b]
+    assert f"  will run     {NO_EFFECT}" in describe(unstated)

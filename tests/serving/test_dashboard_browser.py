@@ -1,8 +1,8 @@
 """The dashboard in real headless Chromium (Playwright over the system ``/usr/bin/chromium``).
 
 The whole loop runs in the server's event loop on a private Redis; an approver signs in, sees the pending
-approval appear, opens its cited runbook step, approves it and sees it executed without reloading, and
-streams a chat answer; a viewer sees the approval but no ✓ / ✗. A screenshot is kept in
+approval appear with what approving it will run, opens its cited runbook step, approves it and sees it executed
+without reloading, and streams a chat answer; a viewer sees the approval but no ✓ / ✗. A screenshot is kept in
 ``tests/artifacts/dashboard.png``. The app has the ingress's security headers (``serving.headers``): every page
 is checked for their presence and for no Content-Security-Policy violation (console and
 ``securitypolicyviolation`` events). The OpenAPI page ``/docs`` of the real ingress app loads nothing from
@@ -146,6 +146,10 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     expect(card).to_contain_text("set_cooling_setpoint")
     expect(card.locator(".bound")).to_contain_text("2–4 °C below the current 25 °C; never below 18 °C")
     expect(card).to_contain_text("the runbook mapping (no model)")  # who proposed it: no model in this loop
+    # what approving it will run, before it runs: the simulator's call, the twin's value now, the new one
+    expect(card.locator(".effect")).to_have_text(re.compile(
+        r"^apply set_cooling_setpoint\(unit=cu01, supply_c=21\.0\) on the simulator .* — current: cu01 supply setpoint "
+        r"\d+\.\d °C \(the twin's latest reading\); new: cu01 supply setpoint 21\.0 °C$"))
     expect(card.locator("button.approve")).to_be_enabled()
     page.evaluate("window.__samePage = true")  # gone if anything reloads the page
 

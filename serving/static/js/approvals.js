@@ -38,6 +38,12 @@ function describeSource(ap) {
   return `the model, inside the cited step's bounds${numbers} (its words are marked [model text])`;
 }
 
+// What approving it will run: the exact call, where, the value now and the new one (the same text as the Slack card,
+// the CLI and the audit entry: serving/slack_blocks.describe_effect).
+function describeEffect(ap) {
+  return (ap.effect && ap.effect.text) || "not stated for this approval";
+}
+
 function decisionsList(ap) {
   return (ap.decisions || []).map((d) => h("div", { class: "decision" },
     `${d.decision === "approve" ? "✓" : "✗"} ${d.by} via ${d.channel} at ${fmtTime(d.ts)}`,
@@ -49,6 +55,7 @@ function card(ap, user, onDecided) {
   const prediction = describePrediction(ap.prediction || (ap.result && ap.result.prediction));
   const rows = [
     ["action", h("code", {}, describeAction(ap.action))],
+    ["will run", h("span", { class: "effect" }, describeEffect(ap))],
     ["allowed by the step", describeBounds(ap.bounds)],
     ["proposed by", describeSource(ap)],
     ["root cause", rc.kind ? `${rc.kind} on ${rc.subject}${rc.why ? ": " + rc.why : ""}` : "—"],
