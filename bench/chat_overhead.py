@@ -25,11 +25,21 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 from httpx_sse import aconnect_sse
 
+from serving.fact_check import LABEL
 from serving.llm import sse_data
+
+
+class Timing(NamedTuple):
+    first: float  # s to the first content token
+    total: float  # s to the end of the stream
+    tokens: int
+    words: float | None  # s to the model's words (None: withheld by the fact check)
+
 
 QUESTION = "The coolant flow to n01 dropped and its GPUs are heating up. What should I do?"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -42,20 +52,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _timed(payloads: AsyncIterator[str], t0: float) -> tuple[float, float, int]:
-    """Time to the first content token, total time and tokens of one stream of SSE payloads."""
-    first = None
+async def _timed(payloads: AsyncIterator[str], t0: float, facts_first: bool = False) -> Timing:
+    """Time to the first content token, total time, tokens, and time to the model's words of one stream of SSE
+    payloads. ``facts_first`` (the ``opsloop`` model): the answer opens with the facts, and the model's words
+    start at the fact check's label (none when the check withheld them); else the model's words are the content."""
+    first = words = None
     n = chunks = 0
+    text = ""
     async for payload in payloads:
         if payload == "[DONE]":
             continue
         data = json.loads(payload)
         if data.get("usage"):
             n = data["usage"]["completion_tokens"]
-        if data.get("choices") and data["choices"][0]["delta"].get("content"):
+        if data.get("choices") and (piece := data["choices"][0]["delta"].get("content")):
             chunks += 1
-            first = first if first is not None else time.perf_counter() - t0
-    return first or 0.0, time.perf_counter() - t0, n or chunks
+            now = time.perf_counter() - t0
+            first = first if first is not None else now
+            text += piece
+            if words is None and (not facts_first or LABEL in text):
+                words = now
+    return Timing(first or 0.0, time.perf_counter() - t0, n or chunks, words)
 
 
 def _body(model: str, tokens: int) -> dict:
@@ -63,14 +80,14 @@ def _body(model: str, tokens: int) -> dict:
             "max_tokens": tokens, "ignore_eos": True, "temperature": 0.0, "stream_options": {"include_usage": True}}
 
 
-async def one_http(client: httpx.AsyncClient, model: str, tokens: int) -> tuple[float, float, int]:
+async def one_http(client: httpx.AsyncClient, model: str, tokens: int) -> Timing:
     t0 = time.perf_counter()
     async with aconnect_sse(client, "POST", "/v1/chat/completions", json=_body(model, tokens)) as source:
         source.response.raise_for_status()
-        return await _timed((sse.data async for sse in source.aiter_sse()), t0)
+        return await _timed((sse.data async for sse in source.aiter_sse()), t0, facts_first=model == "opsloop")
 
 
-async def one_direct(handle: object, model: str, tokens: int) -> tuple[float, float, int]:
+async def one_direct(handle: object, model: str, tokens: int) -> Timing:
     t0 = time.perf_counter()
     gen = handle.options(stream=True).chat_stream.remote(_body(model, tokens))  # type: ignore[attr-defined]
     return await _timed(sse_data(item.encode() async for item in gen if isinstance(item, str)), t0)
@@ -79,7 +96,7 @@ async def one_direct(handle: object, model: str, tokens: int) -> tuple[float, fl
 async def run(fn: object, concurrency: int, requests: int) -> dict[str, float]:
     sem = asyncio.Semaphore(concurrency)
 
-    async def guarded() -> tuple[float, float, int]:
+    async def guarded() -> Timing:
         async with sem:
             return await fn()  # type: ignore[operator]
 
@@ -90,8 +107,11 @@ async def run(fn: object, concurrency: int, requests: int) -> dict[str, float]:
     ttft = [r[0] for r in results]
     total = [r[1] for r in results]
     tpot = [(r[1] - r[0]) / max(r[2] - 1, 1) for r in results]
+    words = [r.words for r in results if r.words is not None]
     return {"ttft_ms": 1000 * statistics.median(ttft), "tpot_ms": 1000 * statistics.median(tpot),
-            "total_ms": 1000 * statistics.median(total), "tok_s": sum(r[2] for r in results) / wall}
+            "total_ms": 1000 * statistics.median(total), "tok_s": sum(r[2] for r in results) / wall,
+            "words_ms": 1000 * statistics.median(words) if words else float("nan"), "kept": len(words),
+            "n": len(results)}
 
 
 def table(rows: dict[tuple[str, int], dict[str, float]], tokens: int, requests: int) -> str:
@@ -101,14 +121,18 @@ def table(rows: dict[tuple[str, int], dict[str, float]], tokens: int, requests: 
         f"output tokens per request (`ignore_eos`), {requests} requests per row after a warm-up, medians. "
         "`direct` calls the vLLM deployment through its Serve handle; `raw` goes through the HTTP ingress with the "
         "raw model; `opsloop` adds the grounding (twin snapshot, events, incidents, BM25 retrieval) and its longer "
-        "prompt. Ratios are against `direct` at the same concurrency.", "",
-        "| path | concurrency | TTFT ms | TPOT ms | total ms | tok/s | TTFT × | total × |",
-        "|---|---|---|---|---|---|---|---|",
+        "prompt. An `opsloop` answer opens with the facts taken from the fleet (its TTFT is theirs); *model words* is "
+        "when the model's checked words begin (after the whole model answer, since the fact check needs all of it; "
+        "*kept* counts the answers whose words the check let through). Ratios are against `direct` at the same "
+        "concurrency.", "",
+        "| path | concurrency | TTFT ms | TPOT ms | total ms | tok/s | model words ms (kept) | TTFT × | total × |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (path, c), r in rows.items():
         d = rows[("direct", c)]
         out.append(f"| {path} | {c} | {r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} | {r['total_ms']:.0f} | "
-                   f"{r['tok_s']:.1f} | {r['ttft_ms'] / d['ttft_ms']:.2f} | {r['total_ms'] / d['total_ms']:.2f} |")
+                   f"{r['tok_s']:.1f} | {r['words_ms']:.0f} ({r['kept']}/{r['n']}) | "
+                   f"{r['ttft_ms'] / d['ttft_ms']:.2f} | {r['total_ms'] / d['total_ms']:.2f} |")
     return "\n".join(out) + "\n"
 
 
@@ -119,12 +143,12 @@ def write_section(text: str) -> None:
     DOC.write_text(doc)
 
 
-async def measure(url: str, deployment: str, app: str, model: str, tokens: int, requests: int) -> dict:
+async def measure(url: str, token: str, deployment: str, app: str, model: str, tokens: int, requests: int) -> dict:
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment, app_name=app)
     rows: dict[tuple[str, int], dict[str, float]] = {}
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers={"Authorization": f"Bearer {token}"}) as client:
         for c in (1, 8):
             rows[("direct", c)] = await run(lambda: one_direct(handle, model, tokens), c, requests)
             rows[("raw", c)] = await run(lambda: one_http(client, model, tokens), c, requests)
@@ -153,7 +177,9 @@ def main() -> int:
         from cluster.model_files import DEFAULT_MODEL_ID
 
         deployment = deploy.LLM_PREFIX + deploy._deployment_suffix(DEFAULT_MODEL_ID)
-        rows = asyncio.run(measure(rt.url, deployment, deploy.LLM_APP, DEFAULT_MODEL_ID, args.tokens, args.requests))
+        token = rt.settings.token_file.read_text().strip()  # the chat answers from fleet data: it needs a token
+        rows = asyncio.run(measure(rt.url, token, deployment, deploy.LLM_APP, DEFAULT_MODEL_ID, args.tokens,
+                                   args.requests))
     finally:
         deploy.stop(rt)
     text = table(rows, args.tokens, args.requests)

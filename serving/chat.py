@@ -47,6 +47,8 @@ GROUNDING_TIMEOUT_S = 5.0
 PASSAGES = 3
 #: The gateway's newest approvals the facts and the checker know (pending ones among them are listed).
 APPROVALS_READ = 50
+#: In place of the model's words when the model fails after the facts went out (the stream is already 200).
+NO_WORDS = "The model gave no words this time ({why}); the facts above stand on their own."
 
 
 def error_response(exc: ChatError) -> JSONResponse:
@@ -206,8 +208,15 @@ class ChatService:
                     f"messages have about {used}. Shorten them.", param="messages", code="context_length_exceeded")
             text = facts_block(grounding) + "\n\n" + template_answer(last_user_text(messages), grounding)
             return await _primed(self.model.stream([{"role": "assistant", "content": text}], params)), grounding
-        deltas = await _primed(self.model.stream(grounded_messages(grounding, messages), params))
-        return _checked(deltas, grounding), grounding
+        convo = grounded_messages(grounding, messages)
+        used = sum(approx_tokens(m["content"]) for m in convo)
+        if used > self.model.context_length:  # the engine would refuse it after the facts went out
+            raise ChatError(
+                400, f"This model's maximum context length is {self.model.context_length} tokens; the messages "
+                f"with the fleet's facts have about {used}. Shorten them.", param="messages",
+                code="context_length_exceeded")
+        # Not primed: the facts go out as soon as they are gathered, while the engine reads the prompt.
+        return _checked(self.model.stream(convo, params), grounding), grounding
 
 
 def _plain(m: Mapping[str, Any]) -> dict[str, str]:
@@ -218,14 +227,20 @@ def _plain(m: Mapping[str, Any]) -> dict[str, str]:
 
 
 async def _checked(deltas: AsyncIterator[Delta], grounding: Grounding) -> AsyncIterator[Delta]:
-    """The facts first, then the model's words once all are in and checked (or why they were withheld), then
-    the sources."""
+    """The facts first (before the model has read its prompt: they answer the question by themselves), then the
+    model's words once all are in and checked (or why they were withheld, or why there are none: a model that
+    fails after the facts went out is said in the text), then the sources."""
     yield Delta(facts_block(grounding))
     words: list[str] = []
     finish, usage = "stop", None
-    async for d in deltas:
-        words.append(d.text)
-        finish, usage = d.finish_reason or finish, d.usage or usage
+    try:
+        async for d in deltas:
+            words.append(d.text)
+            finish, usage = d.finish_reason or finish, d.usage or usage
+    except ChatError as exc:
+        log.warning("the model failed after the facts: %s", exc.message)
+        yield Delta(f"\n\n{NO_WORDS.format(why=exc.message)}" + sources_line(grounding), finish_reason="stop")
+        return
     part, why = model_part("".join(words), grounding.known, SYSTEM_PROMPT)
     if why:
         log.warning("model text withheld: %s", "; ".join(why))

@@ -58,6 +58,15 @@ class OpsloopLLMServer(LLMServer):
         llm_config = llm_config.model_copy(update={"engine_kwargs": _supported_only(llm_config.engine_kwargs)})
         await super().__init__(llm_config, *args, **kwargs)
 
+    async def _start_engine(self) -> None:
+        """Start the engine without ray.serve.llm's usage report: that report is recorded by a detached
+        ``TelemetryAgent`` actor, one more Ray worker process (~0.1 GiB) kept for the cluster's life, for usage statistics that
+        opsloop has no use for. Overrides ``LLMServer._start_engine``
+        (Ray 2.5x), which is the engine's start plus that report."""
+        if self.engine is None:
+            raise ValueError("Engine is not set")
+        await self.engine.start()
+
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[str | dict[str, Any]]:
         """Run one chat request; yields ``data: {...}`` SSE strings, a response dict, or ``{"error": {...}}``."""
         from pydantic import ValidationError

@@ -156,13 +156,13 @@ def fake_openai_server() -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": "tiny", "object": "model", "max_model_len": 300}]}
+        return {"object": "list", "data": [{"id": "tiny", "object": "model", "max_model_len": 4096}]}
 
     @app.post("/v1/chat/completions")
     async def completions(body: dict) -> object:
         seen.append(body)
-        if sum(len(m["content"].split()) for m in body["messages"]) > 5000:
-            return JSONResponse({"error": {"message": "This model's maximum context length is 300 tokens.",
+        if sum(len(m["content"].split()) for m in body["messages"]) > 4000:
+            return JSONResponse({"error": {"message": "This model's maximum context length is 4096 tokens.",
                                            "type": "BadRequestError", "param": None, "code": 400}}, 400)
 
         def gen() -> Iterator[str]:

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
+import anyio
 import pytest
 from fastapi import FastAPI
 from httpx_sse import EventSource
@@ -17,8 +18,8 @@ from starlette.testclient import TestClient
 
 from actors.gateway.approvals import Approval, Status
 from policies.actions import Action, DrainNode, SetCoolingSetpoint
-from serving.chat import ChatService, build_chat_router
-from serving.chat_model import Delta, GenParams
+from serving.chat import NO_WORDS, ChatRequest, ChatService, build_chat_router
+from serving.chat_model import ChatError, Delta, GenParams
 from serving.fact_check import LABEL, check, model_part
 from serving.facts import HEADER, FleetFacts, Intent, classify, fact_sheet
 from serving.grounding import build_grounding
@@ -289,3 +290,51 @@ def test_a_model_that_recites_its_instructions_is_withheld() -> None:
     assert why == ["it repeated its instructions instead of answering"] and recital not in part
     said = "n02/gpu1 is at 87.3 °C; cool it through the pending approval."
     assert model_part(said, fleet(), SYSTEM_PROMPT) == (f"\n\n{LABEL}\n{said}", [])
+
+
+class GatedModel(ScriptedModel):
+    """A model that says nothing until it is let go, or fails then: the facts must not wait for it."""
+
+    def __init__(self, says: str, fails: bool = False) -> None:
+        super().__init__(says)
+        self.fails = fails
+        self.go = anyio.Event()
+        self.facts_seen_first = False
+
+    async def stream(self, messages: list[dict[str, str]], params: GenParams) -> AsyncIterator[Delta]:
+        await self.go.wait()
+        if self.fails:
+            raise ChatError(503, "the engine is restarting", type="server_error", code="unavailable")
+        async for d in super().stream(messages, params):
+            yield d
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fails", [False, True], ids=["answers", "fails"])
+async def test_the_facts_go_out_before_the_model_has_said_a_word(fails: bool) -> None:
+    """The answer's first piece is the facts while the model is still held back; a model that fails after that
+    leaves the facts standing, says why it has no words, and still ends with the sources."""
+    model = GatedModel("n02/gpu1 is at 87.3 °C.", fails=fails)
+    service = ChatService(model, FakeTwin(), FakeAgent(), None, gateway=FakeGateway())  # type: ignore[arg-type]
+    request = ChatRequest.model_validate({"model": "opsloop", "stream": True,
+                                          "messages": [{"role": "user", "content": Q_TEMP}]})
+    deltas, _ = await service.answer(request)
+    first = await anext(deltas)  # the model is held until go is set: this would hang if the facts waited for it
+    assert first.text.startswith(HEADER) and "n02/gpu1 (node n02): 87.31 °C sensed" in first.text
+    assert not model.prompts, "the facts came before the model was even asked"
+    model.go.set()
+    text = first.text + "".join([d.text async for d in deltas])
+    if fails:
+        assert NO_WORDS.format(why="the engine is restarting") in text and LABEL not in text
+    else:
+        assert f"{LABEL}\nn02/gpu1 is at 87.3 °C." in text
+    assert text.endswith("Sources: none found in the runbooks for this question.")
+
+
+def test_a_question_too_long_for_the_model_with_the_facts_is_refused_before_any_output() -> None:
+    model = ScriptedModel("fine")
+    with client(model) as c:
+        r = c.post("/v1/chat/completions", json={"model": "opsloop", "messages": [
+            {"role": "user", "content": "which node is hot? " * 1000}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert "4096" in r.json()["error"]["message"] and not model.prompts

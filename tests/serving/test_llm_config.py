@@ -47,7 +47,8 @@ def test_gpu_setting_packs_two_gpus_per_replica() -> None:
 def test_cpu_setting_bounds_the_kv_cache_and_reserves_no_whole_cpu_for_the_replica() -> None:
     cfg = llm_config_dict(llm_spec(Settings(llm_max_replicas=3)), "/models/m", "m")
     assert cfg["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in cfg
-    assert cfg["engine_kwargs"]["kv_cache_memory_bytes"] == 256 * 1024**2
+    assert cfg["engine_kwargs"]["kv_cache_memory_bytes"] == 160 * 1024**2  # a whole 4096-token context fits
+    assert cfg["runtime_env"]["env_vars"]["MALLOC_MMAP_THRESHOLD_"] == "131072"  # freed buffers go back to the OS
     assert cfg["engine_kwargs"]["enforce_eager"] is True
     assert cfg["deployment_config"]["ray_actor_options"]["num_cpus"] == 0
     assert cfg["deployment_config"]["autoscaling_config"]["max_replicas"] == 3
