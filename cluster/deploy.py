@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ LLM_START_TIMEOUT_S = 900.0
 INGRESS_MAX_ONGOING = 100
 #: Task events the GCS of a local Ray keeps (Ray's default is 100k, ~0.2 GiB; see ``_start_ray``).
 GCS_TASK_EVENTS = 10_000
+#: glibc malloc arenas per process of a local Ray (see ``_start_ray``).
+MALLOC_ARENAS = 2
 APP_NAME = "opsloop"
 
 
@@ -158,6 +161,24 @@ def start_loop(settings: Settings, redis_url: str, progress: Any = print, detach
     return handles
 
 
+@contextlib.contextmanager
+def _without_monitors() -> Iterator[None]:
+    """Start a local Ray head without its autoscaler monitor and its log monitor (two Python processes, ~0.16 GiB
+    of the main job's memory; docs/benchmarks.md "Main job"): a local cluster never scales, and with
+    ``log_to_driver=False`` nobody reads the lines the log monitor forwards (the logs stay in Ray's session
+    directory). ``ray.init`` has no flag for either (``ray start`` has ``--no-monitor`` and
+    ``--include-log-monitor``), so the two start methods of Ray's ``Node`` do nothing while it starts; a joined
+    cluster is left as its owner started it."""
+    from ray._private.node import Node
+
+    saved = Node.start_monitor, Node.start_log_monitor
+    Node.start_monitor = Node.start_log_monitor = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Node.start_monitor, Node.start_log_monitor = saved  # type: ignore[method-assign]
+
+
 def _start_ray(rt: Runtime, ray: Any) -> None:
     s = rt.settings
     if s.ray_address:
@@ -167,18 +188,23 @@ def _start_ray(rt: Runtime, ray: Any) -> None:
     else:
         # A short private temp dir: Ray's Unix socket paths must stay under ~107 bytes.
         rt.ray_tmp = tempfile.mkdtemp(prefix="opsloop-ray-", dir="/tmp")
-        ray.init(
-            address="local", num_cpus=s.ray_num_cpus, include_dashboard=False, namespace=s.namespace,
-            _temp_dir=rt.ray_tmp, log_to_driver=False,
-            # Kill idle task workers at once: one that ran ray.serve.llm's node set-up keeps vLLM (~0.7 GiB).
-            # The GCS keeps ~2 KiB of events per task for Ray's state API (`ray list tasks`, unused by opsloop) up to
-            # 100k tasks by default (measured: +90 MiB after 40k actor calls). The twin's steps and every chat are
-            # tasks, so a long run crept towards +0.2 GiB; the newest 10k are plenty to debug with.
-            _system_config={"num_workers_soft_limit": 0, "task_events_max_num_task_in_gcs": GCS_TASK_EVENTS},
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                                      **(ray_env(s) if s.tracing else {})}},
-            **({"_tracing_startup_hook": HOOK} if s.tracing else {}),
-        )
+        # glibc's malloc gives threads arenas of their own, up to 8 per core; every Ray process runs a dozen threads,
+        # and each arena keeps what it once held. Two per process: -0.3 GiB over the main job's tree (measured with
+        # eight chats; docs/benchmarks.md "Main job"). Read by glibc when each process Ray starts from here begins.
+        os.environ.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
+        with _without_monitors():
+            ray.init(
+                address="local", num_cpus=s.ray_num_cpus, include_dashboard=False, namespace=s.namespace,
+                _temp_dir=rt.ray_tmp, log_to_driver=False,
+                # Kill idle task workers at once: one that ran ray.serve.llm's node set-up keeps vLLM (~0.7 GiB).
+                # The GCS keeps ~2 KiB of events per task for Ray's state API (`ray list tasks`, unused by opsloop)
+                # up to 100k tasks by default (measured: +90 MiB after 40k actor calls). The twin's steps and every
+                # chat are tasks, so a long run crept towards +0.2 GiB; the newest 10k are plenty to debug with.
+                _system_config={"num_workers_soft_limit": 0, "task_events_max_num_task_in_gcs": GCS_TASK_EVENTS},
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                                          **(ray_env(s) if s.tracing else {})}},
+                **({"_tracing_startup_hook": HOOK} if s.tracing else {}),
+            )
         rt.started_ray = True
 
 

@@ -7,6 +7,7 @@ an optional YAML file (``OPSLOOP_CONFIG`` or ``--config``), and the defaults bel
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from cluster.deploy_settings import DeploySettings
 from cluster.fleet_settings import FleetSettings
 from cluster.masking import MASK, redact_url
+
+#: A Kubernetes Node name (a DNS-1123 subdomain).
+_K8S_NODE = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class Settings(FleetSettings, DeploySettings, BaseSettings):
@@ -79,8 +83,8 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     )
     actuator_retry_attempts: int = Field(
         5, ge=1, le=20,
-        description="Most tries of one HTTP actuator call (webhook), the first included; 1 means no retry. "
-        "Connect errors, timeouts, 408, 429 and 5xx are retried; any other 4xx is final.",
+        description="Most tries of one HTTP actuator call (webhook, tickets, paging), the first included; 1 means no "
+        "retry. Connect errors, timeouts, 408, 429 and 5xx are retried; any other 4xx is final.",
     )
     actuator_retry_initial_s: float = Field(
         0.5, gt=0, le=30,
@@ -97,13 +101,16 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
         description="Time budget of one HTTP actuator call, tries and waits included, in seconds (kept under the "
         "gateway's 30 s bound on one execution); then the action is recorded as failed with the reason.",
     )
-    scheduler: Literal["none", "slurm"] = Field(
+    scheduler: Literal["none", "slurm", "kubernetes"] = Field(
         "none",
         description="The workload manager that carries out drain_node, cordon_gpu and migrate_job, once for the "
-        "whole cluster: none (they go to the actuator like every other action) or slurm (scontrol and squeue on the "
+        "whole cluster: none (they go to the actuator like every other action), slurm (scontrol and squeue on the "
         "gateway's host: drain_node drains the node with reason opsloop:<approval id>, migrate_job requeues the job "
-        "off the avoided nodes, cordon_gpu is refused since Slurm has no per-GPU drain; every other action still "
-        "goes to the actuator).",
+        "off the avoided nodes, cordon_gpu is refused since Slurm has no per-GPU drain) or kubernetes (the API "
+        "server through the official client, extra opsloop[kubernetes]: drain_node cordons, taints "
+        "opsloop.io/drained=<approval id>:NoSchedule and evicts the node's pods honouring PodDisruptionBudgets, "
+        "migrate_job evicts the job's pods from cordoned nodes, cordon_gpu is refused); every other action still "
+        "goes to the actuator.",
     )
     slurm_conf: Path | None = Field(
         None,
@@ -121,6 +128,77 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     slurm_timeout_s: float = Field(
         10.0, gt=0, le=25,
         description="Timeout of one Slurm command (scontrol, squeue), in seconds; one execution is bounded at 25 s.",
+    )
+    k8s_kubeconfig: Path | None = Field(
+        None,
+        description="The kubeconfig the Kubernetes actuator uses (scheduler=kubernetes). Unset: the in-cluster service "
+        "account when opsloop runs in a pod, else KUBECONFIG or ~/.kube/config.",
+    )
+    k8s_context: str | None = Field(
+        None, description="The kubeconfig context to use (scheduler=kubernetes). Unset: its current context."
+    )
+    k8s_nodes: dict[str, str] = Field(
+        default_factory=dict,
+        description="opsloop node name -> Kubernetes Node name, for nodes the telemetry names otherwise than "
+        "Kubernetes does (e.g. {\"DGX-01\": \"dgx-01.example.org\"}); any node not listed has the same name. Env: a "
+        "JSON object.",
+    )
+    k8s_job_label: str = Field(
+        "job-name", min_length=1, max_length=317,
+        description="The pod label whose value is a job's name (migrate_job evicts the pods labelled <label>=<job>); "
+        "job-name is what batch Jobs set.",
+    )
+    k8s_timeout_s: float = Field(
+        10.0, gt=0, le=25,
+        description="Timeout of one Kubernetes API call, in seconds; one execution is bounded at 25 s.",
+    )
+    tickets: Literal["none", "jira", "servicenow"] = Field(
+        "none",
+        description="Where open_ticket opens tickets: none (it goes to the actuator like every other action), jira "
+        "(an issue in jira_project, labelled opsloop:<approval id>) or servicenow (an incident with correlation_id "
+        "opsloop:<approval id>). Needs pip install 'opsloop[tickets]'.",
+    )
+    jira_url: str | None = Field(None, description="Jira site for tickets=jira (https://example.atlassian.net).")
+    jira_project: str | None = Field(
+        None, pattern=r"^[A-Z][A-Z0-9_]{0,254}$", description="Key of the Jira project tickets open in (tickets=jira)."
+    )
+    jira_issue_type: str = Field("Task", description="Issue type of the tickets (tickets=jira; e.g. Task, Incident).")
+    jira_user: str | None = Field(
+        None,
+        description="Jira account (Cloud: its e-mail) jira_token belongs to. Unset: jira_token is a personal access "
+        "token (Data Center), sent as a bearer token.",
+    )
+    jira_token: SecretStr | None = Field(
+        None, description="Jira API token (with jira_user) or personal access token. Shown masked; never logged."
+    )
+    servicenow_url: str | None = Field(
+        None, description="ServiceNow instance for tickets=servicenow (https://example.service-now.com)."
+    )
+    servicenow_user: str | None = Field(None, description="ServiceNow user opsloop opens incidents as (basic auth).")
+    servicenow_password: SecretStr | None = Field(
+        None, description="Password of servicenow_user. Shown masked; never logged."
+    )
+    paging: Literal["none", "pagerduty"] = Field(
+        "none",
+        description="Where notify pages the on-call: none (it goes to the actuator like every other action) or "
+        "pagerduty (a trigger event to the Events API v2, dedup_key the action id, so a retry pages nobody twice). "
+        "Needs pip install 'opsloop[paging]'.",
+    )
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, description="Integration (routing) key of the PagerDuty service (paging=pagerduty). Shown masked; "
+        "never logged."
+    )
+    pagerduty_events_url: str = Field(
+        "https://events.pagerduty.com",
+        description="Base URL of PagerDuty's Events API v2 (https; EU accounts: https://events.eu.pagerduty.com).",
+    )
+    service_timeout_s: float = Field(
+        10.0, gt=0, le=25, description="Timeout of one call to Jira, ServiceNow or PagerDuty, in seconds."
+    )
+    service_ca_file: Path | None = Field(
+        None,
+        description="CA bundle the Jira, ServiceNow and PagerDuty certificates are verified against (a site's own "
+        "CA). Unset: the system's.",
     )
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -198,7 +276,7 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     kv_cache_memory_bytes: int | None = Field(
         None, ge=1,
         description="Pre-allocation: bytes of KV cache per replica; when set it wins over gpu_memory_utilization. "
-        "Unset: 256 MiB on CPU (vLLM would otherwise take many GiB), derived from gpu_memory_utilization on GPUs.",
+        "Unset: 160 MiB on CPU (vLLM would otherwise take many GiB), derived from gpu_memory_utilization on GPUs.",
     )
     swap_space: float = Field(
         0.0, ge=0,
@@ -284,6 +362,15 @@ class Settings(FleetSettings, DeploySettings, BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("k8s_nodes", mode="after")
+    @classmethod
+    def _k8s_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, node in v.items():
+            if not _K8S_NODE.fullmatch(node):
+                raise ValueError(f"node {name}: a Kubernetes Node name is a DNS subdomain (lowercase letters, digits, "
+                                 "'-' and '.', at most 253 characters)")
+        return v
 
     @field_validator("slurm_nodes", mode="after")
     @classmethod

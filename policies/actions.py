@@ -25,6 +25,8 @@ UnitName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 LinkName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9/._-]{0,63}$")]
 JobName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 FreeText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+#: An approval's id as the gateway makes it (``ap-`` and 12 hex digits).
+ApprovalRef = Annotated[str, StringConstraints(pattern=r"^ap-[0-9a-f]{12}$")]
 
 
 class Risk(StrEnum):
@@ -68,6 +70,15 @@ class DrainNode(_Action):
 
     kind: Literal["drain_node"] = "drain_node"
     node: NodeName
+
+
+class ResumeNode(_Action):
+    """Return a node drained by opsloop to scheduling: the undo of the executed ``drain_node`` approval
+    ``drained_by``, and only of that drain (a drain someone else set is theirs to lift)."""
+
+    kind: Literal["resume_node"] = "resume_node"
+    node: NodeName
+    drained_by: ApprovalRef
 
 
 class CordonGpu(_Action):
@@ -119,6 +130,7 @@ Action = Annotated[
     | SetCoolingSetpoint
     | SetFanSpeed
     | DrainNode
+    | ResumeNode
     | CordonGpu
     | ResetGpu
     | MigrateJob
@@ -140,6 +152,7 @@ RISK: dict[str, Risk] = {
     "cordon_gpu": Risk.medium,
     "migrate_job": Risk.high,
     "drain_node": Risk.high,
+    "resume_node": Risk.medium,
     "reset_gpu": Risk.high,
     "disable_link": Risk.high,
 }
@@ -152,6 +165,7 @@ TARGET_FIELDS: dict[str, tuple[str, ...]] = {
     "set_cooling_setpoint": ("unit",),
     "set_fan_speed": ("unit",),
     "drain_node": ("node",),
+    "resume_node": ("node",),
     "cordon_gpu": ("gpu",),
     "reset_gpu": ("gpu",),
     "migrate_job": ("job",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from policies.actions import TARGET_FIELDS, Action
 
@@ -22,6 +23,22 @@ def check_action(action: Action, topology: Mapping[str, Collection[str]]) -> lis
         if known is not None and name not in known:
             problems.append(f"{action.kind}: {field} {name!r} is not in the fleet")
     return problems
+
+
+def check_resume(action: Action, drain: Mapping[str, Any] | None) -> list[str]:
+    """Problems with a ``resume_node`` (empty when it is fine, and for every other kind): it must undo an executed
+    ``drain_node`` of the same node. ``drain`` is approval ``drained_by`` as stored (``status``, ``action``; None:
+    there is no such approval)."""
+    if action.kind != "resume_node":
+        return []
+    a: Any = action
+    done = (drain or {}).get("action") or {}
+    if drain is None:
+        return [f"resume_node: there is no approval {a.drained_by} whose drain it undoes"]
+    if done.get("kind") != "drain_node" or done.get("node") != a.node or drain.get("status") != "executed":
+        return [f"resume_node: approval {a.drained_by} is not an executed drain of {a.node} (it is "
+                f"{drain.get('status')} {done.get('kind')} of {done.get('node') or '-'}); only that drain is undone"]
+    return []
 
 
 def check_citations(

@@ -103,6 +103,14 @@ class EditBody(_NoChannel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class UndoBody(_NoChannel):
+    """An operator's request to undo an executed action: its recorded inverse is proposed as a new approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field("", max_length=2000)
+
+
 class UserBody(_NoChannel):
     """A user to create (or to give a new token)."""
 
@@ -380,6 +388,14 @@ def build_app(
     async def edit(approval_id: str, body: EditBody, user: dict = operator) -> Any:
         """Change a pending action's parameters; it is verified and judged again, earlier approvals void."""
         return _answer(await gateway.edit(approval_id, body.params, user["name"], CHANNEL, body.reason))
+
+    @app.post("/api/approvals/{approval_id}/undo", responses=errors(400, *AUTH, 404, 409))
+    async def undo(approval_id: str, body: UndoBody | None = None, user: dict = operator) -> Any:
+        """Undo an executed action: its inverse (recorded as it ran: the previous power limit or setpoint, the resume
+        of a drain) opens as a new approval citing this one (``undo_of``), judged by the same policy; the token's
+        user is its proposer and cannot approve it. 409 ``conflict`` when it did not execute or has no inverse; a
+        repeat answers the undo already open."""
+        return _answer(await gateway.undo(approval_id, user["name"], CHANNEL, body.reason if body else ""))
 
     @app.get("/api/users", responses=errors(*AUTH))
     async def users(_: dict = admin) -> list[dict]:

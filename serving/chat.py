@@ -241,7 +241,7 @@ async def _checked(deltas: AsyncIterator[Delta], grounding: Grounding) -> AsyncI
         log.warning("the model failed after the facts: %s", exc.message)
         yield Delta(f"\n\n{NO_WORDS.format(why=exc.message)}" + sources_line(grounding), finish_reason="stop")
         return
-    part, why = model_part("".join(words), grounding.known, SYSTEM_PROMPT)
+    part, why = model_part("".join(words), grounding.known, SYSTEM_PROMPT, facts_block(grounding))
     if why:
         log.warning("model text withheld: %s", "; ".join(why))
     yield Delta(part + sources_line(grounding), finish_reason=finish, usage=usage)

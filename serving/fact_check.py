@@ -12,8 +12,10 @@ The model's text is read sentence by sentence for what the facts (:class:`servin
   current readings must meet the bound; a target ("set … to 18 °C", "a limit of …") is not a claim;
 - a GPU or node called the hottest when it is more than :data:`TOLERANCE_C` cooler than the hottest sensor.
 
-A source that did not answer is not checked against. One refuted claim withholds the whole model text: the
-answer says so and why, and the facts block that leads it stands. Streams buffer the model's text for this (the
+A source that did not answer is not checked against. Words that name none of the things the answer's facts name
+(no node, GPU, unit, approval, incident, runbook step or action kind: a small model's ramble) and words that recite
+the model's instructions are withheld too. One refuted claim withholds the whole model text: the answer says so and
+why, and the facts block that leads it stands. Streams buffer the model's text for this (the
 facts go out first, the checked words once the model is done), so a refuted sentence is never sent.
 """
 
@@ -26,8 +28,11 @@ from serving.facts import APPROVAL_ID, INCIDENT_ID, FleetFacts, mentions
 
 TOLERANCE_C = 2.0
 LABEL = "In the model's words (checked against the facts above):"
-WITHHELD = ("The model's answer was withheld because it contradicted the fleet's facts above ({why}). "
-            "The facts above stand.")
+WITHHELD = "The model's answer was withheld: {why}. The facts above stand."
+#: What names a thing of the fleet or the runbooks in the facts: a node or GPU (``n01``, ``n01/gpu3``), a cooling unit
+#: (``cu01``), an approval or incident id, a runbook step's tag or an action kind.
+_SUBJECT = re.compile(r"\b[a-z]{1,4}\d+(?:/gpu\d+)?\b|\b(?:ap|inc)-[0-9a-f]{6,}\b|\[[a-z]+-[\w.-]+(?:#[\w.-]+)?\]|"
+                      r"\b[a-z]+_[a-z_]+\b")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _TEMP = re.compile(r"(?<![\w./=-])(-?\d{1,3}(?:\.\d+)?)\s*(?:°\s*C?|º\s*C?|degrees?(?:\s+(?:C|Celsius)\b)?|"
                    r"deg\b\.?\s*C?|C\b)", re.I)
@@ -159,16 +164,32 @@ def echoes(text: str, instructions: str, n: int = ECHO_WORDS) -> bool:
     return bool(grams(text) & grams(instructions))
 
 
-def model_part(text: str, fleet: FleetFacts, instructions: str = "") -> tuple[str, list[str]]:
+def subjects(text: str) -> set[str]:
+    """The names of fleet objects, ids, runbook steps and action kinds in ``text`` (lower case)."""
+    return {m.lower() for m in _SUBJECT.findall(text)}
+
+
+def off_subject(text: str, facts: str) -> bool:
+    """Whether ``text`` names nothing that ``facts`` names: words about no node, GPU, unit, approval, incident,
+    runbook step or action of the answer are no explanation of it (a small model may ramble on, contradicting no
+    fact). Facts that name nothing leave nothing to be about: then no text is off the subject."""
+    named = subjects(facts)
+    return bool(named) and not (subjects(text) & named)
+
+
+def model_part(text: str, fleet: FleetFacts, instructions: str = "", facts: str = "") -> tuple[str, list[str]]:
     """The model's section of the answer (labelled, or withheld with the reasons) and the reasons.
 
-    ``instructions``: the prompt the model was given; an answer that recites it is withheld too."""
+    ``instructions``: the prompt the model was given; an answer that recites it is withheld too. ``facts``: the
+    facts the answer opens with; an answer that names none of the things they name is withheld too."""
     words = text.strip()
     if not words:
         return "", []
-    why = check(words, fleet)
+    why = [f"it contradicted the facts ({w})" for w in check(words, fleet)]
     if instructions and echoes(words, instructions):
         why.append("it repeated its instructions instead of answering")
+    if facts and off_subject(words, facts):
+        why.append("it named nothing the facts name (no node, GPU, unit, approval, incident or runbook step)")
     if why:
         return "\n\n" + WITHHELD.format(why="; ".join(why)), why
     return f"\n\n{LABEL}\n{words}", []

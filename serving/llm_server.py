@@ -60,9 +60,9 @@ class OpsloopLLMServer(LLMServer):
 
     async def _start_engine(self) -> None:
         """Start the engine without ray.serve.llm's usage report: that report is recorded by a detached
-        ``TelemetryAgent`` actor, one more Ray worker process (~0.1 GiB) kept for the cluster's life, for usage statistics that
-        opsloop has no use for. Overrides ``LLMServer._start_engine``
-        (Ray 2.5x), which is the engine's start plus that report."""
+        ``TelemetryAgent`` actor, one more Ray worker process (~0.1 GiB) kept for the cluster's life, for usage
+        statistics opsloop has no use for. Overrides ``LLMServer._start_engine`` (Ray 2.5x), which is the engine's
+        start plus that report."""
         if self.engine is None:
             raise ValueError("Engine is not set")
         await self.engine.start()

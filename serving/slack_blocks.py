@@ -31,7 +31,10 @@ def describe_action(action: dict[str, Any]) -> str:
 
 
 def describe_source(ap: dict[str, Any]) -> str:
-    """Who chose the action: the model (inside the cited step's bounds) or the runbook mapping."""
+    """Who chose the action: the model (inside the cited step's bounds), the runbook mapping, or an operator undoing
+    an earlier action."""
+    if ap.get("source") == "operator":
+        return f"{ap.get('proposer')}, undoing {ap.get('undo_of') or 'an earlier action'}"
     if ap.get("source") != "llm":
         return "the runbook mapping (no model)"
     numbers = "; its numbers are the step's own (emergency)" if ap.get("emergency") else ""

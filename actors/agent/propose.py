@@ -85,8 +85,10 @@ def fence(text: str) -> str:
 
 
 def build_messages(inc: Incident, facts: Mapping[str, Any], passages: list[tuple[str, str | None, str]],
-                   allowed: list[ProposedAction], feedback: str | None = None) -> list[dict[str, str]]:
-    """The prompt: facts, passages (fenced), the allowed actions, the schema, and any operator feedback."""
+                   allowed: list[ProposedAction], feedback: str | None = None,
+                   failed: bool = False) -> list[dict[str, str]]:
+    """The prompt: facts, passages (fenced), the allowed actions, the schema, and any feedback on the previous
+    proposal: an operator's reason for rejecting it, or (``failed``) why its action failed when it ran."""
     lines = [f"INCIDENT {inc.incident_id}: root cause {inc.root_cause.kind} on {inc.root_cause.subject}.",
              "TWIN FACTS:", fence(json.dumps({k: facts[k] for k in sorted(facts)}, default=str)), "PASSAGES:"]
     lines += [f"[{d}#{s or '-'}]\n{fence(t[:PASSAGE_CHARS])}" for d, s, t in passages]
@@ -94,7 +96,8 @@ def build_messages(inc: Incident, facts: Mapping[str, Any], passages: list[tuple
     lines += [f"- {describe(a.action)}" + "".join(f"; {k} within {b.text}" for k, b in a.bounds.items())
               + "".join(f"; cite {c.doc_id}#{c.step_id or '-'}" for c in a.citations) for a in allowed]
     if feedback:
-        lines += ["An operator REJECTED the previous proposal with this reason:", fence(feedback)]
+        lines += ["The previous proposal's action FAILED when it was carried out; the actuator said:"
+                  if failed else "An operator REJECTED the previous proposal with this reason:", fence(feedback)]
     lines.append("JSON SCHEMA:\n" + json.dumps(answer_schema(allowed), separators=(",", ":")))
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
@@ -182,12 +185,13 @@ def check_answer(raw: str, allowed: list[ProposedAction], retrieved: Collection[
 
 
 async def propose(inc: Incident, kb: Knowledge, topology: Mapping[str, Collection[str]], llm: Completer | None,
-                  feedback: str | None = None, already: Collection[Action] = ()) -> Proposal:
+                  feedback: str | None = None, already: Collection[Action] = (), failed: bool = False) -> Proposal:
     """The proposal for an incident revision: the model's, verified (repaired once), else the fallback.
 
-    ``feedback`` is an operator's reason for rejecting the previous proposal, and ``already`` the actions
-    proposed before for this incident (rejected or done). The runbook mapping cannot use the operator's
-    reason, so it proposes nothing on those kinds and targets again; the model may, with other parameters.
+    ``feedback`` is an operator's reason for rejecting the previous proposal, or (``failed``) the actuator's word
+    on why its action failed when it ran; ``already`` the actions proposed before for this incident (rejected,
+    failed or done). The runbook mapping cannot use the feedback, so it proposes nothing on those kinds and
+    targets again; the model may, with other parameters.
 
     One retrieval and one plan per call: the passages the plan rests on are the ones the model is shown."""
     found = retrieve(inc, kb)
@@ -208,7 +212,7 @@ async def propose(inc: Incident, kb: Knowledge, topology: Mapping[str, Collectio
         passages += [(doc.doc_id, s.step_id, f"{s.title}. {s.text}") for s in doc.steps] if doc else []
     retrieved = {(d, s) for d, s, _ in passages}
     titles = {c.doc_id: c.title for a in allowed for c in a.citations}
-    messages = build_messages(inc, facts, _dedupe(passages), allowed, feedback)
+    messages = build_messages(inc, facts, _dedupe(passages), allowed, feedback, failed)
     schema = answer_schema(allowed)
     problems: list[str] = []
     for attempt in range(2):
@@ -219,7 +223,7 @@ async def propose(inc: Incident, kb: Knowledge, topology: Mapping[str, Collectio
             break
         answer, actions, errs = check_answer(raw, allowed, retrieved, titles)
         actions, errs = _obeying_steps(actions, kb, facts, errs)
-        errs += [f"{describe(a.action)} was proposed before (the operator rejected it or it is done)"
+        errs += [f"{describe(a.action)} was proposed before (the operator rejected it, it failed or it is done)"
                  for a in actions if action_hash(a.action) in same]
         errs += _what_if_problems(actions, allowed, facts)
         if answer is not None and actions and not errs:

@@ -38,6 +38,22 @@ GATEWAY_TIMEOUT_S = 30.0
 MODEL_WAIT_S = 900.0  # the LLM deployment's own start timeout: a model later than this is not coming
 
 
+#: How an ``action_failed`` event's detail starts when the action ran but missed its predicted outcome
+#: (``actors.gateway.execution.Execution.check_outcomes`` writes it), not when the actuator failed to carry it out.
+OUTCOME_MISS = "outcome "
+
+
+def replan_after(ev: Event) -> str | None:
+    """Why the agent re-plans after the feedback event ``ev``: ``"rejected"`` (an operator's no), ``"failed"`` (the
+    actuator could not carry the action out: a permanent failure, the actuator's retries spent); ``None`` for an
+    executed action and for a missed outcome (it ran; the experience records the miss)."""
+    if ev.kind == "action_rejected":
+        return "rejected"
+    if ev.kind == "action_failed" and not str(ev.data.get("detail") or "").startswith(OUTCOME_MISS):
+        return "failed"
+    return None
+
+
 class ProposalSink(Protocol):
     async def submit(self, proposal: Proposal) -> object: ...  # the gateway's typed replies; the agent reads none
 
@@ -143,8 +159,9 @@ class AgentService:
         self.proposals += 1
 
     async def _feedback(self, ev: Event) -> None:
-        """An action of ours was executed, failed or rejected: record the decided incident as experience,
-        and after a rejection re-plan once with the operator's reason in context."""
+        """An action of ours was executed, failed or rejected: record the decided incident as experience, and
+        after a rejection, or a failure of the actuator (:func:`replan_after`), re-plan once with the operator's
+        reason or the failure's in context."""
         pid = await self.redis.hget(f"{self.ns}:agent:action_proposal", str(ev.data.get("action_id")))
         stored = await self.redis.get(f"{self.ns}:agent:proposal:{pid.decode()}") if pid else None
         if not stored:
@@ -161,12 +178,13 @@ class AgentService:
             decision=decision, reason=detail if decision == "rejected" else "",
             outcome=detail if decision == "approved" else "not executed",
         ))
-        if ev.kind == "action_rejected" and inc is not None and not inc.replanned:
+        why = replan_after(ev)
+        if why is not None and inc is not None and not inc.replanned:
             inc.replanned = True
             inc.revision += 1
             topology = await self.fleet.topology()
-            again = await propose(inc, self.kb, topology, self.llm, feedback=detail or "rejected",
-                                  already=[a.action for a in proposal.actions])
+            again = await propose(inc, self.kb, topology, self.llm, feedback=detail or why,
+                                  already=[a.action for a in proposal.actions], failed=why == "failed")
             await self.redis.set(f"{self.ns}:agent:proposal:{again.proposal_id}", again.model_dump_json())
             await self._submit(again)
 

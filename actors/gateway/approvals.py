@@ -107,7 +107,8 @@ class Approval(BaseModel):
     roles: tuple[str, ...] = ("approver", "admin")
     policy: str
     proposer: str = AGENT
-    source: Literal["llm", "fallback"] = "fallback"  # the proposal's: the model's choice, or the runbook mapping
+    # the proposal's: the model's choice, or the runbook mapping; "operator": an operator's undo (``undo_of``)
+    source: Literal["llm", "fallback", "operator"] = "fallback"
     emergency: bool = False
     decisions: list[Decision] = Field(default_factory=list)
     edits: list[Edit] = Field(default_factory=list)
@@ -115,6 +116,9 @@ class Approval(BaseModel):
     prediction: Prediction | None = None
     result: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None
+    inverse: Action | None = None  # set as it executes: the action that undoes it (None: it has none, or unknown)
+    undo_of: str | None = None  # this approval proposes the inverse of that one (an operator's undo)
+    undone_by: str | None = None  # the latest undo proposed of this one
     created_ts: float
     updated_ts: float
     expires_ts: float | None = None
@@ -292,13 +296,27 @@ def start(ap: Approval, now: float) -> Approval:
     return _move(ap, "executing", now)
 
 
-def finish(ap: Approval, result: dict[str, Any], now: float) -> Approval:
-    """An executing action with its actuator's result (an ``ActionResult`` as JSON): executed or failed.
+def finish(ap: Approval, result: dict[str, Any], now: float, inverse: Action | None = None) -> Approval:
+    """An executing action with its actuator's result (an ``ActionResult`` as JSON): executed or failed; an executed
+    one keeps ``inverse``, the action that undoes it (``actors.gateway.undo.inverse``).
 
     Raises:
         IllegalTransition: ``ap`` is not executing, or the result's status is neither executed nor failed.
     """
-    return _move(ap, result.get("status"), now, result=result)  # type: ignore[arg-type]
+    kept = inverse if result.get("status") == "executed" else None
+    return _move(ap, result.get("status"), now, result=result, inverse=kept)  # type: ignore[arg-type]
+
+
+def proposed_undo(ap: Approval, undo_id: str, now: float) -> Approval:
+    """An executed approval with the approval that proposes its inverse (``undo_id``); the status stays executed.
+
+    Raises:
+        IllegalTransition: ``ap`` is not executed or has no inverse.
+    """
+    if ap.status != "executed" or ap.inverse is None:
+        raise IllegalTransition(f"approval {ap.approval_id}: only an executed action with an inverse is undone "
+                                f"(it is {ap.status})")
+    return ap.model_copy(update={"undone_by": undo_id, "updated_ts": now})
 
 
 def record_outcome(ap: Approval, outcome: dict[str, Any], now: float) -> Approval:

@@ -56,6 +56,7 @@ def new_value(action: Action) -> str:
         "set_cooling_setpoint": lambda: f"{a.unit} supply setpoint {a.supply_c:.1f} °C",
         "set_fan_speed": lambda: f"{a.unit} fan speed {a.percent:.0f} %",
         "drain_node": lambda: f"{a.node} drained: no new jobs start there, running ones finish",
+        "resume_node": lambda: f"{a.node} back in service (the drain of {a.drained_by} lifted): jobs start there",
         "cordon_gpu": lambda: f"{a.gpu} out of scheduling",
         "reset_gpu": lambda: f"{a.gpu} reset (what runs on it is killed)",
         "migrate_job": lambda: f"job {a.job} off {', '.join(a.avoid)}",

@@ -21,6 +21,7 @@ from actors.gateway import spans
 from actors.gateway.approvals import Approval, Decision
 from actors.gateway.outcomes import expectation, judge, observe
 from actors.gateway.store import ApprovalStore
+from actors.gateway.undo import TWIN_READ, inverse
 from actors.metrics import Metrics
 from actors.ports import Fleet
 from cluster.telemetry.samples import ActionResult
@@ -30,6 +31,8 @@ log = logging.getLogger("opsloop.gateway")
 
 EXECUTE_TIMEOUT_S = 30.0
 FLEET_TIMEOUT_S = 10.0
+#: Bound of the twin's snapshot taken before an action runs, for its inverse (past it: the actuator's word only).
+BEFORE_TIMEOUT_S = 2.0
 
 
 class Actuator(Protocol):
@@ -118,9 +121,25 @@ class Execution:
                 resumed.append(ap.approval_id)
         return resumed
 
+    async def _before(self, ap: Approval) -> dict[str, Any] | None:
+        """The twin's snapshot just before ``ap`` runs, for its inverse's value before (only for the kinds whose value
+        the twin reports: a cooling unit's; None without a twin or an answer within :data:`BEFORE_TIMEOUT_S`, so the
+        action waits little for it)."""
+        if self.fleet is None or ap.action.kind not in TWIN_READ:
+            return None
+        try:
+            snap: dict[str, Any] = await asyncio.wait_for(self.fleet.snapshot(), BEFORE_TIMEOUT_S)
+            return snap
+        except Exception as exc:  # noqa: BLE001 - an unreachable twin costs the inverse, never the execution
+            log.warning("approval %s: no twin snapshot before it ran (%r); its inverse rests on the actuator's word",
+                        ap.approval_id, exc)
+            return None
+
     async def _carry_out(self, running: Approval, actor: str, channel: str) -> Approval:
-        """Call the actuator for an ``executing`` approval and record the result, its feedback and its audit."""
+        """Call the actuator for an ``executing`` approval and record the result (with the action that undoes it,
+        :func:`~actors.gateway.undo.inverse`), its feedback and its audit."""
         ap = running
+        before = await self._before(ap)
         with spans.action(ap) as traceparent:
             try:
                 result = await asyncio.wait_for(
@@ -131,10 +150,12 @@ class Execution:
         result = await self._stamped(result)  # the outcome window counts from this stamp
         self.meter.inc("opsloop_actions_total", outcome=result.status)
         now = time.time()
-        done = sm.finish(running, result.model_dump(mode="json"), now)
+        recorded = result.model_dump(mode="json")
+        done = sm.finish(running, recorded, now, inverse(running, recorded, before))
         feedback = None if feeds_back(self.actuator, ap.action) else result
         await self.store.save(done, running, also=lambda pipe: self.store.queue_execution(pipe, done, now, feedback))
-        await self.store.record(done, "execution", actor, channel, result=result.model_dump(mode="json"))
+        undo = {"inverse": done.inverse.model_dump(mode="json")} if done.inverse is not None else {}
+        await self.store.record(done, "execution", actor, channel, result=result.model_dump(mode="json"), **undo)
         return done
 
     async def rejected(self, ap: Approval, d: Decision) -> None:

@@ -30,12 +30,13 @@ from actors.gateway.effects import Effect, fallback, twin_current
 from actors.gateway.execution import FLEET_TIMEOUT_S, Actuator, Execution
 from actors.gateway.replies import Reply
 from actors.gateway.store import EXECUTED_KEPT_S, ApprovalStore
+from actors.gateway.undo import RETRY_AFTER, undo_proposal
 from actors.gateway.users import UserStore
 from actors.metrics import Metrics
 from actors.ports import Fleet
 from policies.actions import Action, action_hash, describe, parse_action
 from policies.policy import Policy
-from policies.verify import check_action, check_proposal
+from policies.verify import check_action, check_proposal, check_resume
 
 __all__ = ["Actuator", "Fleet", "GatewayService"]
 
@@ -89,41 +90,81 @@ class GatewayService:
                                   proposal.problems)
         if problems:
             return await self._refuse_proposal(proposal, problems)
-        out = []
-        now = time.time()
-        for pa in proposal.actions:
-            if why := self.refusal(pa.action):  # nothing here can carry it out: refused now, never run elsewhere
-                out.append(await self._refuse_action(proposal, pa, why))
-                continue
-            verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
-            aid = sm.approval_id(pa.action_id)
-            # What it will run, read before the lock (it may wait on the backend); not for a repeat or a denied one.
-            effect = (await self.effect(pa.action, aid)
-                      if verdict.mode != "deny" and await self.store.load(aid) is None else None)
-            ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s, effect), proposal)
-            async with self._lock:
-                existing = await self.store.load(ap.approval_id)
-                if existing is None:
-                    held = await self._gate(ap, now) if ap.status == "approved" else None
-                    if held:
-                        ap = sm.hold(ap, held, now)
-                    if await self.store.save(ap, None):
-                        existing = await self._opened(ap)
-                    else:  # another gateway opened it a moment ago
-                        existing = await self.store.load(ap.approval_id)
-            out.append(Reply.of(existing) if existing is not None
-                       else Reply.refused("conflict", f"approval {ap.approval_id} changed concurrently; look again"))
-        return out
+        return [await self._open(proposal, pa) for pa in proposal.actions]
 
-    async def _opened(self, ap: Approval) -> Approval:
-        await self.store.record(ap, "proposal", sm.AGENT, "agent", policy=ap.policy, summary=ap.summary,
+    async def _open(self, proposal: Proposal, pa: ProposedAction, by: str = sm.AGENT, channel: str = "agent",
+                    undo_of: str | None = None) -> Reply:
+        """Open the approval of one proposed action (``by``: its proposer; ``undo_of``: the approval it undoes), in
+        the state the policy puts it, and run it if that is approved; a repeat answers the approval as it is."""
+        now = time.time()
+        if why := self.refusal(pa.action):  # nothing here can carry it out: refused now, never run elsewhere
+            return await self._refuse_action(proposal, pa, why)
+        if problems := await self._resume_problems(pa.action):
+            return await self._refuse_action(proposal, pa, "; ".join(problems))
+        verdict = self.policy.evaluate(pa.action, emergency=proposal.emergency)
+        aid = sm.approval_id(pa.action_id)
+        # What it will run, read before the lock (it may wait on the backend); not for a repeat or a denied one.
+        effect = (await self.effect(pa.action, aid)
+                  if verdict.mode != "deny" and await self.store.load(aid) is None else None)
+        ap = spans.opened(sm.open_approval(proposal, pa, verdict, now, self.policy.expiry_s, effect), proposal)
+        if undo_of is not None:  # an operator's undo: they proposed it, so they cannot approve it themselves
+            ap = ap.model_copy(update={"proposer": by, "source": "operator", "undo_of": undo_of})
+        async with self._lock:
+            existing = await self.store.load(ap.approval_id)
+            if existing is None:
+                held = await self._gate(ap, now) if ap.status == "approved" else None
+                if held:
+                    ap = sm.hold(ap, held, now)
+                if await self.store.save(ap, None):
+                    existing = await self._opened(ap, by, channel)
+                else:  # another gateway opened it a moment ago
+                    existing = await self.store.load(ap.approval_id)
+        return (Reply.of(existing) if existing is not None
+                else Reply.refused("conflict", f"approval {ap.approval_id} changed concurrently; look again"))
+
+    async def _opened(self, ap: Approval, by: str = sm.AGENT, channel: str = "agent") -> Approval:
+        undo = {"undo_of": ap.undo_of} if ap.undo_of else {}
+        await self.store.record(ap, "proposal", by, channel, policy=ap.policy, summary=ap.summary,
                                 emergency=ap.emergency, citations=[c.model_dump() for c in ap.citations],
-                                effect=ap.effect.text if ap.effect else "")
+                                effect=ap.effect.text if ap.effect else "", **undo)
         if ap.emergency:
             await self.store.notify(ap, f"EMERGENCY {ap.summary} runs now: {ap.policy}")
         if ap.status == "approved":
             return await self.execution.run(ap, actor="policy", channel="policy")
         return ap
+
+    async def _resume_problems(self, action: Action) -> list[str]:
+        """Why ``action`` (a ``resume_node``) is not the undo of an executed drain of its node (empty: it is, or it
+        is another kind)."""
+        if action.kind != "resume_node":
+            return []
+        drain = await self.store.load(action.drained_by)  # type: ignore[union-attr]
+        return check_resume(action, drain.model_dump(mode="json") if drain else None)
+
+    async def undo(self, approval_id: str, by: str, channel: str = "http", reason: str = "") -> Reply:
+        """Propose the inverse of executed approval ``approval_id`` (recorded as it ran: :mod:`actors.gateway.undo`)
+        as a new approval, asked by operator ``by`` and citing the one it undoes; the policy judges it like any
+        proposal (auto, one or two approvers; ``by`` is its proposer and cannot approve it). A repeat answers the
+        undo already proposed, unless that one was rejected, denied, expired or failed: then a new one opens."""
+        ap = await self.store.load(approval_id)
+        if ap is None:
+            return Reply.refused("not_found", f"no approval {approval_id}")
+        if ap.status != "executed" or ap.inverse is None:
+            why = "it did not execute" if ap.status != "executed" else "its action has no recorded inverse"
+            return Reply.refused("conflict", f"approval {approval_id} ({ap.summary}) cannot be undone: {why}")
+        if ap.undone_by and (prior := await self.store.load(ap.undone_by)) is not None \
+                and prior.status not in RETRY_AFTER:
+            return Reply.of(prior)
+        if self.fleet is not None and (issues := check_action(ap.inverse, await self._topology())):
+            return Reply.refused("invalid", f"the undo of {approval_id} ({describe(ap.inverse)}): {'; '.join(issues)}")
+        proposal = undo_proposal(ap, by, reason, time.time())
+        reply = await self._open(proposal, proposal.actions[0], by, channel, undo_of=ap.approval_id)
+        if reply.approval is not None and reply.approval.approval_id != ap.undone_by:
+            async with self._lock:
+                now_ap = await self.store.load(approval_id)
+                if now_ap is not None and now_ap.undone_by != reply.approval.approval_id:
+                    await self.store.save(sm.proposed_undo(now_ap, reply.approval.approval_id, time.time()), now_ap)
+        return reply
 
     def refusal(self, action: Action) -> str | None:
         """Why the actuator that owns ``action``'s target cannot carry it out, known before anyone approves it (the
@@ -241,6 +282,8 @@ class GatewayService:
                 return Reply.refused("invalid", "; ".join(issues))
             if why := self.refusal(action):
                 return Reply.refused("invalid", f"{describe(action)}: {why}")
+            if unresumable := await self._resume_problems(action):
+                return Reply.refused("invalid", "; ".join(unresumable))
             effect = None  # none for an edit sm.edit refuses
             if early and early[0] == action_hash(action):
                 effect = early[1]

@@ -6,8 +6,10 @@ failures as ``ActionResult(status="failed")``.
 the actuator on the target's node: ``node.py``), ``webhook`` POSTs the action to a URL, ``dry-run`` does nothing and
 says so. A facility actuator (setting ``facility``: ``modbus`` writes a
 cooling plant's registers) takes the cooling plant's actions, and a scheduler actuator (setting ``scheduler``:
-``slurm`` drains nodes and requeues jobs through ``scontrol``) the workload manager's, routed beside the base one
-(``routing.py``). ``build_actuator`` composes them from settings.
+``slurm`` drains nodes and requeues jobs through ``scontrol``, ``kubernetes`` cordons nodes and evicts pods through
+the API server) the workload manager's, a ticket actuator (setting
+``tickets``: ``jira``, ``servicenow``) ``open_ticket`` and a paging actuator (setting ``paging``: ``pagerduty``)
+``notify``, routed beside the base one (``routing.py``). ``build_actuator`` composes them from settings.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from actors.gateway.effects import Effect, new_value
 from cluster.actuators.http_retry import RetryPolicy
+from cluster.actuators.kubernetes import KubernetesActuator
 from cluster.actuators.modbus import ModbusActuator
 from cluster.actuators.node import NodeActuator, NodeActuators
 from cluster.actuators.nvml import NvmlActuator
+from cluster.actuators.paging import PagerDutyPaging
 from cluster.actuators.results import action_result
 from cluster.actuators.routing import RoutedActuator
 from cluster.actuators.slurm import SlurmActuator
+from cluster.actuators.tickets import JiraTickets, ServiceNowTickets
 from cluster.actuators.webhook import WebhookActuator
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, describe
@@ -73,7 +78,11 @@ ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator
 #: Facility actuators by the ``facility`` setting's name: the cooling plant's actions go to them.
 FACILITY_ACTUATORS = {"modbus": ModbusActuator}
 #: Scheduler actuators by the ``scheduler`` setting's name: drain_node, cordon_gpu and migrate_job go to them.
-SCHEDULER_ACTUATORS = {"slurm": SlurmActuator}
+SCHEDULER_ACTUATORS: dict[str, Any] = {"slurm": SlurmActuator, "kubernetes": KubernetesActuator}
+#: Ticket actuators by the ``tickets`` setting's name: open_ticket goes to them.
+TICKET_ACTUATORS: dict[str, Any] = {"jira": JiraTickets, "servicenow": ServiceNowTickets}
+#: Paging actuators by the ``paging`` setting's name: notify goes to them.
+PAGING_ACTUATORS: dict[str, Any] = {"pagerduty": PagerDutyPaging}
 
 
 def build_actuator(settings: Settings, simulator: Any = None, nodes: Any = None) -> Any:
@@ -81,19 +90,26 @@ def build_actuator(settings: Settings, simulator: Any = None, nodes: Any = None)
     :class:`RoutedActuator` that sends the cooling plant's actions to the facility actuator when ``facility`` names
     one, the workload manager's to the scheduler actuator when ``scheduler`` names one (``none``: the base
     actuator takes those actions), and the node-local ones to ``nodes`` when given (the :class:`NodeActuators` of
-    :func:`~cluster.actuators.node.start_node_actuators`, with ``actuator=nvml`` on a Ray cluster).
+    :func:`~cluster.actuators.node.start_node_actuators`, with ``actuator=nvml`` on a Ray cluster); ``open_ticket``
+    goes to the ticket actuator ``tickets`` names and ``notify`` to the paging one ``paging`` names (``none``: the
+    base actuator).
 
     Raises:
         ValueError: ``webhook`` without ``webhook_url``, ``sim`` without a simulator, or ``scheduler=slurm``
-            without ``scontrol``/``squeue`` or with a ``slurm_conf`` that is not a file.
+            without ``scontrol``/``squeue`` or with a ``slurm_conf`` that is not a file, ``scheduler=kubernetes``
+            without its client (``opsloop[kubernetes]``) or a configuration that loads; ``tickets`` or ``paging``
+            without their URL, project or credentials, or without their package (``opsloop[tickets]``,
+            ``opsloop[paging]``).
     """
     base = _base_actuator(settings, simulator)
     facility = FACILITY_ACTUATORS[settings.facility].from_settings(settings) if settings.facility != "none" else None
     scheduler = (SCHEDULER_ACTUATORS[settings.scheduler].from_settings(settings)
                  if settings.scheduler != "none" else None)
-    if facility is None and scheduler is None and nodes is None:
+    tickets = TICKET_ACTUATORS[settings.tickets].from_settings(settings) if settings.tickets != "none" else None
+    paging = PAGING_ACTUATORS[settings.paging].from_settings(settings) if settings.paging != "none" else None
+    if facility is None and scheduler is None and nodes is None and tickets is None and paging is None:
         return base
-    return RoutedActuator(base, facility, scheduler=scheduler, nodes=nodes)
+    return RoutedActuator(base, facility, scheduler=scheduler, nodes=nodes, tickets=tickets, paging=paging)
 
 
 def _base_actuator(settings: Settings, simulator: Any) -> Any:
@@ -109,6 +125,7 @@ def _base_actuator(settings: Settings, simulator: Any) -> Any:
     return ACTUATORS[settings.actuator]()
 
 
-__all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "SCHEDULER_ACTUATORS", "DryRunActuator", "ModbusActuator",
-           "NodeActuator", "NodeActuators", "NvmlActuator", "RoutedActuator", "SimActuator", "SlurmActuator",
+__all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "PAGING_ACTUATORS", "SCHEDULER_ACTUATORS", "TICKET_ACTUATORS",
+           "DryRunActuator", "JiraTickets", "ModbusActuator", "NodeActuator", "NodeActuators", "NvmlActuator",
+           "PagerDutyPaging", "RoutedActuator", "ServiceNowTickets", "SimActuator", "SlurmActuator",
            "WebhookActuator", "build_actuator"]

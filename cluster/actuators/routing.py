@@ -1,9 +1,10 @@
 """Routing approved actions by kind, one backend per kind of target: the cooling plant's (``set_cooling_setpoint``,
 ``set_fan_speed``) to the facility actuator (setting ``facility``), the workload manager's (``drain_node``,
-``cordon_gpu``, ``migrate_job``) to the scheduler actuator (setting ``scheduler``), every other to the base actuator
-(setting ``actuator``). With ``actuator=nvml`` on a Ray cluster the node-local ones (``set_power_limit``, ``reset_gpu``)
-go to the actuator on their target's node (``node.py``). A kind with a route goes there only: never to the base
-actuator instead."""
+``cordon_gpu``, ``migrate_job``, and ``resume_node``, a drain's undo) to the scheduler actuator (setting
+``scheduler``), ``open_ticket`` to the ticket system (setting ``tickets``), ``notify`` to the paging service
+(setting ``paging``), every other to the base actuator (setting ``actuator``). With ``actuator=nvml`` on a Ray
+cluster the node-local ones (``set_power_limit``, ``reset_gpu``) go to the actuator on their target's node
+(``node.py``). A kind with a route goes there only: never to the base actuator instead."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 from actors.gateway.effects import Effect
 from cluster.actuators.modbus import FACILITY_KINDS
 from cluster.actuators.nvml import NODE_KINDS
-from cluster.actuators.slurm import SCHEDULER_KINDS
+from cluster.actuators.paging import PAGING_KINDS
+from cluster.actuators.slurm import SCHEDULER_KINDS, UNDO_KINDS
+from cluster.actuators.tickets import TICKET_KINDS
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action
 
@@ -29,21 +32,24 @@ class RoutedActuator:
         scheduler_kinds: The scheduler's action kinds.
         nodes: Takes ``node_kinds``, each on its target's node (a ``NodeActuators``; ``None``: no node route).
         node_kinds: The node-local action kinds.
+        tickets: Takes ``open_ticket`` (setting ``tickets``; ``None``: no ticket route).
+        paging: Takes ``notify`` (setting ``paging``; ``None``: no paging route).
     """
 
     #: Whether results reach the twin by themselves depends on the route: see :meth:`feeds_back_for`.
     feeds_back = False
 
     def __init__(self, base: Any, facility: Any = None, kinds: Iterable[str] = FACILITY_KINDS, *,
-                 scheduler: Any = None, scheduler_kinds: Iterable[str] = SCHEDULER_KINDS, nodes: Any = None,
-                 node_kinds: Iterable[str] = NODE_KINDS) -> None:
+                 scheduler: Any = None, scheduler_kinds: Iterable[str] = SCHEDULER_KINDS | UNDO_KINDS,
+                 nodes: Any = None, node_kinds: Iterable[str] = NODE_KINDS, tickets: Any = None,
+                 paging: Any = None) -> None:
         self.base = base
         self.facility = facility
         self.scheduler = scheduler
         self.kinds = frozenset(kinds)
         self.routes: dict[str, Any] = {}
         for actuator, its_kinds in ((facility, self.kinds), (scheduler, frozenset(scheduler_kinds)),
-                                    (nodes, frozenset(node_kinds))):
+                                    (nodes, frozenset(node_kinds)), (tickets, TICKET_KINDS), (paging, PAGING_KINDS)):
             if actuator is not None:
                 taken = its_kinds & set(self.routes)
                 if taken:

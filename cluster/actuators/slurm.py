@@ -8,7 +8,8 @@ retry is idempotent across restarts (not only by action id within one process):
   after reading the node (``scontrol show node -o``). A node this approval drained already is reported executed
   without a second update; a node drained by anyone else (another reason, another approval) is left as it is and
   the result says who drained it and why, never overwriting their reason. The node is read back after the update.
-  Its undo, :meth:`SlurmActuator.resume_node` (``State=RESUME``), resumes only a drain of the same approval.
+  Its undo, :meth:`SlurmActuator.resume_node` (``State=RESUME``), resumes only a drain of the same approval; the
+  ``resume_node`` action (``drained_by``: the drain's approval) runs it.
 * ``migrate_job``: the job (a Slurm job id, or a job name that names exactly one job in ``squeue``) is moved off
   the ``avoid`` nodes (a GPU stands for its node): a running job there is requeued held (``scontrol
   requeuehold``), excluded from them (``ExcNodeList``, its earlier exclusions kept) and released, so it cannot
@@ -47,13 +48,15 @@ from typing import TYPE_CHECKING, Any
 from actors.gateway.effects import Effect, new_value
 from cluster.actuators.results import action_result
 from cluster.telemetry.samples import ActionResult
-from policies.actions import NODE_PATTERN, Action, CordonGpu, DrainNode, MigrateJob, describe
+from policies.actions import NODE_PATTERN, Action, CordonGpu, DrainNode, MigrateJob, ResumeNode, describe
 
 if TYPE_CHECKING:
     from cluster.settings import Settings
 
 #: The action kinds a workload manager carries out (setting ``scheduler``).
 SCHEDULER_KINDS = frozenset({"drain_node", "cordon_gpu", "migrate_job"})
+#: The undo of a scheduler action, routed to the scheduler actuator too (``resume_node``: lift a drain of opsloop's).
+UNDO_KINDS = frozenset({"resume_node"})
 #: Bound of one whole execution, in seconds (under the gateway's 30 s bound on an execution).
 BUDGET_S = 25.0
 #: Bound of reading Slurm for an approval card's effect (under the gateway's 5 s).
@@ -204,9 +207,9 @@ class SlurmActuator:
         """Why this actuator cannot carry ``action`` out, known without running anything (``None``: it can try)."""
         if isinstance(action, CordonGpu):
             return NO_GPU_DRAIN.format(node=action.gpu.split("/", 1)[0])
-        if action.kind not in SCHEDULER_KINDS:
+        if action.kind not in SCHEDULER_KINDS | UNDO_KINDS:
             return (f"{action.kind} is not a scheduler action: the Slurm actuator carries out "
-                    f"{', '.join(sorted(SCHEDULER_KINDS - {'cordon_gpu'}))}")
+                    f"{', '.join(sorted(SCHEDULER_KINDS - {'cordon_gpu'} | UNDO_KINDS))}")
         return None
 
     async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
@@ -243,7 +246,9 @@ class SlurmActuator:
     async def _apply(self, action: Action, approval_id: str) -> tuple[bool, str]:
         if isinstance(action, DrainNode):
             return await self.drain_node(action.node, approval_id, describe(action))
-        assert isinstance(action, MigrateJob)  # refusal() let only these two through
+        if isinstance(action, ResumeNode):
+            return await self.resume_node(action.node, action.drained_by)
+        assert isinstance(action, MigrateJob)  # refusal() let only these three through
         return await self.requeue_job(action.job, action.avoid, approval_id)
 
     # --- nodes ---------------------------------------------------------------------------------------------
@@ -446,6 +451,8 @@ class SlurmActuator:
         if isinstance(action, DrainNode):
             call = self._cmd("scontrol", "update", f"NodeName={self.slurm_node(action.node)}", "State=DRAIN",
                              f"Reason={tag(approval_id)} {describe(action)}")
+        elif isinstance(action, ResumeNode):
+            call = self._cmd("scontrol", "update", f"NodeName={self.slurm_node(action.node)}", "State=RESUME")
         else:
             call = f"scontrol requeuehold, update ExcNodeList and release of job {action.job}"  # type: ignore[union-attr]
         try:
@@ -469,7 +476,16 @@ class SlurmActuator:
                               new="unchanged")
             return Effect(call=call, where=where, current=now,
                           new=f"{shown} drained (State=DRAIN): no new jobs start there, running ones finish")
-        assert isinstance(action, MigrateJob)  # refusal() let only these two through
+        if isinstance(action, ResumeNode):
+            before, shown = await self.show_node(action.node), self._named(action.node)
+            now = f"{shown} {before.state}" + (f", {before.why()}" if before.reason else "")
+            if not before.drained:
+                return Effect(call=f"nothing: {shown} is not drained", where=where, current=now, new="unchanged")
+            if not before.tagged(action.drained_by):
+                return Effect(call=f"nothing: {shown} is drained by someone else, not {tag(action.drained_by)} (it "
+                              "will fail, their drain is kept)", where=where, current=now, new="unchanged")
+            return Effect(call=call, where=where, current=now, new=f"{shown} resumed (State=RESUME): jobs start there")
+        assert isinstance(action, MigrateJob)  # refusal() let only these three through
         nodes = self._avoided(action.avoid)
         off, mark = ",".join(nodes), tag(approval_id)
         info = await self.find_job(action.job)

@@ -45,8 +45,15 @@ FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     # actions
     "actuator": ("--actuator", {}),
     "scheduler": ("--scheduler", {"help": "who drains nodes and moves jobs, once for the cluster: none (default: "
-                                  "the actuator) or slurm (scontrol; --slurm-conf; cordon_gpu is refused)"}),
+                                  "the actuator), slurm (scontrol; --slurm-conf) or kubernetes (cordon, taint and "
+                                  "evict through the API server; --kubeconfig); cordon_gpu is refused by both"}),
     "slurm_conf": ("--slurm-conf", {"metavar": "FILE", "help": "slurm.conf the Slurm commands read (SLURM_CONF)"}),
+    "k8s_kubeconfig": ("--kubeconfig", {"metavar": "FILE", "help": "kubeconfig of the Kubernetes scheduler (default: "
+                                        "in-cluster, else KUBECONFIG or ~/.kube/config)"}),
+    "tickets": ("--tickets", {"help": "where open_ticket opens tickets: none (default: the actuator), jira or "
+                              "servicenow (jira_* / servicenow_* settings; pip install 'opsloop[tickets]')"}),
+    "paging": ("--paging", {"help": "where notify pages the on-call: none (default: the actuator) or pagerduty "
+                            "(pagerduty_routing_key; pip install 'opsloop[paging]')"}),
     # the LLM
     "llm": ("--llm", {}),
     "model": ("--model", {}),

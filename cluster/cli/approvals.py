@@ -1,10 +1,11 @@
-"""``opsloop approvals list|show|approve|reject|edit``: decide from the terminal, through the HTTP API.
+"""``opsloop approvals list|show|approve|reject|edit|undo``: decide from the terminal, through the HTTP API.
 
 Decisions are made as the token's user (the admin token of `opsloop up` on this machine unless
 ``OPSLOOP_ADMIN_TOKEN`` names another) and recorded with channel ``http`` (the route they come through; the
 server never takes a client's word for its channel). A decision is bound to the action it was shown: ``approve``
 and ``reject`` fetch the approval, print its action and hash, and send that hash, so an action edited meanwhile
-is refused (409) instead of decided unseen; ``--hash`` binds it to what an earlier ``show`` printed.
+is refused (409) instead of decided unseen; ``--hash`` binds it to what an earlier ``show`` printed. ``undo``
+proposes an executed action's inverse as a new approval (judged by the policy; the token's user cannot approve it).
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ed.add_argument("--reason", required=True, help="why the change")
     ed.add_argument("--json", action="store_true", help="print the approval as JSON")
     ed.set_defaults(func=_edit)
+    un = verbs.add_parser("undo", help="propose the inverse of an executed action as a new approval",
+                          description="The inverse recorded as the action ran (the previous power limit or setpoint, "
+                          "the resume of a drain) opens as a new approval citing this one, judged by the same "
+                          "policy; you are its proposer, so another approver decides it.")
+    un.add_argument("id", help="approval id of the executed action (ap-…)")
+    un.add_argument("--reason", default="", help="why undo it")
+    un.add_argument("--json", action="store_true", help="print the new approval as JSON")
+    un.set_defaults(func=_undo)
     for q in (ls, show, *verbs.choices.values()):
         if not any(a.dest == "port" for a in q._actions):
             add_connection_flags(q)
@@ -62,7 +71,8 @@ def row(ap: dict) -> dict:
             "result": ap["result"], "citations": ap["citations"],
             "bounds": ap.get("bounds", {}), "action_hash": ap.get("action_hash"),
             "proposer": ap.get("proposer"), "source": ap.get("source", "fallback"),
-            "emergency": ap.get("emergency", False), "outcome": ap.get("outcome"), "effect": ap.get("effect")}
+            "emergency": ap.get("emergency", False), "outcome": ap.get("outcome"), "effect": ap.get("effect"),
+            "inverse": ap.get("inverse"), "undo_of": ap.get("undo_of"), "undone_by": ap.get("undone_by")}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -93,6 +103,13 @@ def describe(ap: dict) -> list[str]:
     for d in ap.get("decisions", []):
         lines.append(f"  decided      {d['decision']} by {d['by']} via {d['channel']}"
                      + (f": {d['reason']}" if d.get("reason") else ""))
+    if ap.get("undo_of"):
+        lines.append(f"  undoes       {ap['undo_of']}")
+    if inv := ap.get("inverse"):
+        params = {k: v for k, v in inv.items() if k != "kind"}
+        lines.append(f"  undo         {inv['kind']} {json.dumps(params, sort_keys=True)}"
+                     + (f" (proposed as {ap['undone_by']})" if ap.get("undone_by") else
+                        f" (opsloop approvals undo {ap['approval_id']})"))
     return lines
 
 
@@ -147,4 +164,10 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 def _edit(args: argparse.Namespace) -> int:
     body = {"params": parse_assignments(args.params), "reason": args.reason}
     _print(api(connection_settings(args), "POST", f"/api/approvals/{args.id}/edit", json=body), args.json)
+    return 0
+
+
+def _undo(args: argparse.Namespace) -> int:
+    ap = api(connection_settings(args), "POST", f"/api/approvals/{args.id}/undo", json={"reason": args.reason})
+    print(json.dumps(row(ap), indent=2) if args.json else "\n".join(describe(ap)))
     return 0

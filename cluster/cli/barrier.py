@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise CliError("--plot needs matplotlib: pip install matplotlib", code=2) from None
+            raise CliError("--plot needs matplotlib: pip install 'opsloop[plot]'", code=2) from None
 
     # Imported here so `opsloop --help` does not pay for Ray.
     from cluster.barrier_experiment import ExperimentConfig, ray_session, run_experiment, run_sweep

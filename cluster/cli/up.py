@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         modbus_endpoint="Modbus TCP server of the cooling units (HOST[:PORT], port 502 by default)",
         modbus_map="YAML/JSON file of the units' Modbus registers (see `opsloop config show`)",
         actuator="where approved actions run (default: sim with the simulator, else dry-run)",
-        scheduler=None, slurm_conf=None,  # their help is in cluster.cli._flags.FLAGS
+        scheduler=None, slurm_conf=None, k8s_kubeconfig=None, tickets=None, paging=None,  # help: _flags.FLAGS
         demo_fault="inject a cooling degradation on n01 shortly after start (default: on)",
         llm="chat model: vllm (default; SmolLM2 on Ray Serve), external (an OpenAI server), none",
         model="model vLLM serves: a local folder or a locally cached id (default: SmolLM2)",

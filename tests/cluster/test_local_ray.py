@@ -3,9 +3,11 @@ events (Ray's default of 100k made the main job's memory creep; docs/benchmarks.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from cluster import deploy
@@ -47,16 +49,31 @@ def test_a_joined_cluster_keeps_its_own_system_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_ray_takes_the_system_config(tmp_path: Path) -> None:
-    """A key Ray does not know would fail ``ray.init``; the GCS reports the values it runs with."""
+def test_ray_takes_the_system_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key Ray does not know would fail ``ray.init``; the GCS reports the values it runs with; the head starts
+    without the two monitors (``deploy._without_monitors``)."""
     import ray
 
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)  # and put back as it was after the test
     rt = _runtime(tmp_path, ray_num_cpus=1)
     try:
         deploy._start_ray(rt, ray)
         config = ray._private.state.state.get_system_config()
         assert config["num_workers_soft_limit"] == 0
         assert config["task_events_max_num_task_in_gcs"] == deploy.GCS_TASK_EVENTS
+        # Neither the autoscaler monitor nor the log monitor runs, and Ray's own start methods are back afterwards.
+        from ray import ray_constants
+        from ray._private.node import Node
+
+        started = ray._private.worker._global_node.all_processes
+        assert ray_constants.PROCESS_TYPE_RAYLET in started and ray_constants.PROCESS_TYPE_GCS_SERVER in started
+        assert ray_constants.PROCESS_TYPE_MONITOR not in started
+        assert ray_constants.PROCESS_TYPE_LOG_MONITOR not in started
+        commands = " ".join(" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
+        assert "monitor.py" not in commands and "log_monitor.py" not in commands and "raylet" in commands
+        assert Node.start_monitor.__name__ == "start_monitor" and Node.start_log_monitor.__name__ == "start_log_monitor"
+        # Every process Ray starts keeps glibc to two malloc arenas.
+        assert ray.get(ray.remote(lambda: os.environ.get("MALLOC_ARENA_MAX")).remote()) == str(deploy.MALLOC_ARENAS)
     finally:
         ray.shutdown()
         if rt.ray_tmp:

@@ -15,16 +15,21 @@ What the gateway relies on, whichever actuator carries the action out:
 The webhook's receiver is a real HTTP server on 127.0.0.1, the Modbus actuator's cooling plant pymodbus's own
 Modbus TCP server (it, and the router that sends it the plant's actions, are tried with a setpoint); NVML needs
 an NVIDIA GPU (and root to set a power limit): its "executes" cases are marked ``gpu``, and without a GPU NVML is
-this host's unreachable backend.
+this host's unreachable backend. Jira, ServiceNow and PagerDuty are local HTTPS fakes of their APIs
+(``tests/actuators/ticket_fakes.py``), tried with ``open_ticket`` and ``notify``. The Kubernetes actuator runs
+against a local stub of the Kubernetes API (``tests/actuators/k8s_api.py``: no API server can be installed here),
+tried with ``drain_node``.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,20 +39,30 @@ from actors.twin.physics import Topology
 from cluster.actuators import (
     ACTUATORS,
     FACILITY_ACTUATORS,
+    PAGING_ACTUATORS,
+    SCHEDULER_ACTUATORS,
+    TICKET_ACTUATORS,
     DryRunActuator,
+    JiraTickets,
+    KubernetesActuator,
     ModbusActuator,
     NvmlActuator,
+    PagerDutyPaging,
     RoutedActuator,
+    ServiceNowTickets,
     SimActuator,
     WebhookActuator,
 )
 from cluster.actuators.http_retry import RetryPolicy
+from cluster.actuators.kubernetes import configure
 from cluster.modbus_map import ModbusUnit
 from cluster.telemetry.nvml import NvmlUnavailable, init
 from cluster.telemetry.samples import ActionResult
 from cluster.telemetry.sim import Simulator, SimulatorService
 from policies.actions import Action, action_targets, parse_action
+from tests.actuators.k8s_api import KubeApiStub, write_kubeconfig
 from tests.actuators.modbus_server import ModbusPlant, plant_map
+from tests.actuators.ticket_fakes import FakeJira, FakePagerDuty, FakeServiceNow, TestCA, basic
 from tests.actuators.webhook_receiver import CAP, WebhookReceiver
 from tests.helpers import free_port
 from tests.requirements_check import skip_on_gpu_host
@@ -145,7 +160,68 @@ async def routed_dead() -> AsyncIterator[Any]:
         yield RoutedActuator(DryRunActuator(), facility)
 
 
-#: Every actuator of the ACTUATORS and FACILITY_ACTUATORS registries, by its name there, and the router.
+#: What the ticket and paging actuators are tried with.
+TICKET = parse_action({"kind": "open_ticket", "summary": "cu01 supply drifting", "severity": "medium"})
+PAGE = parse_action({"kind": "notify", "message": "cu01 supply drifting"})
+QUICK = RetryPolicy(attempts=2, initial_s=0.01, max_s=0.01)
+
+
+@asynccontextmanager
+async def jira() -> AsyncIterator[Any]:
+    with TestCA() as ca, FakeJira(ca, basic("ops", "tok")) as fake:
+        yield JiraTickets(fake.url, "OPS", "tok", "ops", timeout_s=5.0, ca_file=ca.file)
+
+
+@asynccontextmanager
+async def jira_dead() -> AsyncIterator[Any]:
+    yield JiraTickets(f"https://127.0.0.1:{free_port()}", "OPS", "tok", "ops", timeout_s=2.0, retry=QUICK)
+
+
+@asynccontextmanager
+async def servicenow() -> AsyncIterator[Any]:
+    with TestCA() as ca, FakeServiceNow(ca, "ops", "pw") as fake:
+        yield ServiceNowTickets(fake.url, "ops", "pw", timeout_s=5.0, ca_file=ca.file)
+
+
+@asynccontextmanager
+async def servicenow_dead() -> AsyncIterator[Any]:
+    yield ServiceNowTickets(f"https://127.0.0.1:{free_port()}", "ops", "pw", timeout_s=2.0, retry=QUICK)
+
+
+@asynccontextmanager
+async def pagerduty() -> AsyncIterator[Any]:
+    with TestCA() as ca, FakePagerDuty(ca, "rk") as fake:
+        yield PagerDutyPaging("rk", fake.url, timeout_s=5.0, ca_file=ca.file)
+
+
+@asynccontextmanager
+async def pagerduty_dead() -> AsyncIterator[Any]:
+    yield PagerDutyPaging("rk", f"https://127.0.0.1:{free_port()}", timeout_s=2.0, retry=QUICK)
+
+
+#: What a scheduler actuator is tried with.
+DRAIN = parse_action({"kind": "drain_node", "node": "n01"})
+
+
+@asynccontextmanager
+async def kubernetes() -> AsyncIterator[Any]:
+    """A local stub of the Kubernetes API (no API server can be installed here: tests/actuators/k8s_api.py)."""
+    with KubeApiStub() as api, tempfile.TemporaryDirectory() as tmp:
+        api.add_node("n01")
+        api.add_pod("default", "web-1", "n01")
+        yield KubernetesActuator(configure(api.kubeconfig(Path(tmp) / "kubeconfig")), timeout_s=5.0)
+
+
+@asynccontextmanager
+async def kubernetes_dead() -> AsyncIterator[Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", f"http://127.0.0.1:{free_port()}")
+        yield KubernetesActuator(configure(kubeconfig), timeout_s=2.0)
+
+
+#: Every actuator of the ACTUATORS, FACILITY_ACTUATORS, TICKET_ACTUATORS and PAGING_ACTUATORS registries, by its
+#: name there, the Kubernetes scheduler actuator, and the router. (The Slurm one runs on a real Slurm, started by
+#: tests/actuators/conftest.py: tests/actuators/test_slurm.py.)
 IMPLS: dict[str, Impl] = {
     "sim": Impl(SimActuator, sim),
     "dry-run": Impl(DryRunActuator, dry_run),
@@ -153,6 +229,10 @@ IMPLS: dict[str, Impl] = {
     "nvml": Impl(NvmlActuator, nvml, nvml_dead),
     "modbus": Impl(ModbusActuator, modbus, modbus_dead, action=COOL),
     "routed": Impl(RoutedActuator, routed, routed_dead, action=COOL),
+    "jira": Impl(JiraTickets, jira, jira_dead, action=TICKET),
+    "servicenow": Impl(ServiceNowTickets, servicenow, servicenow_dead, action=TICKET),
+    "pagerduty": Impl(PagerDutyPaging, pagerduty, pagerduty_dead, action=PAGE),
+    "kubernetes": Impl(KubernetesActuator, kubernetes, kubernetes_dead, action=DRAIN),
 }
 WORKING = [pytest.param(n, marks=pytest.mark.gpu) if n == "nvml" else n for n in IMPLS]
 DEAD = [n for n, i in IMPLS.items() if i.dead is not None]
@@ -193,7 +273,9 @@ async def test_an_unreachable_backend_is_a_failed_result_with_its_reason(name: s
 
 
 def test_every_registered_actuator_is_in_the_suite() -> None:
-    assert {name: IMPLS[name].cls for name in IMPLS} == {**ACTUATORS, **FACILITY_ACTUATORS, "routed": RoutedActuator}
+    assert {name: IMPLS[name].cls for name in IMPLS} == {**ACTUATORS, **FACILITY_ACTUATORS, **TICKET_ACTUATORS,
+                                                         **PAGING_ACTUATORS, "routed": RoutedActuator,
+                                                         "kubernetes": SCHEDULER_ACTUATORS["kubernetes"]}
 
 
 @pytest.mark.parametrize("name", WORKING)

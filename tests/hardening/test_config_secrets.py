@@ -25,6 +25,9 @@ SECRETS = {
     "slack_signing_secret": "signing-secret-Wv08",
     "alertmanager_token": "alertmanager-token-Jc38",
     "redfish_password": "bmc-pass-Tz61",
+    "jira_token": "jira-token-Vb72",
+    "servicenow_password": "snow-pass-Ue46",
+    "pagerduty_routing_key": "pd-routing-key-Xr05",
 }
 #: Passwords and tokens inside URL settings.
 URLS = {

@@ -166,7 +166,7 @@ def fake_openai_server() -> FastAPI:
                                            "type": "BadRequestError", "param": None, "code": 400}}, 400)
 
         def gen() -> Iterator[str]:
-            for piece in ["Raise the ", "flow."]:
+            for piece in ["Raise the flow ", "to n01."]:
                 yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]}) + "\n\n"
             yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
             usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
@@ -188,13 +188,13 @@ def test_external_backend_grounds_the_prompt_and_appends_sources(kb: KnowledgeBa
         body = chat(c).json()
         text = body["choices"][0]["message"]["content"]
         assert text.startswith("Facts (verbatim") and "Hottest node: n01" in text  # the facts lead (issue #19)
-        assert "In the model's words (checked against the facts above):\nRaise the flow." in text
+        assert "In the model's words (checked against the facts above):\nRaise the flow to n01." in text
         assert "Sources: [eop-cooling-degradation" in text
         assert body["usage"]["total_tokens"] == 10
         sent = server.state.seen[-1]["messages"]
         assert sent[0]["role"] == "system" and "cu01" in sent[0]["content"] and sent[-1]["content"] == QUESTION
         raw = chat(c, model="tiny", messages=[{"role": "user", "content": "hello"}]).json()
-        assert raw["choices"][0]["message"]["content"] == "Raise the flow." and "citations" not in raw
+        assert raw["choices"][0]["message"]["content"] == "Raise the flow to n01." and "citations" not in raw
         assert server.state.seen[-1]["messages"] == [{"role": "user", "content": "hello"}]
         long = chat(c, messages=[{"role": "user", "content": "word " * 6000}])
         assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"

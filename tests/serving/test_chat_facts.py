@@ -148,7 +148,7 @@ def test_words_that_contradict_a_fact_are_withheld_and_the_answer_says_why(said:
     why = check(f"Sure. {said} Act now.", fleet())
     assert len(why) == 1 and why[0].startswith(reason)
     part, _ = model_part(said, fleet())
-    assert said not in part and "withheld because it contradicted the fleet's facts" in part and reason in part
+    assert said not in part and "withheld: it contradicted the facts (" in part and reason in part
 
 
 def test_nothing_is_checked_against_a_source_that_did_not_answer() -> None:
@@ -263,7 +263,7 @@ def test_a_contradicting_model_is_withheld_plain_and_streamed_and_the_facts_lead
         text = ask(c, Q_TEMP)
         streamed = ask_streamed(c, Q_TEMP)
     assert text.startswith(HEADER + "\n- n02/gpu1 (node n02): 87.31 °C sensed")
-    assert "77.90" not in text and "withheld because it contradicted" in text and "the twin says 87.31 °C" in text
+    assert "77.90" not in text and "withheld: it contradicted the facts (" in text and "the twin says 87.31 °C" in text
     assert text.endswith("Sources: none found in the runbooks for this question.")
     assert streamed[0].startswith(HEADER) and "87.31 °C sensed" in streamed[0]  # the facts are the first chunk
     assert "".join(streamed) == text
@@ -338,3 +338,19 @@ def test_a_question_too_long_for_the_model_with_the_facts_is_refused_before_any_
             {"role": "user", "content": "which node is hot? " * 1000}]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
     assert "4096" in r.json()["error"]["message"] and not model.prompts
+
+
+def test_words_about_nothing_the_facts_name_are_withheld() -> None:
+    """Seen with SmolLM2 on `make run`: a ramble that contradicts no fact, under the model's label, is no answer."""
+    facts = "- Hottest node: n02 (n02/gpu1 87.31 °C sensed) [twin t=42.0 s]"
+    ramble = ("Last updated at 9:00 PM on 11 February 2022. The data Runbook is used to provide the list of accepted "
+              "runs. This scrap of code is useless. [gateway]")
+    part, why = model_part(ramble, fleet(), facts=facts)
+    assert why == ["it named nothing the facts name (no node, GPU, unit, approval, incident or runbook step)"]
+    assert ramble not in part and part.strip().startswith("The model's answer was withheld:")
+    for said in ("n02 runs hottest; check its coolant flow.", "Raise the flow to n02/gpu1's cold plate."):
+        assert model_part(said, fleet(), facts=facts) == (f"\n\n{LABEL}\n{said}", []), said
+    assert model_part(ramble, fleet(), facts="- No approval is pending [gateway]")[1] == [], "nothing to be about"
+    approval = f"- Pending approval {PENDING}: {ACTION} (incident inc-1) [gateway]"
+    assert model_part("The set_cooling_setpoint waits for you.", fleet(), facts=approval)[1] == []
+    assert model_part("The approval is a rule-based permission chain.", fleet(), facts=approval)[1]

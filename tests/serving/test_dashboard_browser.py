@@ -192,6 +192,18 @@ def test_approver_approves_from_the_dashboard_and_sees_it_executed(server: tuple
     expect(viewer.locator(f'#decided .approval[data-id="{approval_id}"] .status')).to_have_text(
         "executed", timeout=WAIT_MS)
 
+    # undo: the executed card offers it (the viewer's does not); it opens the setpoint before as a new approval,
+    # proposed by alice, so she cannot approve it herself
+    expect(done.locator(".inverse")).to_have_text(re.compile(r"^set_cooling_setpoint\(unit=cu01, supply_c=25\)"))
+    expect(viewer.locator(f'#decided .approval[data-id="{approval_id}"] .inverse')).to_be_visible()
+    expect(viewer.locator("button.undo")).to_have_count(0)
+    done.locator("button.undo").click()
+    undo = page.locator("#pending .approval.pending", has_text=f"alice, undoing {approval_id}")
+    expect(undo).to_be_visible(timeout=WAIT_MS)
+    expect(undo.locator(".summary")).to_have_text("set_cooling_setpoint(unit=cu01, supply_c=25.0)")
+    expect(done.locator(".inverse")).to_contain_text(f"(proposed as {undo.get_attribute('data-id')})",
+                                                     timeout=WAIT_MS)
+
     # chat: the answer streams in (several updates of the same bubble) and ends with its sources
     page.evaluate("""() => { window.__chatUpdates = 0;
         new MutationObserver((m) => { window.__chatUpdates += m.length; })

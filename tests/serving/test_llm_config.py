@@ -120,3 +120,33 @@ def test_model_choice_folder_id_and_bundled_gguf(tmp_path: Path) -> None:
     require("smollm2")
     gguf = bundled_gguf()
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
+
+
+def test_the_engine_starts_without_rays_usage_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OpsloopLLMServer._start_engine`` overrides ray.serve.llm's (which must exist: a renamed one would make the
+    override dead code) and starts the engine without the report that starts a TelemetryAgent actor."""
+    import asyncio
+
+    from ray.llm._internal.serve.core.server import llm_server as ray_llm_server
+
+    from serving.llm_server import OpsloopLLMServer
+
+    assert issubclass(OpsloopLLMServer, ray_llm_server.LLMServer)
+    assert "_start_engine" in vars(ray_llm_server.LLMServer) and "_start_engine" in vars(OpsloopLLMServer)
+    reports: list[object] = []
+    monkeypatch.setattr(ray_llm_server, "push_telemetry_report_for_all_models", lambda **kw: reports.append(kw))
+
+    class Engine:
+        started = False
+
+        async def start(self) -> None:
+            self.started = True
+
+    server = object.__new__(OpsloopLLMServer)
+    server.engine = Engine()
+    asyncio.run(server._start_engine())
+    assert server.engine.started and reports == []
+    base = object.__new__(OpsloopLLMServer)
+    base.engine, base._llm_config = Engine(), None
+    asyncio.run(ray_llm_server.LLMServer._start_engine(base))  # Ray's own does report: what the override leaves out
+    assert base.engine.started and reports == [{"all_models": [None]}]

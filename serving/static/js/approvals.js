@@ -4,6 +4,8 @@ import { api } from "./api.js";
 import { $, fmtTime, h, kv } from "./dom.js";
 
 const DECIDERS = new Set(["approver", "admin"]);
+// Who may ask for an undo (it proposes the inverse anew, judged by the policy): POST .../undo needs operator.
+const PROPOSERS = new Set(["operator", "approver", "admin"]);
 
 function describeAction(action) {
   const { kind, ...params } = action || {};
@@ -33,6 +35,7 @@ function describeBounds(bounds) {
 
 // Who chose the action (the same words as the Slack card and the CLI: serving/slack_blocks.describe_source).
 function describeSource(ap) {
+  if (ap.source === "operator") return `${ap.proposer}, undoing ${ap.undo_of || "an earlier action"}`;
   if (ap.source !== "llm") return "the runbook mapping (no model)";
   const numbers = ap.emergency ? "; its numbers are the step's own (emergency)" : "";
   return `the model, inside the cited step's bounds${numbers} (its words are marked [model text])`;
@@ -67,13 +70,35 @@ function card(ap, user, onDecided) {
   ];
   if ((ap.decisions || []).length) rows.push(["decided", decisionsList(ap)]);
   if (ap.result) rows.push(["result", `${ap.result.status || ""} ${ap.result.detail || ""}`]);
+  if (ap.undo_of) rows.push(["undoes", h("code", {}, ap.undo_of)]);
+  if (ap.inverse) rows.push(["undo", h("span", { class: "inverse" }, describeAction(ap.inverse),
+    ap.undone_by ? ` (proposed as ${ap.undone_by})` : "")]);
   const node = h("div", { class: `approval ${ap.status}`, dataset: { id: ap.approval_id } },
     h("div", { class: "head" }, h("span", { class: "summary" }, ap.summary),
       h("span", { class: `status ${ap.status}` }, ap.status)),
     h("dl", {}, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
   if (ap.status === "pending" && user && DECIDERS.has(user.role)) node.append(decideForm(ap, user, onDecided));
   else if (ap.status === "pending") node.append(h("p", { class: "muted" }, "Waiting for an approver."));
+  if (ap.status === "executed" && ap.inverse && user && PROPOSERS.has(user.role)) node.append(undoForm(ap, onDecided));
   return node;
+}
+
+// Undo: the inverse recorded as the action ran becomes a new approval (the answer), judged by the same policy.
+function undoForm(ap, onDecided) {
+  const error = h("div", { class: "error", role: "alert" });
+  const button = h("button", { class: "undo", type: "button",
+    title: `propose ${describeAction(ap.inverse)} as a new approval` }, "↶ Undo");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    error.textContent = "";
+    try {
+      onDecided(await api(`/api/approvals/${encodeURIComponent(ap.approval_id)}/undo`, { method: "POST", body: {} }));
+    } catch (e) {
+      error.textContent = e.message;
+    }
+    button.disabled = false;
+  });
+  return h("div", {}, h("div", { class: "decide" }, button), error);
 }
 
 function decideForm(ap, user, onDecided) {
