@@ -38,9 +38,10 @@ Modes: ``--llm none``: no model, the template answer. ``--llm vllm``: each ``--m
 SmolLM2-135M-Instruct, converted once into ``<data-dir>/models``; or a Hugging Face folder) runs on vLLM in a child
 process (``bench/agent_eval_vllm.py``, opsloop's engine arguments), behind a chat model of the ``ChatModel`` port
 that streams one request at a time from the engine; greedy (the request says ``temperature: 0``), the endpoint's
-256-token answer length. TTFT is the time from the request to the answer's first piece (the facts block, sent once
-the model's first token is in, as the endpoint does), total the time to its last. ``--answers F`` keeps each model
-answer by model and prompt with the timings it was measured with; a rerun replays those (marked cached).
+256-token answer length. TTFT is the time from the request to the answer's first piece (the facts block, sent before
+the model has read its prompt, as the endpoint does), total the time to its last (the checked model words).
+``--answers F`` keeps each model answer by model and prompt with the timings it was measured with; a rerun replays
+those (marked cached).
 """
 
 from __future__ import annotations
@@ -442,18 +443,20 @@ async def ask(service: ChatService, question: str) -> dict[str, Any]:
     loading = getattr(service.model, "loading_s", 0.0)
     t0 = time.perf_counter()
     parts, first, error = [], None, None
+    spent_first = 0.0  # an engine start is not the answer's time: what of it came before the first piece
     try:
         deltas, _ = await service.answer(req)
         async for d in deltas:
             if d.text and first is None:
                 first = time.perf_counter() - t0
+                spent_first = getattr(service.model, "loading_s", 0.0) - loading
             parts.append(d.text)
     except ChatError as exc:
         error = f"{exc.status} {exc.code}: {exc.message}"
-    spent = getattr(service.model, "loading_s", 0.0) - loading  # an engine start is not the answer's time
+    spent = getattr(service.model, "loading_s", 0.0) - loading
     total = time.perf_counter() - t0 - spent
     return {"text": "".join(parts), "error": error, "total_s": round(total, 3),
-            "ttft_s": round(first - spent, 3) if first is not None else None}
+            "ttft_s": round(first - spent_first, 3) if first is not None else None}
 
 
 # --- one mode over the states ----------------------------------------------------------------------------------------

@@ -58,12 +58,14 @@ class FleetSettings(BaseModel):
     redfish_verify_tls: bool = Field(
         True, description="Check the Redfish services' TLS certificates (off: accept any, e.g. a BMC's self-signed)."
     )
-    facility: Literal["none", "modbus"] = Field(
+    facility: Literal["none", "modbus", "redfish"] = Field(
         "none",
-        description="The cooling plant opsloop acts on and reads beside the GPU telemetry: none, or modbus (CDUs or "
+        description="The cooling plant opsloop acts on and reads beside the GPU telemetry: none, modbus (CDUs or "
         "CRAHs over Modbus TCP: set_cooling_setpoint and set_fan_speed write the holding registers modbus_map names, "
         "every other action still goes to the actuator, and the same registers are read as cooling-unit telemetry "
-        "every scrape_interval_s).",
+        "every scrape_interval_s) or redfish (CDUs' Redfish services, redfish_urls: set_cooling_setpoint PATCHes "
+        "the CoolingUnit's SupplyTemperatureControlCelsius.SetPoint and set_fan_speed its pumps' "
+        "SpeedControlPercent.SetPoint; the Redfish source reads them back).",
     )
     modbus_endpoint: str | None = Field(
         None, description="HOST[:PORT] (port 502 by default) of the Modbus TCP server of every unit in modbus_map "
@@ -160,6 +162,9 @@ class FleetSettings(BaseModel):
                 if not (unit.endpoint or self.modbus_endpoint):
                     raise ValueError(f"facility=modbus: unit {name} has no endpoint and modbus_endpoint "
                                      "(--modbus-endpoint HOST:PORT) is unset")
+        if self.facility == "redfish" and not self.redfish_urls:
+            raise ValueError("facility=redfish needs redfish_urls (--redfish-url NAME=URL): the CDUs' Redfish "
+                             "services, each NAME the cooling unit it is")
         if self.telemetry == "replay" and self.replay_file is not None and not self.replay_file.is_file():
             raise ValueError(f"replay_file: no such file: {self.replay_file}")
         actuator = getattr(self, "actuator", None)

@@ -90,13 +90,15 @@ class GatewayService:
                                   proposal.problems)
         if problems:
             return await self._refuse_proposal(proposal, problems)
-        return [await self._open(proposal, pa) for pa in proposal.actions]
+        now = time.time()  # the proposal's time, the same for all its approvals (effect reads may wait between them)
+        return [await self._open(proposal, pa, now=now) for pa in proposal.actions]
 
     async def _open(self, proposal: Proposal, pa: ProposedAction, by: str = sm.AGENT, channel: str = "agent",
-                    undo_of: str | None = None) -> Reply:
+                    undo_of: str | None = None, now: float | None = None) -> Reply:
         """Open the approval of one proposed action (``by``: its proposer; ``undo_of``: the approval it undoes), in
-        the state the policy puts it, and run it if that is approved; a repeat answers the approval as it is."""
-        now = time.time()
+        the state the policy puts it, and run it if that is approved; a repeat answers the approval as it is.
+        ``now``: the proposal's time (default: the present)."""
+        now = time.time() if now is None else now
         if why := self.refusal(pa.action):  # nothing here can carry it out: refused now, never run elsewhere
             return await self._refuse_action(proposal, pa, why)
         if problems := await self._resume_problems(pa.action):

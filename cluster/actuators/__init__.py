@@ -5,7 +5,8 @@ failures as ``ActionResult(status="failed")``.
 ``sim`` acts on the simulated fleet, ``nvml`` sets power limits and resets GPUs through NVML (on a Ray cluster in
 the actuator on the target's node: ``node.py``), ``webhook`` POSTs the action to a URL, ``dry-run`` does nothing and
 says so. A facility actuator (setting ``facility``: ``modbus`` writes a
-cooling plant's registers) takes the cooling plant's actions, and a scheduler actuator (setting ``scheduler``:
+cooling plant's registers, ``redfish`` PATCHes its CDUs' ``CoolingUnit`` controls) takes the cooling plant's actions,
+and a scheduler actuator (setting ``scheduler``:
 ``slurm`` drains nodes and requeues jobs through ``scontrol``, ``kubernetes`` cordons nodes and evicts pods through
 the API server) the workload manager's, a ticket actuator (setting
 ``tickets``: ``jira``, ``servicenow``) ``open_ticket`` and a paging actuator (setting ``paging``: ``pagerduty``)
@@ -23,6 +24,7 @@ from cluster.actuators.modbus import ModbusActuator
 from cluster.actuators.node import NodeActuator, NodeActuators
 from cluster.actuators.nvml import NvmlActuator
 from cluster.actuators.paging import PagerDutyPaging
+from cluster.actuators.redfish import RedfishFacilityActuator
 from cluster.actuators.results import action_result
 from cluster.actuators.routing import RoutedActuator
 from cluster.actuators.slurm import SlurmActuator
@@ -76,7 +78,7 @@ SIM_CHANGES = frozenset({"set_cooling_setpoint", "set_fan_speed", "set_power_lim
 
 ACTUATORS = {"sim": SimActuator, "dry-run": DryRunActuator, "nvml": NvmlActuator, "webhook": WebhookActuator}
 #: Facility actuators by the ``facility`` setting's name: the cooling plant's actions go to them.
-FACILITY_ACTUATORS = {"modbus": ModbusActuator}
+FACILITY_ACTUATORS: dict[str, Any] = {"modbus": ModbusActuator, "redfish": RedfishFacilityActuator}
 #: Scheduler actuators by the ``scheduler`` setting's name: drain_node, cordon_gpu and migrate_job go to them.
 SCHEDULER_ACTUATORS: dict[str, Any] = {"slurm": SlurmActuator, "kubernetes": KubernetesActuator}
 #: Ticket actuators by the ``tickets`` setting's name: open_ticket goes to them.
@@ -127,5 +129,5 @@ def _base_actuator(settings: Settings, simulator: Any) -> Any:
 
 __all__ = ["ACTUATORS", "FACILITY_ACTUATORS", "PAGING_ACTUATORS", "SCHEDULER_ACTUATORS", "TICKET_ACTUATORS",
            "DryRunActuator", "JiraTickets", "ModbusActuator", "NodeActuator", "NodeActuators", "NvmlActuator",
-           "PagerDutyPaging", "RoutedActuator", "ServiceNowTickets", "SimActuator", "SlurmActuator",
-           "WebhookActuator", "build_actuator"]
+           "PagerDutyPaging", "RedfishFacilityActuator", "RoutedActuator", "ServiceNowTickets", "SimActuator",
+           "SlurmActuator", "WebhookActuator", "build_actuator"]

@@ -87,8 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         redfish_urls="a Redfish service root of a BMC or CDU (leaks, cooling units, fans); NAME=URL names it as the "
         "GPU telemetry names its host, or as the cooling unit a CDU is; repeatable",
         scrape_interval_s="seconds between two scrapes of a live source (default 5)",
-        facility="the cooling plant: none (default) or modbus (setpoints and fan speeds over Modbus TCP, read back "
-        "as telemetry; --modbus-endpoint, --modbus-map)",
+        facility="the cooling plant: none (default), modbus (setpoints and fan speeds over Modbus TCP, read back "
+        "as telemetry; --modbus-endpoint, --modbus-map) or redfish (setpoints and pump speeds as PATCHes of the "
+        "CDUs' CoolingUnit resources; --redfish-url NAME=URL)",
         modbus_endpoint="Modbus TCP server of the cooling units (HOST[:PORT], port 502 by default)",
         modbus_map="YAML/JSON file of the units' Modbus registers (see `opsloop config show`)",
         actuator="where approved actions run (default: sim with the simulator, else dry-run)",

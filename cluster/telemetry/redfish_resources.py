@@ -66,6 +66,12 @@ def unit_base(t: Target) -> str:
     return base[:32].rstrip("-")
 
 
+def unit_name(base: str, cdu_id: str, count: int) -> str:
+    """The unit name of cooling unit ``cdu_id`` of a service whose units' base name is ``base`` (:func:`unit_base`)
+    and that has ``count`` cooling units: the base itself when it is the only one, else ``<base>-<Id>``."""
+    return base if count == 1 else f"{base}-{re.sub(r'[^a-z0-9-]+', '-', cdu_id.lower())}"[:32].rstrip("-")
+
+
 def number(value: Any) -> float | None:
     """A finite number, else None (a BMC's ``"Out of range"``, null, NaN)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -240,7 +246,7 @@ async def walk(get: Getter, root: dict, t: Target, ts: float, problems: list[str
     for fields in chassis:
         out.append(build(FacilitySample, {"ts": ts, "source": t.name, **owner, **fields}, problems))
     for c in sorted(cdu_fields, key=lambda c: c["id"]):
-        unit = base if len(cdus) == 1 else f"{base}-{re.sub(r'[^a-z0-9-]+', '-', c['id'].lower())}"[:32].rstrip("-")
+        unit = unit_name(base, c["id"], len(cdus))
         nodes = tuple((serves or {}).get(unit, ()))
         frac = c["flow_lpm"] / c["rated_lpm"] if c["flow_lpm"] is not None and c["rated_lpm"] else None
         if c["supply_c"] is None:

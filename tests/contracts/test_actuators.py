@@ -13,7 +13,9 @@ What the gateway relies on, whichever actuator carries the action out:
   new value), and a backend that cannot be reached makes the value now unknown, with why, never an exception.
 
 The webhook's receiver is a real HTTP server on 127.0.0.1, the Modbus actuator's cooling plant pymodbus's own
-Modbus TCP server (it, and the router that sends it the plant's actions, are tried with a setpoint); NVML needs
+Modbus TCP server (it, and the router that sends it the plant's actions, are tried with a setpoint), the Redfish
+facility actuator's a local Redfish service that applies PATCH over the CDU mockup
+(``tests/actuators/redfish_server.py``: no packaged one does); NVML needs
 an NVIDIA GPU (and root to set a power limit): its "executes" cases are marked ``gpu``, and without a GPU NVML is
 this host's unreachable backend. Jira, ServiceNow and PagerDuty are local HTTPS fakes of their APIs
 (``tests/actuators/ticket_fakes.py``), tried with ``open_ticket`` and ``notify``. The Kubernetes actuator runs
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -48,6 +51,7 @@ from cluster.actuators import (
     ModbusActuator,
     NvmlActuator,
     PagerDutyPaging,
+    RedfishFacilityActuator,
     RoutedActuator,
     ServiceNowTickets,
     SimActuator,
@@ -62,6 +66,7 @@ from cluster.telemetry.sim import Simulator, SimulatorService
 from policies.actions import Action, action_targets, parse_action
 from tests.actuators.k8s_api import KubeApiStub, write_kubeconfig
 from tests.actuators.modbus_server import ModbusPlant, plant_map
+from tests.actuators.redfish_server import PatchableRedfish
 from tests.actuators.ticket_fakes import FakeJira, FakePagerDuty, FakeServiceNow, TestCA, basic
 from tests.actuators.webhook_receiver import CAP, WebhookReceiver
 from tests.helpers import free_port
@@ -148,6 +153,26 @@ async def modbus_dead() -> AsyncIterator[Any]:
     yield plant_actuator(f"127.0.0.1:{free_port()}")
 
 
+CDU_MOCKUP = Path(__file__).resolve().parents[1] / "fixtures" / "redfish" / "cdu"
+
+
+@asynccontextmanager
+async def redfish() -> AsyncIterator[Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(CDU_MOCKUP, Path(tmp) / "cdu")
+        with PatchableRedfish(Path(tmp) / "cdu") as svc:
+            act = RedfishFacilityActuator([f"cu01={svc.url}"], timeout_s=2.0, retry_after_s=0.01)
+            yield act
+            await act.aclose()
+
+
+@asynccontextmanager
+async def redfish_dead() -> AsyncIterator[Any]:
+    act = RedfishFacilityActuator([f"cu01=http://127.0.0.1:{free_port()}"], timeout_s=2.0, retry_after_s=0.01)
+    yield act
+    await act.aclose()
+
+
 @asynccontextmanager
 async def routed() -> AsyncIterator[Any]:
     async with modbus() as facility:
@@ -228,6 +253,7 @@ IMPLS: dict[str, Impl] = {
     "webhook": Impl(WebhookActuator, webhook, webhook_dead),
     "nvml": Impl(NvmlActuator, nvml, nvml_dead),
     "modbus": Impl(ModbusActuator, modbus, modbus_dead, action=COOL),
+    "redfish": Impl(RedfishFacilityActuator, redfish, redfish_dead, action=COOL),
     "routed": Impl(RoutedActuator, routed, routed_dead, action=COOL),
     "jira": Impl(JiraTickets, jira, jira_dead, action=TICKET),
     "servicenow": Impl(ServiceNowTickets, servicenow, servicenow_dead, action=TICKET),
