@@ -29,7 +29,10 @@ GPU (the compute share of the baseline times ``median clock / its clock − 1``)
 the steps that were over (a momentary clock dip of a neighbour does not count), against the worst link's
 excess all-reduce time (the all-reduce share times ``1 / bandwidth fraction − 1``). The larger cost is
 the culprit; ``cost_share`` is that cost over the job's lost time (its median step over the line minus
-the baseline).
+the baseline). The event prices it: ``excess_ms`` is the culprit's extra time per step, ``wait_gpu_s`` the
+GPU-seconds the job waits for it per step (``excess·(N − 1)`` for a GPU, whose N − 1 peers idle at the
+barrier; ``excess·N`` for a link, which every GPU waits on), and ``gpu_h_per_h`` that over the slow step,
+the GPU-hours it costs per hour of the job.
 """
 
 from __future__ import annotations
@@ -216,12 +219,17 @@ class NetworkModel:
 
     def _straggler(self, s: JobSample, js: JobState) -> Event:
         flagged = [b for b in range(min(CONFIRM_OF, len(js.steps))) if js.over >> b & 1]  # b steps ago
-        lost = float(np.median([js.steps[-1 - b] for b in flagged])) - js.baseline_ms
+        slow_ms = float(np.median([js.steps[-1 - b] for b in flagged]))
+        lost = slow_ms - js.baseline_ms
         culprit, kind, cost, factor = self._culprit(js, flagged)
+        n = len(js.gpus)
+        wait_gpu_s = cost / 1000.0 * (n - 1 if kind == "gpu" else n)  # a GPU's peers wait; all wait on a link
         data = {"job": s.job, "culprit": culprit, "culprit_kind": kind, "step_ms": s.step_ms,
                 "baseline_ms": round(js.baseline_ms, 3), "cost_pct": round(100.0 * (1 - js.baseline_ms / s.step_ms), 1),
                 "slowdown_x": round(factor, 3), "gpus": len(js.gpus),
                 "cost_share": round(min(cost / lost, 1.0), 3) if lost > 0 else 0.0,
+                "excess_ms": round(cost, 3), "wait_gpu_s": round(wait_gpu_s, 3),
+                "gpu_h_per_h": round(wait_gpu_s * 1000.0 / slow_ms, 3),
                 "threshold_ms": round(self._line(js), 3), "spread_ms": round(js.spread_ms, 3)}
         return Event.make("straggler", s.job, s.ts, "warning", data)
 
