@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -10,11 +11,41 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+#: Ports the tests hand out: above Ray's worker ports (10002–19999 by default) and below the kernel's ephemeral
+#: range, from which every outgoing connection and every ``bind(0)`` (Ray's GCS, raylet and agents included) draws.
+_TEST_PORTS = (20000, 32767)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on loopback that nothing listens on now and that nothing else will take before the test binds it.
+
+    A port the kernel picks (``bind(0)``) is in its ephemeral range, where it may hand the same port to an outgoing
+    connection or to Ray's own servers in the seconds before the test's server binds it (seen: Serve's proxy failed
+    to bind such a port while ``opsloop up`` was starting Ray). So the port comes from below that range, and each
+    is handed out once per test process."""
+    lo, hi = _TEST_PORTS[0], min(_TEST_PORTS[1], _ephemeral_low() - 1)
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(lo, hi) if hi > lo else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 in {lo}-{hi}")
 
 
 def wait_for(fn: Callable[[], T], timeout_s: float = 180.0, every_s: float = 0.5) -> T:

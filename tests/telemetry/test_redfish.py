@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,17 +26,12 @@ from cluster.telemetry.redfish import RedfishSource
 from cluster.telemetry.samples import CoolingSample, FacilitySample, GpuSample, SourceStatus
 from knowledge.retrieval import KnowledgeBase
 from policies.policy import load_policy
+from tests.helpers import free_port
 from tests.requirements_check import require
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "redfish"
 DETECTORS = "Chassis/1/ThermalSubsystem/LeakDetection/LeakDetectors"
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StaticRedfish:
