@@ -1,27 +1,30 @@
-"""Delivery of one HTTP actuator call with retries (tenacity): transient failures (connect errors, timeouts,
-408, 429, 5xx) are tried again after an exponential backoff with jitter, honouring a ``Retry-After`` up to a
-cap, within a bounded number of tries and a total time budget. Every try sends the same request, headers
-included, so the receiver sees one ``Idempotency-Key`` however often it is asked. The outcome is data
-(:class:`Delivery`), never an exception: the actuator turns it into an ``ActionResult``."""
+"""Delivery of an actuator's call to a service with retries (tenacity), the one retry loop of the webhook, ticket and
+paging actuators: transient failures (no answer, 408, 429, 5xx) are tried again after an exponential backoff with
+jitter, honouring a ``Retry-After`` up to a cap (one beyond it ends the retries), within a bounded number of tries
+and a total time budget. A failed try raises :class:`CallFailed` (built by :func:`answered` or :func:`unreachable`),
+whose reason is free of secrets; the actuator turns the outcome into an ``ActionResult``. The caller sends the same
+request on every try, headers included, so a receiver sees one ``Idempotency-Key`` however often it is asked."""
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_result,
+    retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
 from cluster.masking import redact_url
 
@@ -29,11 +32,10 @@ if TYPE_CHECKING:
     from cluster.settings import Settings
 
 log = logging.getLogger("opsloop.actuators")
+T = TypeVar("T")
 
 #: Statuses worth another try besides any 5xx: the receiver timed out reading, or asks us to slow down.
 RETRYABLE_4XX = frozenset({408, 429})
-#: A try's time never shrinks below this, so the last try within the budget can still connect.
-MIN_TRY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,37 +55,6 @@ class RetryPolicy:
                    settings.actuator_retry_max_s, settings.actuator_retry_total_s)
 
 
-@dataclass(frozen=True)
-class Try:
-    """One try's outcome: ``status`` None means no answer (connect error, timeout)."""
-
-    status: int | None
-    detail: str
-    retry_after_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def transient(self) -> bool:
-        return self.status is None or self.status >= 500 or self.status in RETRYABLE_4XX
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The outcome of a call: its last try, how many tries were made and why the retries ended."""
-
-    last: Try
-    tries: int
-    elapsed_s: float
-    gave_up: str = ""  # why a transient failure was not tried again ("" when it succeeded or was permanent)
-
-    @property
-    def ok(self) -> bool:
-        return self.last.ok
-
-
 def retry_after_s(value: str | None) -> float | None:
     """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date); None if absent or unreadable."""
     if not value:
@@ -98,89 +69,103 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _last(state: RetryCallState) -> Try:
-    """The outcome of the try just made (tries return data; a bug's exception is re-raised here)."""
-    assert state.outcome is not None
-    return state.outcome.result()  # type: ignore[no-any-return]
+class CallFailed(Exception):
+    """A call to a service did not succeed: ``status`` (``None``: no answer) and a reason free of secrets."""
+
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.status, self.retry_after = reason, status, retry_after
+        self.tries = 1
+        self.gave_up = ""
+
+    @property
+    def transient(self) -> bool:
+        """Worth another try: no answer, 408, 429 or a 5xx."""
+        return self.status is None or self.status >= 500 or self.status in RETRYABLE_4XX
+
+    def detail(self, who: str = "the service") -> str:
+        """The reason, with how often it was tried when more than once or the retries ran out (else that ``who``
+        refused it)."""
+        if self.tries > 1 or self.gave_up:
+            return f"{self.reason} (after {self.tries} tries" + (f"; {self.gave_up})" if self.gave_up else ")")
+        return self.reason + ("" if self.transient else f" (not retried: {who} refused it)")
 
 
-class _Wait:
-    """Exponential backoff with jitter, or the receiver's ``Retry-After`` when it asks for longer."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.backoff = wait_exponential(multiplier=policy.initial_s, max=policy.max_s) + wait_random(
-            0, policy.initial_s
-        )
-        self.max_s = policy.max_s
-
-    def __call__(self, state: RetryCallState) -> float:
-        last = _last(state)
-        return min(max(self.backoff(state), last.retry_after_s or 0.0), self.max_s)
+def said(status: int, text: str) -> str:
+    """``answered <status>: <the body's first 200 characters, white space folded>``."""
+    text = " ".join(text.split())[:200]
+    return f"answered {status}" + (f": {text}" if text else "")
 
 
-def _asks_too_long(max_s: float) -> Any:
-    def stop(state: RetryCallState) -> bool:
-        last = _last(state)
-        return last.retry_after_s is not None and last.retry_after_s > max_s
+def answered(status: int, text: str, headers: Any = None) -> CallFailed:
+    """The :class:`CallFailed` of an HTTP answer ``status`` with body ``text`` (its ``Retry-After`` read on a 429 or
+    503)."""
+    wait = retry_after_s(headers.get("Retry-After")) if headers is not None and status in (429, 503) else None
+    return CallFailed(said(status, text), status, wait)
 
-    return stop
+
+def unreachable(exc: BaseException) -> CallFailed:
+    """The :class:`CallFailed` of a call that got no answer (the URLs in its text redacted)."""
+    text = re.sub(r"\w+://\S+", lambda m: redact_url(m[0]), " ".join(str(exc).split()))[:300]
+    return CallFailed(f"unreachable: {exc.__class__.__name__}" + (f": {text}" if text else ""))
 
 
-async def post_with_retries(
-    url: str, body: dict[str, Any], headers: dict[str, str], timeout_s: float, policy: RetryPolicy,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> Delivery:
-    """POST ``body`` as JSON to ``url`` until a 2xx, a permanent answer, or the policy's bounds.
+def _failed(state: RetryCallState) -> CallFailed | None:
+    """The failure of the try just made (None: another exception, a bug, which tenacity re-raises)."""
+    exc = state.outcome.exception() if state.outcome else None
+    return exc if isinstance(exc, CallFailed) else None
 
-    Args:
-        url: where to POST (shown redacted in details and logs).
-        body: the JSON body, the same on every try.
-        headers: sent unchanged on every try (the ``Idempotency-Key`` among them); never logged.
-        timeout_s: the bound of one try (shortened to what is left of ``policy.total_s``).
-        policy: tries, backoff and the total time budget.
-        transport: an httpx transport (tests); default: the network.
+
+class _AsksTooLong(stop_base):
+    """Stops when the service asks to be tried again later than ``max_s`` from now."""
+
+    def __init__(self, max_s: float) -> None:
+        self.max_s = max_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = _failed(retry_state)
+        return exc is not None and exc.retry_after is not None and exc.retry_after > self.max_s
+
+
+async def call_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy, what: str) -> tuple[T, int]:
+    """Await ``attempt()`` until it returns (its value and how many tries it took), raises a permanent
+    :class:`CallFailed`, or the policy's bounds end the retries: its tries, its time, or a ``Retry-After`` beyond
+    ``policy.max_s`` (one up to it is waited for). ``what`` names the service in the log line of each retry.
+
+    Raises:
+        CallFailed: the last try's failure, with ``tries`` and, for a transient one, ``gave_up`` set.
     """
-    shown = redact_url(url)
-    start = time.monotonic()
+    tries = 0
+    backoff = wait_exponential(multiplier=policy.initial_s, max=policy.max_s) + wait_random(0, policy.initial_s)
 
-    async def attempt(client: httpx.AsyncClient) -> Try:
-        left = policy.total_s - (time.monotonic() - start)
-        try:
-            resp = await client.post(url, json=body, headers=headers, timeout=max(MIN_TRY_S, min(timeout_s, left)))
-        except httpx.HTTPError as exc:
-            return Try(None, f"unreachable: {exc.__class__.__name__}: {exc}".rstrip(": "))
-        text = resp.text[:200].strip()
-        return Try(resp.status_code, f"answered {resp.status_code}" + (f": {text}" if text else ""),
-                   retry_after_s(resp.headers.get("Retry-After")) if resp.status_code in (429, 503) else None)
+    def wait(state: RetryCallState) -> float:
+        exc = _failed(state)
+        return min(max(backoff(state), exc.retry_after if exc and exc.retry_after else 0.0), policy.max_s)
 
     def before_sleep(state: RetryCallState) -> None:
-        last = _last(state)
-        log.warning("%s %s (try %d of %d); again in %.2f s", shown, last.detail, state.attempt_number,
-                    policy.attempts, state.upcoming_sleep)
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("%s %s (try %d of %d); again in %.2f s", what, getattr(exc, "reason", exc),
+                    state.attempt_number, policy.attempts, state.upcoming_sleep)
 
     retrying = AsyncRetrying(
-        retry=retry_if_result(lambda t: t.transient),
-        stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_s) | _asks_too_long(policy.max_s),
-        wait=_Wait(policy),
-        before_sleep=before_sleep,
-        retry_error_callback=_last,  # out of tries or time: the last try is the outcome
+        retry=retry_if_exception(lambda e: isinstance(e, CallFailed) and e.transient),
+        stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_s) | _AsksTooLong(policy.max_s),
+        wait=wait, before_sleep=before_sleep, reraise=True,
     )
-    tries = 0
-    async with httpx.AsyncClient(transport=transport) as client:
-
-        async def counted() -> Try:
-            nonlocal tries
-            tries += 1
-            return await attempt(client)
-
-        last: Try = await retrying(counted)
-    elapsed = time.monotonic() - start
-    gave_up = ""
-    if last.transient:
-        if last.retry_after_s is not None and last.retry_after_s > policy.max_s:
-            gave_up = f"it asked to retry after {last.retry_after_s:.0f} s, more than the {policy.max_s:g} s cap"
-        elif tries >= policy.attempts:
-            gave_up = f"no success in {tries} {'try' if tries == 1 else 'tries'}"
-        else:
-            gave_up = f"the {policy.total_s:g} s budget would be spent before another try"
-    return Delivery(last, tries, elapsed, gave_up)
+    try:
+        async for try_ in retrying:
+            with try_:
+                tries += 1
+                return await attempt(), tries
+    except CallFailed as exc:
+        exc.tries = tries
+        if exc.transient:
+            if exc.retry_after is not None and exc.retry_after > policy.max_s:
+                exc.gave_up = (f"it asked to retry after {exc.retry_after:.0f} s, more than the {policy.max_s:g} s "
+                               "cap")
+            elif tries >= policy.attempts:
+                exc.gave_up = f"no success in {tries} {'try' if tries == 1 else 'tries'}"
+            else:
+                exc.gave_up = f"the {policy.total_s:g} s budget would be spent before another try"
+        raise
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover

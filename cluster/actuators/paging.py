@@ -4,7 +4,7 @@ actuator (``routing.py``).
 
 Idempotent by PagerDuty's own deduplication: the event's ``dedup_key`` is the action id, so a retry (within one call,
 across calls or after a restart) joins the alert the first try opened instead of paging anyone twice. Transient
-failures (no answer, 408, 429, 5xx) are tried again with backoff (``tickets.call_with_retries``, the
+failures (no answer, 408, 429, 5xx) are tried again with backoff (``http_retry.call_with_retries``, the
 ``actuator_retry_*`` settings) in place of the client's own retries, which can wait minutes; any other answer is
 final. The routing key travels in the event's body: it appears in no result, effect or log line.
 """
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.http_retry import RetryPolicy
+from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, unreachable
 from cluster.actuators.results import action_result
-from cluster.actuators.tickets import BUDGET_S, CallFailed, answered, call_with_retries, missing, unreachable
+from cluster.actuators.tickets import BUDGET_S, missing
 from cluster.masking import MASK, redact_url
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, Notify
@@ -132,8 +132,8 @@ class PagerDutyPaging:
         where = f"PagerDuty {redact_url(self.events_url)}"
         event = self.event(action, action_id, approval_id, traceparent)
         try:
-            key, tries = await asyncio.wait_for(call_with_retries(lambda: self._trigger(event), self.retry, where),
-                                                BUDGET_S)
+            key, tries = await asyncio.wait_for(
+                call_with_retries(lambda: asyncio.to_thread(self._trigger, event), self.retry, where), BUDGET_S)
         except TimeoutError:
             return action_result(action, action_id, approval_id, "failed",
                                  f"{where} gave no complete answer within {BUDGET_S:g} s", traceparent)

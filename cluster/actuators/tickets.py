@@ -7,7 +7,7 @@ Idempotent across restarts, not only by action id within one process: a ticket c
 one, so a retry finds the ticket an earlier try opened. (Jira Cloud indexes a new issue for search within seconds;
 a retry inside that window could open a second one.)
 
-Transient failures (no answer, 408, 429, 5xx) are tried again with backoff (:func:`call_with_retries`, bounded by
+Transient failures (no answer, 408, 429, 5xx) are tried again with backoff (``http_retry.call_with_retries``, bounded by
 the ``actuator_retry_*`` settings); any other answer is final and the action fails with the service's own words.
 The clients are synchronous (requests): each try runs in a worker thread, and one execution is bounded by
 :data:`BUDGET_S`; a try still running then may yet open its ticket, which the next execution finds by its tag.
@@ -19,27 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import re
 import threading
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_exponential,
-    wait_random,
-)
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.http_retry import RETRYABLE_4XX, RetryPolicy, retry_after_s
+from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, unreachable
 from cluster.actuators.results import action_result
 from cluster.masking import redact_url
 from cluster.telemetry.samples import ActionResult
@@ -47,9 +35,6 @@ from policies.actions import Action, OpenTicket, describe
 
 if TYPE_CHECKING:
     from cluster.settings import Settings
-
-log = logging.getLogger("opsloop.actuators")
-T = TypeVar("T")
 
 #: The action kinds a ticket system carries out (setting ``tickets``).
 TICKET_KINDS = frozenset({"open_ticket"})
@@ -71,80 +56,6 @@ def tag(approval_id: str) -> str:
 def missing(package: str, extra: str, what: str) -> ValueError:
     """The error of an optional service client that is not installed."""
     return ValueError(f"{what} needs the {package} package: pip install 'opsloop[{extra}]'")
-
-
-class CallFailed(Exception):
-    """A call to a service did not succeed: ``status`` (``None``: no answer) and a reason free of secrets."""
-
-    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.status, self.retry_after = reason, status, retry_after
-        self.tries = 1
-        self.gave_up = ""
-
-    @property
-    def transient(self) -> bool:
-        """Worth another try: no answer, 408, 429 or a 5xx."""
-        return self.status is None or self.status >= 500 or self.status in RETRYABLE_4XX
-
-    def detail(self) -> str:
-        """The reason, with how often it was tried when more than once or the retries ran out."""
-        if self.tries > 1 or self.gave_up:
-            return f"{self.reason} (after {self.tries} tries" + (f"; {self.gave_up})" if self.gave_up else ")")
-        return self.reason + ("" if self.transient else " (not retried: the service refused it)")
-
-
-def answered(status: int, text: str, headers: Any = None) -> CallFailed:
-    """The :class:`CallFailed` of an HTTP answer ``status`` with body ``text``."""
-    wait = retry_after_s(headers.get("Retry-After")) if headers is not None and status in (429, 503) else None
-    text = " ".join(text.split())[:200]
-    return CallFailed(f"answered {status}" + (f": {text}" if text else ""), status, wait)
-
-
-def unreachable(exc: BaseException) -> CallFailed:
-    """The :class:`CallFailed` of a call that got no answer (the URLs in its text redacted)."""
-    text = re.sub(r"\w+://\S+", lambda m: redact_url(m[0]), " ".join(str(exc).split()))[:300]
-    return CallFailed(f"unreachable: {exc.__class__.__name__}" + (f": {text}" if text else ""))
-
-
-async def call_with_retries(call: Callable[[], T], policy: RetryPolicy, what: str) -> tuple[T, int]:
-    """Run the blocking ``call`` in a thread until it returns (its value and how many tries it took), raises a
-    permanent :class:`CallFailed`, or the policy's tries or time run out (a ``Retry-After`` up to ``policy.max_s``
-    is honoured).
-
-    Raises:
-        CallFailed: the last try's failure, with ``tries`` and, for a transient one, ``gave_up`` set.
-    """
-    tries = 0
-    backoff = wait_exponential(multiplier=policy.initial_s, max=policy.max_s) + wait_random(0, policy.initial_s)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        asked = exc.retry_after if isinstance(exc, CallFailed) and exc.retry_after else 0.0
-        return min(max(backoff(state), asked), policy.max_s)
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("%s %s (try %d of %d); again in %.2f s", what, getattr(exc, "reason", exc),
-                    state.attempt_number, policy.attempts, state.upcoming_sleep)
-
-    retrying = AsyncRetrying(
-        retry=retry_if_exception(lambda e: isinstance(e, CallFailed) and e.transient),
-        stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.total_s),
-        wait=wait, before_sleep=before_sleep, reraise=True,
-    )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                tries += 1
-                return await asyncio.to_thread(call), tries
-    except CallFailed as exc:
-        exc.tries = tries
-        if exc.transient:
-            exc.gave_up = (f"no success in {tries} {'try' if tries == 1 else 'tries'}" if tries >= policy.attempts
-                           else f"the {policy.total_s:g} s budget would be spent before another try")
-        raise
-    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
 
 
 class _Tickets:
@@ -180,8 +91,8 @@ class _Tickets:
         where = f"{self.service} {redact_url(self.url)}"
         try:
             detail, tries = await asyncio.wait_for(
-                call_with_retries(lambda: self._open(action, action_id, approval_id, traceparent), self.retry,
-                                  where), BUDGET_S)
+                call_with_retries(lambda: asyncio.to_thread(self._open, action, action_id, approval_id, traceparent),
+                                  self.retry, where), BUDGET_S)
         except TimeoutError:
             return action_result(action, action_id, approval_id, "failed",
                                  f"{where} gave no complete answer within {BUDGET_S:g} s", traceparent)
@@ -246,7 +157,7 @@ class JiraTickets(_Tickets):
 
     def _jira(self) -> Any:
         """The client, made on first use (it reads the site's serverInfo: Cloud and Data Center search differently);
-        the jira package's own retries are off, :func:`call_with_retries` does them."""
+        the jira package's own retries are off, ``http_retry.call_with_retries`` does them."""
         with self._lock:
             if self._client is None:
                 from jira import JIRA

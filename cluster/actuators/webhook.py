@@ -1,25 +1,28 @@
 """The webhook actuator: POSTs the approved action as JSON to a configured URL (a BMS, Slurm or Kubernetes
 hook), with an ``Idempotency-Key`` header equal to the action id, so the receiver can drop a repeat.
 
-Transient failures (connect errors, timeouts, 408, 429, 5xx) are retried with backoff (``http_retry``);
-the action fails, with the reason, when the tries or the time budget run out or the receiver says no (4xx)."""
+Transient failures (connect errors, timeouts, 408, 429, 5xx) are retried with backoff (``http_retry``); the
+action fails, with the reason, when the tries or the time budget run out or the receiver says no (4xx)."""
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 
 import httpx
 from pydantic import SecretStr
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.http_retry import RetryPolicy, post_with_retries
+from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, said, unreachable
 from cluster.actuators.results import action_result
 from cluster.masking import redact_url
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, describe
 
 DEFAULT_TIMEOUT_S = 10.0
+#: A try's time never shrinks below this, so the last try within the budget can still connect.
+MIN_TRY_S = 0.05
 
 
 class WebhookActuator:
@@ -48,11 +51,30 @@ class WebhookActuator:
             headers["Authorization"] = f"Bearer {self.token.get_secret_value()}"
         if traceparent:
             headers["traceparent"] = traceparent
-        d = await post_with_retries(self.url, body, headers, self.timeout_s, self.retry, self.transport)
-        ok = d.ok
-        detail = f"webhook {redact_url(self.url)} {d.last.detail}"
-        if d.tries > 1 or d.gave_up:
-            detail += f" (after {d.tries} tries in {d.elapsed_s:.1f} s" + (f"; {d.gave_up})" if d.gave_up else ")")
+        shown = f"webhook {redact_url(self.url)}"
+        start = time.monotonic()
+        async with httpx.AsyncClient(transport=self.transport) as client:
+
+            async def post() -> str:
+                left = self.retry.total_s - (time.monotonic() - start)
+                try:
+                    resp = await client.post(self.url, json=body, headers=headers,
+                                             timeout=max(MIN_TRY_S, min(self.timeout_s, left)))
+                except httpx.HTTPError as exc:
+                    raise unreachable(exc) from None
+                if not 200 <= resp.status_code < 300:
+                    raise answered(resp.status_code, resp.text, resp.headers)
+                return said(resp.status_code, resp.text)
+
+            try:
+                detail, tries = await call_with_retries(post, self.retry, redact_url(self.url))
+                ok, gave_up = True, ""
+            except CallFailed as exc:
+                ok, detail, tries, gave_up = False, exc.reason, exc.tries, exc.gave_up
+        detail = f"{shown} {detail}"
+        if tries > 1 or gave_up:
+            elapsed = time.monotonic() - start
+            detail += f" (after {tries} tries in {elapsed:.1f} s" + (f"; {gave_up})" if gave_up else ")")
         elif not ok:
             detail += " (not retried: the receiver refused it)"
         result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
