@@ -27,17 +27,16 @@ reason. Any other kind is refused. Idempotent by action id. Credentials never ap
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from redfish.aio import AsyncRedfishClient, RedfishError
 
 from actors.gateway.effects import Effect
 from cluster.actuators.modbus import FACILITY_KINDS
 from cluster.actuators.results import action_result
+from cluster.telemetry.redfish import RedfishClients
 from cluster.telemetry.redfish_resources import ROOT, Target, follow, members, parse_target, unit_base, unit_name
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
@@ -119,19 +118,13 @@ class RedfishFacilityActuator:
                  retry_after_s: float = RETRY_AFTER_S, verify_tls: bool = True, ca_file: str | None = None) -> None:
         if not urls:
             raise ValueError("facility=redfish needs the CDUs' Redfish services (redfish_urls, --redfish-url)")
-        if (username is None) != (password is None):
-            raise ValueError("a Redfish username needs its password (and a password its username)")
         self.targets = [parse_target(u) for u in urls]
         for t in self.targets:
             if "@" in t.url:
                 raise ValueError(f"Redfish service {t.name}: put the account in redfish_username and "
                                  "redfish_password, not in the URL")
-        self.username, self.password, self.auth = username, password, auth
+        self.clients = RedfishClients(self.targets, username, password, auth, timeout_s, verify_tls, ca_file)
         self.timeout_s, self.retry_after_s = timeout_s, retry_after_s
-        self.verify_tls, self.ca_file = verify_tls, ca_file
-        self._session: aiohttp.ClientSession | None = None
-        self._clients: dict[str, AsyncRedfishClient] = {}
-        self._logged_in: set[str] = set()
         self._done: dict[str, ActionResult] = {}
 
     @classmethod
@@ -142,38 +135,16 @@ class RedfishFacilityActuator:
                    s.redfish_password.get_secret_value() if s.redfish_password else None,
                    timeout_s=s.scrape_timeout_s, verify_tls=s.redfish_verify_tls)
 
-    def __getstate__(self) -> dict:
-        """Picklable into an actor: the HTTP session is made again where it runs."""
-        return {**self.__dict__, "_session": None, "_clients": {}, "_logged_in": set()}
-
     async def aclose(self) -> None:
         """Log out of the services and close the HTTP session."""
-        for name in sorted(self._logged_in):
-            try:
-                await self._clients[name].logout()
-            except (RedfishError, ValueError):
-                pass
-        self._logged_in.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session, self._clients = None, {}
+        await self.clients.aclose()
 
     async def _client(self, t: Target) -> AsyncRedfishClient:
-        if self._session is None or self._session.closed:
-            tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file) if self.verify_tls else False
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
-            self._clients = {x.name: AsyncRedfishClient(x.url, self.username, self.password, session=self._session,
-                                                        timeout=self.timeout_s) for x in self.targets}
-            self._logged_in = set()
-        client = self._clients[t.name]
-        if self.username is not None and t.name not in self._logged_in:
-            try:
-                await asyncio.wait_for(client.login(auth=self.auth), self.timeout_s)
-            except (RedfishError, ValueError, TimeoutError) as exc:  # ValueError: login over plain http
-                raise Refused(f"login to {t.url} failed: {type(exc).__name__}: {exc}",
-                              transient=not isinstance(exc, ValueError)) from None
-            self._logged_in.add(t.name)
-        return client
+        try:
+            return await self.clients.client(t)
+        except (RedfishError, ValueError, TimeoutError) as exc:  # ValueError: login over plain http
+            raise Refused(f"login to {t.url} failed: {type(exc).__name__}: {exc}",
+                          transient=not isinstance(exc, ValueError)) from None
 
     async def _request(self, t: Target, method: str, path: str, body: dict | None = None,
                        headers: dict | None = None) -> Any:
@@ -187,7 +158,7 @@ class RedfishFacilityActuator:
             cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})"[:300] if exc.__cause__ else ""
             raise Refused(f"{method} {path} on {t.url}: {exc}{cause}", transient=True) from None
         if resp.status == 401:
-            self._logged_in.discard(t.name)  # an expired session: log in again on the next try
+            self.clients.expired(t)  # an expired session: log in again on the next try
         if resp.status >= 400:
             msg = _message(resp)
             raise Refused(f"{method} {path} on {t.url}: HTTP {resp.status}" + (f": {msg}" if msg else ""),

@@ -52,6 +52,79 @@ from cluster.telemetry.redfish_resources import ROOT, Target, parse_target, walk
 from cluster.telemetry.samples import Sample, SourceStatus
 
 
+class RedfishClients:
+    """The Redfish source's and the Redfish actuator's connections: one HTTP session, one ``AsyncRedfishClient`` per
+    service, each logged in on first use; picklable into an actor (the session is made again where it runs).
+
+    Args:
+        targets: The services.
+        username: Account on every service (with ``password``); None acts anonymously. Login needs HTTPS.
+        password: The account's password.
+        auth: ``session`` (a Redfish session) or ``basic`` (HTTP Basic on each request).
+        timeout_s: Bound of one request, and of a login.
+        verify_tls: Check the services' certificates (``ca_file`` for a private CA); False accepts any.
+        ca_file: CA bundle for the services' certificates.
+        max_concurrent: Requests in flight to one service at once (0: no bound).
+    """
+
+    def __init__(self, targets: Sequence[Target], username: str | None, password: str | None,
+                 auth: Literal["session", "basic"], timeout_s: float, verify_tls: bool, ca_file: str | None,
+                 max_concurrent: int = 0) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("a Redfish username needs its password (and a password its username)")
+        self.targets = list(targets)
+        self.username, self.password, self.auth = username, password, auth
+        self.timeout_s, self.max_concurrent = timeout_s, max_concurrent
+        self.verify_tls, self.ca_file = verify_tls, ca_file
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, AsyncRedfishClient] = {}
+        self._logged_in: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_session": None, "_clients": {}, "_logged_in": set()}
+
+    def _open(self) -> None:
+        if self._session is not None and not self._session.closed:
+            return
+        tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file) if self.verify_tls else False
+        connector = aiohttp.TCPConnector(ssl=tls, limit_per_host=self.max_concurrent)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._clients = {t.name: AsyncRedfishClient(t.url, self.username, self.password, session=self._session,
+                                                    timeout=self.timeout_s) for t in self.targets}
+        self._logged_in = set()
+
+    async def client(self, t: Target) -> AsyncRedfishClient:
+        """The client of service ``t``, logged in when there is an account.
+
+        Raises:
+            RedfishError: the login was refused or got no answer.
+            ValueError: a login over plain http (the library refuses it).
+            TimeoutError: no answer to the login within ``timeout_s``.
+        """
+        self._open()
+        client = self._clients[t.name]
+        if self.username is not None and t.name not in self._logged_in:
+            await asyncio.wait_for(client.login(auth=self.auth), self.timeout_s)
+            self._logged_in.add(t.name)
+        return client
+
+    def expired(self, t: Target) -> None:
+        """Service ``t`` no longer knows our session (it answered 401): log in again on the next use."""
+        self._logged_in.discard(t.name)
+
+    async def aclose(self) -> None:
+        """Log out of the services and close the HTTP session."""
+        for name in sorted(self._logged_in):
+            try:
+                await self._clients[name].logout()
+            except (RedfishError, ValueError):
+                pass
+        self._logged_in.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session, self._clients = None, {}
+
+
 class RedfishSource:
     """``TelemetrySource`` over Redfish BMCs and CDUs (one poll of every service per read, all at once).
 
@@ -76,50 +149,22 @@ class RedfishSource:
                  verify_tls: bool = True, ca_file: str | None = None, max_concurrent: int = 4) -> None:
         if not urls:
             raise ValueError("the redfish source needs at least one service URL (--redfish-url URL)")
-        if (username is None) != (password is None):
-            raise ValueError("a Redfish username needs its password (and a password its username)")
         self.targets = [parse_target(u) for u in urls]
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names):
             raise ValueError(f"two Redfish services share a name: {sorted({n for n in names if names.count(n) > 1})}")
-        self.username, self.password, self.auth = username, password, auth
+        self.clients = RedfishClients(self.targets, username, password, auth, timeout_s, verify_tls, ca_file,
+                                      max_concurrent)
         self.timeout_s, self.clock, self.serves = timeout_s, clock, serves
-        self.verify_tls, self.ca_file, self.max_concurrent = verify_tls, ca_file, max_concurrent
         self.liveness = Liveness(lost_after)
         self.errors: dict[str, str] = {}  # per service: why its last poll missed, or what it could not read
-        self._session: aiohttp.ClientSession | None = None
-        self._clients: dict[str, AsyncRedfishClient] = {}
-        self._logged_in: set[str] = set()
-
-    def __getstate__(self) -> dict:
-        """Picklable into an actor: the HTTP session is made again where it runs."""
-        return {**self.__dict__, "_session": None, "_clients": {}, "_logged_in": set()}
 
     async def aclose(self) -> None:
         """Log out of the services and close the HTTP session."""
-        for name in sorted(self._logged_in):
-            try:
-                await self._clients[name].logout()
-            except (RedfishError, ValueError):
-                pass
-        self._logged_in.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session, self._clients = None, {}
-
-    def _open(self) -> None:
-        if self._session is not None and not self._session.closed:
-            return
-        tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file) if self.verify_tls else False
-        connector = aiohttp.TCPConnector(ssl=tls, limit_per_host=self.max_concurrent)
-        self._session = aiohttp.ClientSession(connector=connector)
-        self._clients = {t.name: AsyncRedfishClient(t.url, self.username, self.password, session=self._session,
-                                                    timeout=self.timeout_s) for t in self.targets}
-        self._logged_in = set()
+        await self.clients.aclose()
 
     async def read(self) -> list[Sample]:
         """One poll of every service; a service that does not answer is recorded (and counted), never raised."""
-        self._open()
         ts = round(self.clock(), 3)
         polls = await asyncio.gather(*(self._poll(t, ts) for t in self.targets))
         out: list[Sample] = []
@@ -142,8 +187,11 @@ class RedfishSource:
 
     async def _poll(self, t: Target, ts: float) -> tuple[list[Sample], list[str]] | str:
         """One service's samples and the resources it could not read, or why it missed the poll."""
-        client = self._clients[t.name]
         problems: list[str] = []
+        try:
+            client = await self.clients.client(t)
+        except (RedfishError, ValueError, TimeoutError) as exc:  # ValueError: login over plain http
+            return f"{t.url}: login failed: {type(exc).__name__}: {exc}"
 
         async def get(path: str) -> dict | None:
             try:
@@ -159,12 +207,6 @@ class RedfishSource:
                 doc = None
             return doc
 
-        if self.username is not None and t.name not in self._logged_in:
-            try:
-                await asyncio.wait_for(client.login(auth=self.auth), self.timeout_s)
-            except (RedfishError, ValueError, TimeoutError) as exc:  # ValueError: login over plain http
-                return f"{t.url}: login failed: {type(exc).__name__}: {exc}"
-            self._logged_in.add(t.name)
         root = await get(ROOT)
         if root is None:
             return f"{t.url}{ROOT} did not answer: {problems[-1] if problems else 'no reply'}"
