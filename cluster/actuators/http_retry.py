@@ -7,6 +7,7 @@ request on every try, headers included, so a receiver sees one ``Idempotency-Key
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import re
@@ -26,6 +27,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from cluster.actuators.results import BoundedActuator
 from cluster.masking import redact_url
 
 if TYPE_CHECKING:
@@ -169,3 +171,21 @@ async def call_with_retries(attempt: Callable[[], Awaitable[T]], policy: RetryPo
                 exc.gave_up = f"the {policy.total_s:g} s budget would be spent before another try"
         raise
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+class ServiceActuator(BoundedActuator):
+    """An actuator of a service whose client blocks (the ticket systems, PagerDuty): each call runs in a worker thread
+    under :attr:`retry`, and a :class:`CallFailed` is a failed result naming the service (:attr:`answers`) and how often
+    it was tried."""
+
+    failure = (CallFailed,)
+    retry: RetryPolicy
+
+    def failed(self, exc: Exception) -> str:
+        return f"{self.answers} {exc.detail() if isinstance(exc, CallFailed) else exc}"
+
+    async def in_thread(self, call: Callable[[], str]) -> str:
+        """The words of blocking ``call``, tried under :attr:`retry`: ``<service>: <words>`` (with how many tries when
+        more than one)."""
+        words, tries = await call_with_retries(lambda: asyncio.to_thread(call), self.retry, self.answers)
+        return f"{self.answers}: {words}" + (f" (after {tries} tries)" if tries > 1 else "")

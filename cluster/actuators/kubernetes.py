@@ -31,8 +31,8 @@ Before anyone approves, :meth:`KubernetesActuator.effect` states the exact API c
 pods. Node names: ``k8s_nodes`` maps opsloop's name to the Node's where they differ. The client is configured from
 ``k8s_kubeconfig`` (unset: the in-cluster service account, else ``KUBECONFIG`` / ``~/.kube/config``) and
 ``k8s_context``; each call has ``k8s_timeout_s`` (the client is synchronous: calls run in threads), a whole execution
-:data:`BUDGET_S`. An API error is a ``failed`` result carrying the server's own message. The gateway's service
-account needs ``get``/``patch`` on nodes, ``list`` on pods and ``create`` on ``pods/eviction``.
+:data:`~cluster.actuators.results.BUDGET_S`. An API error is a ``failed`` result carrying the server's own message.
+The gateway's service account needs ``get``/``patch`` on nodes, ``list`` on pods and ``create`` on ``pods/eviction``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.results import action_result
+from cluster.actuators.results import BoundedActuator, action_result
 from cluster.actuators.slurm import SCHEDULER_KINDS, UNDO_KINDS
 from cluster.telemetry.samples import ActionResult
 from policies.actions import NODE_PATTERN, Action, CordonGpu, DrainNode, MigrateJob, ResumeNode, describe
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
 
 #: The key of opsloop's taint on a node it drained; the value is the approval id, the effect NoSchedule.
 TAINT_KEY = "opsloop.io/drained"
-#: Bound of one whole execution, in seconds (under the gateway's 30 s bound on an execution).
-BUDGET_S = 25.0
 #: Bound of reading the cluster for an approval card's effect (under the gateway's 5 s).
 EFFECT_S = 4.0
 #: Evictions in flight at once.
@@ -168,7 +166,7 @@ class PodView:
         return f"{self.namespace}/{self.name}"
 
 
-class KubernetesActuator:
+class KubernetesActuator(BoundedActuator):
     """``drain_node``, ``resume_node`` and ``migrate_job`` through the Kubernetes API (see the module's docstring).
 
     Its client is made on first use from ``config``, so the actuator pickles (Ray hands it to the gateway actor).
@@ -180,12 +178,15 @@ class KubernetesActuator:
         timeout_s: Bound of one API call.
     """
 
+    answers = "the Kubernetes API"
+    failure = (KubeFailure,)
+
     def __init__(self, config: Any, nodes: Mapping[str, str] | None = None, job_label: str = "job-name",
                  timeout_s: float = 10.0) -> None:
+        super().__init__()
         self.config, self.nodes, self.job_label, self.timeout_s = config, dict(nodes or {}), job_label, timeout_s
         self._k8s = kubernetes_client()
         self._api: Any = None
-        self._done: dict[str, ActionResult] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesActuator:
@@ -232,43 +233,24 @@ class KubernetesActuator:
                     f"{', '.join(sorted(SCHEDULER_KINDS - {'cordon_gpu'} | UNDO_KINDS))}")
         return None
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Carry ``action`` out (idempotent by ``action_id``, and by ``approval_id`` in the cluster's own state)."""
-        if action_id in self._done:
-            return self._done[action_id]
-        refused = self.refusal(action)
-        if refused is not None:
-            return action_result(action, action_id, approval_id, "failed", refused, traceparent)
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
         if isinstance(action, DrainNode):
-            work = self.drain_node(action.node, approval_id)
-        elif isinstance(action, ResumeNode):
-            work = self.uncordon_node(action.node, action.drained_by)
-        else:
-            assert isinstance(action, MigrateJob)  # refusal() let only these three through
-            work = self.evict_job(action.job, action.avoid)
-        ok, detail = await self._bounded(work, BUDGET_S)
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-        if ok:
-            self._done[action_id] = result
-        return result
+            return await self.drain_node(action.node, approval_id)
+        if isinstance(action, ResumeNode):
+            return await self.uncordon_node(action.node, action.drained_by)
+        assert isinstance(action, MigrateJob)  # refusal() let only these three through
+        return await self.evict_job(action.job, action.avoid)
 
     async def undo(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Undo what ``approval_id`` did: a drain is uncordoned (:meth:`uncordon_node`); an eviction cannot be."""
         if isinstance(action, DrainNode):
-            ok, detail = await self._bounded(self.uncordon_node(action.node, approval_id), BUDGET_S)
+            ok, detail = await self.bounded(self.uncordon_node(action.node, approval_id))
         elif isinstance(action, MigrateJob):
             ok, detail = False, f"{describe(action)} cannot be undone: the pods' restart elsewhere is the migration"
         else:
             ok, detail = False, self.refusal(action) or f"{action.kind} has no undo in Kubernetes"
         return action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-
-    async def _bounded(self, work: Coroutine[Any, Any, tuple[bool, str]], bound: float) -> tuple[bool, str]:
-        try:
-            return await asyncio.wait_for(work, bound)
-        except TimeoutError:
-            return False, f"the Kubernetes API gave no complete answer within {bound:g} s"
-        except KubeFailure as exc:
-            return False, str(exc)
 
     # --- API calls ---------------------------------------------------------------------------------------------
     async def _call(self, what: str, fn: Callable[..., Any], *args: Any, timeout: float | None = None,

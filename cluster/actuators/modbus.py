@@ -5,7 +5,8 @@ Each execution reads the register first (the detail records the value before), w
 it back to confirm: ``cu01 supply setpoint 25.0 → 21.0 °C, register 40001 on 127.0.0.1:5020``. A unit outside
 the map, a unit that maps no such register, a value that does not fit it, a device that refuses or reads back
 something else, and a server that cannot be reached (after one more try) are ``failed`` results with the
-reason. Any other action kind is refused: it is not a facility action. Idempotent by action id; writing an
+reason; another action kind, a unit outside the map and a unit without the register are known without a read, so
+they are refused before anyone approves them (:meth:`ModbusActuator.refusal`). Idempotent by action id; writing an
 absolute value twice is harmless besides, so a retry after a lost answer does no harm either.
 Before approval, :meth:`ModbusActuator.effect` states the write (register, raw value) and reads the register's value
 now.
@@ -18,10 +19,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from actors.gateway.effects import Effect
-from cluster.actuators.results import action_result
+from cluster.actuators.results import BoundedActuator
 from cluster.modbus_link import ModbusFailure, ModbusLink
 from cluster.modbus_map import POINTS, WRITES, ModbusUnit, Point, unit_endpoint
-from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
 
 if TYPE_CHECKING:
@@ -31,13 +31,11 @@ if TYPE_CHECKING:
 FACILITY_KINDS = frozenset(WRITES)
 #: Wait before the one retry of a transient failure, in seconds.
 RETRY_AFTER_S = 0.5
-#: Bound of one whole execution, tries included (under the gateway's 30 s bound on an execution).
-BUDGET_S = 25.0
 #: Bound of one connect and of one request when reading a register for an approval card (under the gateway's 5 s).
 PEEK_TIMEOUT_S = 1.0
 
 
-class ModbusActuator:
+class ModbusActuator(BoundedActuator):
     """Setpoints and fan speeds over Modbus TCP.
 
     Args:
@@ -49,46 +47,43 @@ class ModbusActuator:
 
     def __init__(self, units: Mapping[str, ModbusUnit], endpoint: str | None = None, timeout_s: float = 3.0,
                  retry_after_s: float = RETRY_AFTER_S) -> None:
+        super().__init__()
         self.units = dict(units)
         self.endpoint = endpoint
         self.retry_after_s = retry_after_s
         self.link = ModbusLink(timeout_s)
         self.peek = ModbusLink(min(timeout_s, PEEK_TIMEOUT_S))  # the cards' reads, on connections of their own
-        self._done: dict[str, ActionResult] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModbusActuator:
         """The ``modbus_*`` settings."""
         return cls(settings.modbus_map, settings.modbus_endpoint, settings.modbus_timeout_s)
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Read, write, read back; ``executed`` only when the register holds the new value."""
-        if action_id in self._done:
-            return self._done[action_id]
-        try:
-            ok, detail = await asyncio.wait_for(self._apply(action), BUDGET_S)
-        except TimeoutError:
-            ok, detail = False, f"no complete answer within {BUDGET_S:g} s"
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-        if ok:
-            self._done[action_id] = result
-        return result
-
-    async def _apply(self, action: Action) -> tuple[bool, str]:
+    def refusal(self, action: Action) -> str | None:
+        """Why this actuator cannot carry ``action`` out, known from the register map alone (``None``: it can try):
+        another kind than a facility action's, a unit outside the map, a unit that maps no register for it."""
         if not isinstance(action, SetCoolingSetpoint | SetFanSpeed):
-            return False, (f"{action.kind} is not a facility action: the Modbus actuator only carries out "
-                           f"{' and '.join(sorted(WRITES))}")
+            return (f"{action.kind} is not a facility action: the Modbus actuator only carries out "
+                    f"{' and '.join(sorted(WRITES))}")
         field, what = WRITES[action.kind]
-        name = action.unit
-        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
-        unit = self.units.get(name)
+        unit = self.units.get(action.unit)
         if unit is None:
             names = sorted(self.units)
             known = ", ".join(names[:10]) + (f" … ({len(names)} in all)" if len(names) > 10 else "") or "none"
-            return False, f"unit {name} is not in the Modbus register map (modbus_map maps: {known})"
-        point: Point | None = getattr(unit, field)
-        if point is None:
-            return False, f"{name}: the Modbus register map gives no {field} register for its {what}"
+            return f"unit {action.unit} is not in the Modbus register map (modbus_map maps: {known})"
+        if getattr(unit, field) is None:
+            return f"{action.unit}: the Modbus register map gives no {field} register for its {what}"
+        return None
+
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
+        """Read, write, read back; ok only when the register holds the new value."""
+        assert isinstance(action, SetCoolingSetpoint | SetFanSpeed)  # refusal() let only these through
+        field, what = WRITES[action.kind]
+        name = action.unit
+        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        unit = self.units[name]
+        point: Point = getattr(unit, field)
         try:
             ep = unit_endpoint(unit, self.endpoint)
             point.encode(value)

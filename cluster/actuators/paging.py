@@ -11,7 +11,6 @@ final. The routing key travels in the event's body: it appears in no result, eff
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 import urllib.parse
@@ -21,11 +20,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, unreachable
-from cluster.actuators.results import action_result
-from cluster.actuators.tickets import BUDGET_S, missing
+from cluster.actuators.http_retry import CallFailed, RetryPolicy, ServiceActuator, answered, unreachable
+from cluster.actuators.tickets import missing
 from cluster.masking import MASK, redact_url
-from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, Notify
 
 if TYPE_CHECKING:
@@ -38,7 +35,7 @@ EVENTS_URL = "https://events.pagerduty.com"
 SUMMARY_MAX = 1024  # the Events API truncates a longer summary
 
 
-class PagerDutyPaging:
+class PagerDutyPaging(ServiceActuator):
     """Triggers one PagerDuty alert per ``notify``, ``dedup_key`` = the action id.
 
     Args:
@@ -54,6 +51,7 @@ class PagerDutyPaging:
     def __init__(self, routing_key: SecretStr | str, events_url: str = EVENTS_URL, source: str = "opsloop",
                  severity: str = "warning", timeout_s: float = 10.0, retry: RetryPolicy | None = None,
                  ca_file: str | Path | None = None) -> None:
+        super().__init__()
         if not events_url.startswith("https://"):
             raise ValueError("pagerduty_events_url must be an https:// URL (the pagerduty client takes https only)")
         self.routing_key = SecretStr(routing_key) if isinstance(routing_key, str) else routing_key
@@ -61,7 +59,7 @@ class PagerDutyPaging:
         self.source, self.severity, self.timeout_s = source, severity, timeout_s
         self.retry = retry or RetryPolicy()
         self.ca_file = str(ca_file) if ca_file else None
-        self._done: dict[str, ActionResult] = {}
+        self.answers = f"PagerDuty {redact_url(self.events_url)}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PagerDutyPaging:
@@ -121,30 +119,13 @@ class PagerDutyPaging:
                 raise unreachable(exc.__cause__ or exc) from None
             raise CallFailed(f"answered {exc.response.status_code} without a dedup_key") from None
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Trigger the alert of ``action`` (idempotent by ``action_id``, in PagerDuty too: its dedup key)."""
-        if action_id in self._done:
-            return self._done[action_id]
-        refused = self.refusal(action)
-        if refused is not None:
-            return action_result(action, action_id, approval_id, "failed", refused, traceparent)
-        assert isinstance(action, Notify)
-        where = f"PagerDuty {redact_url(self.events_url)}"
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
+        """Trigger the alert of ``action`` (idempotent in PagerDuty too: its dedup key is ``action_id``)."""
+        assert isinstance(action, Notify)  # refusal() let only these through
         event = self.event(action, action_id, approval_id, traceparent)
-        try:
-            key, tries = await asyncio.wait_for(
-                call_with_retries(lambda: asyncio.to_thread(self._trigger, event), self.retry, where), BUDGET_S)
-        except TimeoutError:
-            return action_result(action, action_id, approval_id, "failed",
-                                 f"{where} gave no complete answer within {BUDGET_S:g} s", traceparent)
-        except CallFailed as exc:
-            return action_result(action, action_id, approval_id, "failed", f"{where} {exc.detail()}", traceparent)
-        result = action_result(action, action_id, approval_id, "executed",
-                               f"{where}: alert triggered, dedup_key {key} (a repeat joins the same alert)"
-                               + (f" (after {tries} tries)" if tries > 1 else ""),
-                               traceparent)
-        self._done[action_id] = result
-        return result
+        return True, await self.in_thread(
+            lambda: f"alert triggered, dedup_key {self._trigger(event)} (a repeat joins the same alert)")
 
     async def effect(self, action: Action, approval_id: str) -> Effect:
         """The POST :meth:`execute` sends (its action id aside), the routing key masked."""

@@ -21,7 +21,8 @@ service gave one, and reads the resource back: ``executed`` only when every ``Se
 http://127.0.0.1:8000``). A unit no service has, a unit without the control, a value outside the control's allowable
 range, a service that refuses (its Redfish message), reads back something else, or cannot be reached (after one
 more try; a 412, the resource changed since it was read, is tried once more too) are ``failed`` results with the
-reason. Any other kind is refused. Idempotent by action id. Credentials never appear in a detail or an effect.
+reason. Any other kind, and a unit no service is named for, are refused before anyone approves them
+(:meth:`RedfishFacilityActuator.refusal`). Idempotent by action id. Credentials never appear in a detail or an effect.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ from redfish.aio import AsyncRedfishClient, RedfishError
 
 from actors.gateway.effects import Effect
 from cluster.actuators.modbus import FACILITY_KINDS
-from cluster.actuators.results import action_result
+from cluster.actuators.results import BoundedActuator
 from cluster.telemetry.redfish import RedfishClients
 from cluster.telemetry.redfish_resources import ROOT, Target, follow, members, parse_target, unit_base, unit_name
-from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
 
 if TYPE_CHECKING:
@@ -51,8 +51,6 @@ CONTROLS = {"set_cooling_setpoint": ("loop", "SupplyTemperatureControlCelsius", 
             "set_fan_speed": ("Pumps", "SpeedControlPercent", "pump speed", "%")}
 #: Wait before the one retry of a transient failure, in seconds.
 RETRY_AFTER_S = 0.5
-#: Bound of one whole execution, tries included (under the gateway's 30 s bound on an execution).
-BUDGET_S = 25.0
 #: Bound of the reads for an approval card (under the gateway's 5 s).
 PEEK_BUDGET_S = 3.0
 
@@ -99,7 +97,7 @@ def _message(resp: Any) -> str:
     return str(first.get("Message") or err.get("message") or "")[:300] if isinstance(err, dict) else ""
 
 
-class RedfishFacilityActuator:
+class RedfishFacilityActuator(BoundedActuator):
     """Cooling-unit setpoints and pump speeds over Redfish.
 
     Args:
@@ -116,6 +114,7 @@ class RedfishFacilityActuator:
     def __init__(self, urls: Sequence[str], username: str | None = None, password: str | None = None,
                  auth: Literal["session", "basic"] = "session", timeout_s: float = 5.0,
                  retry_after_s: float = RETRY_AFTER_S, verify_tls: bool = True, ca_file: str | None = None) -> None:
+        super().__init__()
         if not urls:
             raise ValueError("facility=redfish needs the CDUs' Redfish services (redfish_urls, --redfish-url)")
         self.targets = [parse_target(u) for u in urls]
@@ -125,7 +124,6 @@ class RedfishFacilityActuator:
                                  "redfish_password, not in the URL")
         self.clients = RedfishClients(self.targets, username, password, auth, timeout_s, verify_tls, ca_file)
         self.timeout_s, self.retry_after_s = timeout_s, retry_after_s
-        self._done: dict[str, ActionResult] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedfishFacilityActuator:
@@ -173,9 +171,19 @@ class RedfishFacilityActuator:
             return None
         return doc if isinstance(doc, dict) else None
 
+    def _candidates(self, name: str) -> list[Target]:
+        """The services whose name can give unit ``name``'s (``cu01`` gives ``cu01`` and ``cu01-<Id>``)."""
+        return [t for t in self.targets if name == unit_base(t) or name.startswith(unit_base(t) + "-")]
+
+    def _unknown(self, name: str, asked: bool) -> str:
+        """Why unit ``name`` is none of the services' (``asked``: services named for it were read)."""
+        names = ", ".join(t.name for t in self.targets[:10]) or "none"
+        return (f"unit {name} is not a cooling unit of the Redfish services (redfish_urls: {names})" if asked else
+                f"no Redfish service is named for unit {name} (redfish_urls: {names}; NAME=URL names a CDU)")
+
     async def _unit(self, name: str) -> tuple[Target, dict]:
         """The service and the ``CoolingUnit`` resource of unit ``name``."""
-        candidates = [t for t in self.targets if name == unit_base(t) or name.startswith(unit_base(t) + "-")]
+        candidates = self._candidates(name)
         for t in candidates:
             async def get(path: str, t: Target = t) -> dict | None:
                 return await self._get(t, path)
@@ -185,10 +193,7 @@ class RedfishFacilityActuator:
             for cdu in cdus:
                 if unit_name(unit_base(t), str(cdu.get("Id", ""))[:128], len(cdus)) == name:
                     return t, cdu
-        names = ", ".join(t.name for t in self.targets[:10]) or "none"
-        raise Refused(f"unit {name} is not a cooling unit of the Redfish services (redfish_urls: {names})"
-                      if candidates else
-                      f"no Redfish service is named for unit {name} (redfish_urls: {names}; NAME=URL names a CDU)")
+        raise Refused(self._unknown(name, bool(candidates)))
 
     async def _controls(self, t: Target, cdu: dict, kind: str) -> list[Control]:
         """The resources of ``cdu`` that carry ``kind``'s control, read now."""
@@ -227,23 +232,20 @@ class RedfishFacilityActuator:
         await self._request(t, "PATCH", path, {prop: {"SetPoint": value}}, {"If-Match": etag} if etag else None)
         return _setpoint(doc, prop), _setpoint(await self._get(t, path), prop)
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Find the unit, PATCH each control, read it back; ``executed`` only when all hold the new value."""
-        if action_id in self._done:
-            return self._done[action_id]
-        try:
-            ok, detail = await asyncio.wait_for(self._apply(action), BUDGET_S)
-        except TimeoutError:
-            ok, detail = False, f"no complete answer within {BUDGET_S:g} s"
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-        if ok:
-            self._done[action_id] = result
-        return result
-
-    async def _apply(self, action: Action) -> tuple[bool, str]:
+    def refusal(self, action: Action) -> str | None:
+        """Why this actuator cannot carry ``action`` out, known without asking a service (``None``: it can try):
+        another kind than a facility action's, or a unit no service is named for."""
         if not isinstance(action, SetCoolingSetpoint | SetFanSpeed):
-            return False, (f"{action.kind} is not a facility action: the Redfish actuator only carries out "
-                           f"{' and '.join(sorted(CONTROLS))}")
+            return (f"{action.kind} is not a facility action: the Redfish actuator only carries out "
+                    f"{' and '.join(sorted(CONTROLS))}")
+        if not self._candidates(action.unit):
+            return self._unknown(action.unit, asked=False)
+        return None
+
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
+        """Find the unit, PATCH each control, read it back; ok only when all hold the new value."""
+        assert isinstance(action, SetCoolingSetpoint | SetFanSpeed)  # refusal() let only these through
         _, prop, what, sym = CONTROLS[action.kind]
         value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
         done: dict[str, str] = {}  # path → what its PATCH did (a retry does not send it again)

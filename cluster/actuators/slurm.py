@@ -27,10 +27,10 @@ none), after reading the node or job as the execution does.
 Node names: opsloop names nodes as its telemetry does; ``slurm_nodes`` maps a name to Slurm's ``NodeName`` where
 they differ (``{"DGX-01": "dgx01"}``), any other name is Slurm's as it is. The commands read ``slurm_conf``
 (passed as ``SLURM_CONF``; unset: their own default) and come from ``slurm_bin_dir`` (unset: ``PATH``). Each
-command has ``slurm_timeout_s``; a whole execution is bounded by :data:`BUDGET_S`. A command that fails is a
-``failed`` result carrying the command's own message (its stderr). The gateway's user must be allowed to change
-nodes and jobs (root, ``SlurmUser``, or an operator or administrator in Slurm's accounting); Slurm's "Access/permission
-denied" is the result's detail otherwise.
+command has ``slurm_timeout_s``; a whole execution is bounded by :data:`~cluster.actuators.results.BUDGET_S`. A
+command that fails is a ``failed`` result carrying the command's own message (its stderr). The gateway's user must be
+allowed to change nodes and jobs (root, ``SlurmUser``, or an operator or administrator in Slurm's accounting);
+Slurm's "Access/permission denied" is the result's detail otherwise.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.results import action_result
+from cluster.actuators.results import BoundedActuator, action_result
 from cluster.telemetry.samples import ActionResult
 from policies.actions import NODE_PATTERN, Action, CordonGpu, DrainNode, MigrateJob, ResumeNode, describe
 
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 SCHEDULER_KINDS = frozenset({"drain_node", "cordon_gpu", "migrate_job"})
 #: The undo of a scheduler action, routed to the scheduler actuator too (``resume_node``: lift a drain of opsloop's).
 UNDO_KINDS = frozenset({"resume_node"})
-#: Bound of one whole execution, in seconds (under the gateway's 30 s bound on an execution).
-BUDGET_S = 25.0
 #: Bound of reading Slurm for an approval card's effect (under the gateway's 5 s).
 EFFECT_S = 4.0
 #: The tag of every change opsloop makes in Slurm, followed by the approval id.
@@ -157,7 +155,7 @@ class JobInfo:
         return f"job {self.job_id}" + (f" ({self.name})" if self.name and self.name != self.job_id else "")
 
 
-class SlurmActuator:
+class SlurmActuator(BoundedActuator):
     """``drain_node`` and ``migrate_job`` through Slurm's own commands (no shell: argument lists).
 
     Args:
@@ -167,13 +165,16 @@ class SlurmActuator:
         timeout_s: Bound of one command.
     """
 
+    answers = "Slurm"
+    failure = (SlurmFailure,)
+
     def __init__(self, nodes: Mapping[str, str] | None = None, bin_dir: Path | str | None = None,
                  conf: Path | str | None = None, timeout_s: float = 10.0) -> None:
+        super().__init__()
         self.nodes = dict(nodes or {})
         self.bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.conf = Path(conf) if conf is not None else None
         self.timeout_s = timeout_s
-        self._done: dict[str, ActionResult] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlurmActuator:
@@ -212,38 +213,18 @@ class SlurmActuator:
                     f"{', '.join(sorted(SCHEDULER_KINDS - {'cordon_gpu'} | UNDO_KINDS))}")
         return None
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Carry ``action`` out (idempotent by ``action_id``, and by ``approval_id`` in Slurm's own state)."""
-        if action_id in self._done:
-            return self._done[action_id]
-        refused = self.refusal(action)
-        if refused is not None:
-            return action_result(action, action_id, approval_id, "failed", refused, traceparent)
-        ok, detail = await self._bounded(self._apply(action, approval_id))
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-        if ok:
-            self._done[action_id] = result
-        return result
-
     async def undo(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
         """Undo what ``approval_id`` did: a drain is resumed (:meth:`resume_node`); a requeue cannot be undone."""
         if isinstance(action, DrainNode):
-            ok, detail = await self._bounded(self.resume_node(action.node, approval_id))
+            ok, detail = await self.bounded(self.resume_node(action.node, approval_id))
         elif isinstance(action, MigrateJob):
             ok, detail = False, f"{describe(action)} cannot be undone: the job's restart elsewhere is the migration"
         else:
             ok, detail = False, self.refusal(action) or f"{action.kind} has no undo in Slurm"
         return action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
 
-    async def _bounded(self, work: Coroutine[Any, Any, tuple[bool, str]]) -> tuple[bool, str]:
-        try:
-            return await asyncio.wait_for(work, BUDGET_S)
-        except TimeoutError:
-            return False, f"Slurm gave no complete answer within {BUDGET_S:g} s"
-        except SlurmFailure as exc:
-            return False, str(exc)
-
-    async def _apply(self, action: Action, approval_id: str) -> tuple[bool, str]:
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
         if isinstance(action, DrainNode):
             return await self.drain_node(action.node, approval_id, describe(action))
         if isinstance(action, ResumeNode):

@@ -10,14 +10,14 @@ a retry inside that window could open a second one.)
 Transient failures (no answer, 408, 429, 5xx) are tried again with backoff (``http_retry.call_with_retries``, bounded by
 the ``actuator_retry_*`` settings); any other answer is final and the action fails with the service's own words.
 The clients are synchronous (requests): each try runs in a worker thread, and one execution is bounded by
-:data:`BUDGET_S`; a try still running then may yet open its ticket, which the next execution finds by its tag.
+:data:`~cluster.actuators.results.BUDGET_S`; a try still running then may yet open its ticket, which the next
+execution finds by its tag.
 Secrets (tokens, passwords) appear in no result, effect or log line: the clients' own exception texts, which can
 carry request headers, are not used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import urllib.parse
@@ -27,10 +27,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from actors.gateway.effects import Effect, new_value
-from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, unreachable
-from cluster.actuators.results import action_result
+from cluster.actuators.http_retry import CallFailed, RetryPolicy, ServiceActuator, answered, unreachable
 from cluster.masking import redact_url
-from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, OpenTicket, describe
 
 if TYPE_CHECKING:
@@ -38,8 +36,6 @@ if TYPE_CHECKING:
 
 #: The action kinds a ticket system carries out (setting ``tickets``).
 TICKET_KINDS = frozenset({"open_ticket"})
-#: Bound of one whole execution, in seconds (under the gateway's 30 s bound on an execution).
-BUDGET_S = 25.0
 #: The mark of every ticket opsloop opens, followed by the approval id.
 TAG = "opsloop:"
 #: ServiceNow impact and urgency (1 high .. 3 low) of each severity; the instance derives the priority.
@@ -58,17 +54,18 @@ def missing(package: str, extra: str, what: str) -> ValueError:
     return ValueError(f"{what} needs the {package} package: pip install 'opsloop[{extra}]'")
 
 
-class _Tickets:
-    """What both ticket actuators share: the in-process record of done action ids, the bound, the result."""
+class _Tickets(ServiceActuator):
+    """What both ticket actuators share: the refusal of other kinds, the retries, the result's words."""
 
     service = ""
 
     def __init__(self, url: str, timeout_s: float, retry: RetryPolicy | None, ca_file: str | Path | None) -> None:
+        super().__init__()
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.verify: str | bool = str(ca_file) if ca_file else True
-        self._done: dict[str, ActionResult] = {}
+        self.answers = f"{self.service} {redact_url(self.url)}"
 
     @property
     def host(self) -> str:
@@ -80,28 +77,11 @@ class _Tickets:
             return f"{action.kind} is not a ticket: the {self.service} actuator opens tickets only (open_ticket)"
         return None
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
-        """Open the ticket of ``action`` (idempotent by ``action_id``, and by ``approval_id`` in the service)."""
-        if action_id in self._done:
-            return self._done[action_id]
-        refused = self.refusal(action)
-        if refused is not None:
-            return action_result(action, action_id, approval_id, "failed", refused, traceparent)
-        assert isinstance(action, OpenTicket)
-        where = f"{self.service} {redact_url(self.url)}"
-        try:
-            detail, tries = await asyncio.wait_for(
-                call_with_retries(lambda: asyncio.to_thread(self._open, action, action_id, approval_id, traceparent),
-                                  self.retry, where), BUDGET_S)
-        except TimeoutError:
-            return action_result(action, action_id, approval_id, "failed",
-                                 f"{where} gave no complete answer within {BUDGET_S:g} s", traceparent)
-        except CallFailed as exc:
-            return action_result(action, action_id, approval_id, "failed", f"{where} {exc.detail()}", traceparent)
-        detail += f" (after {tries} tries)" if tries > 1 else ""
-        result = action_result(action, action_id, approval_id, "executed", f"{where}: {detail}", traceparent)
-        self._done[action_id] = result
-        return result
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
+        """Open the ticket of ``action`` (idempotent by ``approval_id`` in the service too)."""
+        assert isinstance(action, OpenTicket)  # refusal() let only these through
+        return True, await self.in_thread(lambda: self._open(action, action_id, approval_id, traceparent))
 
     def _open(self, action: OpenTicket, action_id: str, approval_id: str, traceparent: str | None) -> str:
         raise NotImplementedError

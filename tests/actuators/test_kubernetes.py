@@ -18,7 +18,8 @@ from ray import cloudpickle
 
 from actors.gateway.service import GatewayService
 from cluster.actuators import DryRunActuator, RoutedActuator, build_actuator
-from cluster.actuators.kubernetes import BUDGET_S, TAINT_KEY, KubernetesActuator, configure
+from cluster.actuators.kubernetes import TAINT_KEY, KubernetesActuator, configure
+from cluster.actuators.results import BUDGET_S
 from cluster.cli import build_parser
 from cluster.cli._flags import settings_from_args
 from cluster.settings import load_settings

@@ -16,7 +16,8 @@ import pytest
 
 from actors.gateway.service import GatewayService
 from cluster.actuators import DryRunActuator, RoutedActuator, build_actuator
-from cluster.actuators.slurm import BUDGET_S, JobInfo, NodeInfo, SlurmActuator
+from cluster.actuators.results import BUDGET_S
+from cluster.actuators.slurm import JobInfo, NodeInfo, SlurmActuator
 from cluster.settings import Settings, load_settings
 from policies.actions import parse_action
 from policies.policy import load_policy
