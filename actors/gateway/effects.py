@@ -33,6 +33,9 @@ class Effect(BaseModel):
     where: str  # the host, endpoint or service it goes to
     current: str | None = None  # the target's value now ("unknown (why)"); None: not read by the actuator
     new: str  # the value it will have
+    # ``current`` as data, keyed by the action's field ({"watts": 650.0}), when the actuator read it: the value an
+    # undo sets back when the result does not say (actors.gateway.undo); None: not read.
+    reading: dict[str, float | str] | None = None
     text: str = ""
 
     @model_validator(mode="before")

@@ -3,17 +3,16 @@ proposes that inverse anew, citing the approval it undoes; the gateway judges it
 
 The inverses: ``drain_node`` → ``resume_node`` of that drain (``drained_by``: its approval; only that drain is lifted);
 ``set_power_limit``, ``set_cooling_setpoint`` and ``set_fan_speed`` → the same call with the value before. The value
-before is, first, what the actuator's result says it changed from (``700 -> 300 W``, ``25.0 → 21.0 °C``), else the
-twin's reading taken just before the execution (setpoints and fan speeds; the twin reports no power limit), else
-what the actuator read when it stated the effect (``power limit 650 W (NVML)``). Unknown, the same as the new value,
-or outside the catalogue's bounds: no inverse, and no Undo is offered. Other kinds have none (a reset, a requeue, a
-cordon: nothing undoes them in the catalogue). Pure: no IO.
+before is data, never read back from words: first the actuator's result's ``previous`` (what it read just before it
+changed the value), else the twin's reading taken just before the execution (setpoints and fan speeds; the twin
+reports no power limit), else the effect's ``reading`` (what the actuator read when it stated the effect). None of
+them, the same as the new value, or outside the catalogue's bounds: no inverse, and an undo is refused ("no recorded
+inverse"). Other kinds have none (a reset, a requeue, a cordon: nothing undoes them in the catalogue). Pure: no IO.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,37 +23,23 @@ from actors.gateway.approvals import Approval
 from actors.gateway.effects import Effect
 from policies.actions import Action, DrainNode, ResumeNode, parse_action
 
-#: The kinds whose inverse is the same call with the value before: kind → (its value's field, its unit).
-VALUED: dict[str, tuple[str, str]] = {
-    "set_power_limit": ("watts", "W"),
-    "set_cooling_setpoint": ("supply_c", "°C"),
-    "set_fan_speed": ("percent", "%"),
-}
+#: The kinds whose inverse is the same call with the value before: kind → its value's field (the key of the value in
+#: ``ActionResult.previous`` and ``Effect.reading``).
+VALUED: dict[str, str] = {"set_power_limit": "watts", "set_cooling_setpoint": "supply_c", "set_fan_speed": "percent"}
 #: The twin's reading of the value before, per kind it reports: (snapshot collection, name field, value field). The
 #: twin reports no power limit: a power limit's value before is the actuator's word only.
 _TWIN = {"set_cooling_setpoint": ("units", "unit", "setpoint_c"), "set_fan_speed": ("units", "unit", "fan_pct")}
 #: The kinds whose value before the twin may give (the gateway asks it for a snapshot before running them).
 TWIN_READ = frozenset(_TWIN)
-_NUM = r"(-?[0-9]+(?:\.[0-9]+)?)"
-#: What an effect's ``current`` says the value is, per kind (the twin's words, NVML's, a Modbus register's).
-_READ = {
-    "set_power_limit": re.compile(rf"power limit {_NUM} W"),
-    "set_cooling_setpoint": re.compile(rf"(?:supply setpoint {_NUM} °C|^{_NUM} °C \(register)"),
-    "set_fan_speed": re.compile(rf"(?:fan speed {_NUM} %|^{_NUM} % \(register)"),
-}
-#: How close a number in a detail must be to the new value to be the change's "to" (details round: 700, 25.0).
-_ROUNDING = 0.51
 #: Undo approvals in these states may be proposed again (nothing of them ran, or it failed).
 RETRY_AFTER = frozenset({"rejected", "denied", "expired", "failed"})
 
 
-def _changed_from(kind: str, new: float, detail: str) -> float | None:
-    """The value a result's detail says the target had before it became ``new``: ``a -> b <unit>`` or ``a → b``."""
-    unit = re.escape(VALUED[kind][1])
-    for m in re.finditer(rf"{_NUM} (?:->|→) {_NUM} {unit}", detail):
-        if abs(float(m.group(2)) - new) <= _ROUNDING:
-            return float(m.group(1))
-    return None
+def _number(values: Any, field: str) -> float | None:
+    """``values[field]`` when ``values`` (a result's ``previous``, an effect's ``reading``, a twin's row) holds a
+    number there."""
+    value = values.get(field) if isinstance(values, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _twin_reading(action: Any, before: dict[str, Any] | None) -> float | None:
@@ -63,23 +48,16 @@ def _twin_reading(action: Any, before: dict[str, Any] | None) -> float | None:
     rows, key, field = _TWIN[action.kind]
     name = getattr(action, key)
     row = next((r for r in (before or {}).get(rows) or () if isinstance(r, dict) and r.get(key) == name), None)
-    value = (row or {}).get(field)
-    return float(value) if isinstance(value, int | float) else None
+    return _number(row, field)
 
 
-def _read(kind: str, effect: Effect | None) -> float | None:
-    if effect is None or effect.current is None or effect.call.startswith("nothing"):
-        return None
-    m = _READ[kind].search(effect.current)
-    return float(next(g for g in m.groups() if g is not None)) if m else None
-
-
-def value_before(action: Action, detail: str, before: dict[str, Any] | None, effect: Effect | None) -> float | None:
+def value_before(action: Action, previous: Any, before: dict[str, Any] | None, effect: Effect | None) -> float | None:
     """The value ``action``'s target had before it ran (see the module's docstring for the order), or None."""
     if action.kind not in VALUED:
         return None
-    new = float(getattr(action, VALUED[action.kind][0]))
-    for value in (_changed_from(action.kind, new, detail), _twin_reading(action, before), _read(action.kind, effect)):
+    field = VALUED[action.kind]
+    for value in (_number(previous, field), _twin_reading(action, before),
+                  _number(effect.reading if effect is not None else None, field)):
         if value is not None:
             return value
     return None
@@ -95,8 +73,8 @@ def inverse(ap: Approval, result: dict[str, Any], before: dict[str, Any] | None 
         return ResumeNode(node=action.node, drained_by=ap.approval_id)
     if action.kind not in VALUED:
         return None
-    field = VALUED[action.kind][0]
-    value = value_before(action, str(result.get("detail") or ""), before, ap.effect)
+    field = VALUED[action.kind]
+    value = value_before(action, result.get("previous"), before, ap.effect)
     if value is None or abs(value - float(getattr(action, field))) < 1e-9:
         return None
     try:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from actors.gateway.effects import Effect
-from cluster.actuators.results import BoundedActuator
+from cluster.actuators.results import BoundedActuator, Outcome
 from cluster.modbus_link import ModbusFailure, ModbusLink
 from cluster.modbus_map import POINTS, WRITES, ModbusUnit, Point, unit_endpoint
 from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
@@ -33,6 +33,12 @@ FACILITY_KINDS = frozenset(WRITES)
 RETRY_AFTER_S = 0.5
 #: Bound of one connect and of one request when reading a register for an approval card (under the gateway's 5 s).
 PEEK_TIMEOUT_S = 1.0
+
+
+def setting(action: SetCoolingSetpoint | SetFanSpeed) -> tuple[str, float]:
+    """The field a facility action sets and its new value (``("supply_c", 21.0)``): the key of the value before in
+    ``ActionResult.previous``."""
+    return ("supply_c", action.supply_c) if isinstance(action, SetCoolingSetpoint) else ("percent", action.percent)
 
 
 class ModbusActuator(BoundedActuator):
@@ -76,12 +82,12 @@ class ModbusActuator(BoundedActuator):
         return None
 
     async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
-                     ) -> tuple[bool, str]:
-        """Read, write, read back; ok only when the register holds the new value."""
+                     ) -> tuple[bool, str] | Outcome:
+        """Read, write, read back; ok only when the register holds the new value (and the value before with it)."""
         assert isinstance(action, SetCoolingSetpoint | SetFanSpeed)  # refusal() let only these through
         field, what = WRITES[action.kind]
         name = action.unit
-        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        key, value = setting(action)
         unit = self.units[name]
         point: Point = getattr(unit, field)
         try:
@@ -108,7 +114,8 @@ class ModbusActuator(BoundedActuator):
         if after != point.decode(point.encode(value)):
             return False, (f"{name} {what}: wrote {point.show(value)} {sym} to {where} but it reads back "
                            f"{point.show(after)} {sym} (was {was}; the controller kept its own limit?)")
-        return True, f"{name} {what} {was} → {point.show(after)} {sym}, {where}"
+        return Outcome(True, f"{name} {what} {was} → {point.show(after)} {sym}, {where}",
+                       {key: before} if before is not None else None)
 
     async def effect(self, action: Action, approval_id: str) -> Effect:
         """The register write :meth:`execute` will make, with the register's value now (read within
@@ -118,7 +125,7 @@ class ModbusActuator(BoundedActuator):
             return Effect(call=f"nothing: {action.kind} is not a facility action, the Modbus actuator refuses it",
                           where="Modbus", current="n/a", new="unchanged")
         field, what = WRITES[action.kind]
-        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        key, value = setting(action)
         unit = self.units.get(action.unit)
         point: Point | None = getattr(unit, field) if unit is not None else None
         try:
@@ -130,11 +137,12 @@ class ModbusActuator(BoundedActuator):
             return Effect(call=f"nothing: the Modbus actuator refuses it ({exc})", where="Modbus (modbus_map)",
                           current="n/a", new="unchanged")
         sym = POINTS[field]
+        reading: dict[str, float | str] | None = None
         try:
             now = await self.peek.read(ep, unit.device_id, point)
-            current = f"{point.show(now)} {sym} (register {point.ref} read now)"
+            current, reading = f"{point.show(now)} {sym} (register {point.ref} read now)", {key: now}
         except ModbusFailure as exc:
             current = f"unknown ({exc})"
         return Effect(call=f"write holding register {point.ref} = {raw} ({point.show(value)} {sym}), read it back",
                       where=f"Modbus TCP {ep} device {unit.device_id} ({action.unit} {what})", current=current,
-                      new=f"{point.show(value)} {sym}")
+                      new=f"{point.show(value)} {sym}", reading=reading)

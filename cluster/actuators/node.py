@@ -67,11 +67,11 @@ class NodeActuator:
         if action_id in self._done:
             return self._done[action_id]
         if action.kind in NODE_KINDS and (node := action.gpu.split("/", 1)[0]) != self.node:  # type: ignore[union-attr]
-            status, detail = "failed", f"{action.gpu} is on {node}, not here"  # type: ignore[union-attr]
+            status, detail, previous = "failed", f"{action.gpu} is on {node}, not here", None  # type: ignore[union-attr]
         else:
-            status, detail = await carry_out(self.gpus, action)
+            status, detail, previous = await carry_out(self.gpus, action)
         result = action_result(action, action_id, approval_id, status, f"{self.where()}: {detail}",  # type: ignore[arg-type]
-                               traceparent)
+                               traceparent, previous)
         if status == "executed":
             self._done[action_id] = result
         return result

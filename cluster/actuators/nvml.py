@@ -94,8 +94,8 @@ class NvmlGpus:
                 out.append((lo / 1000.0, hi / 1000.0))
             return out
 
-    def set_power_limit(self, index: int, watts: float) -> str:
-        """Set GPU ``index``'s power limit; returns what changed.
+    def set_power_limit(self, index: int, watts: float) -> tuple[str, float]:
+        """Set GPU ``index``'s power limit; returns what changed, and the limit before in watts.
 
         Raises:
             RuntimeError: NVML is missing, has no GPU ``index``, the limit is outside the GPU's range, or NVML
@@ -110,7 +110,7 @@ class NvmlGpus:
                                    f"(NVML's constraints); {watts:g} W is outside, nothing changed")
             before = nv.nvmlDeviceGetPowerManagementLimit(h)
             nv.nvmlDeviceSetPowerManagementLimit(h, mw)
-            return f"gpu{index} power limit {before / 1000:.0f} -> {mw / 1000:.0f} W"
+            return f"gpu{index} power limit {before / 1000:.0f} -> {mw / 1000:.0f} W", before / 1000
 
     def processes(self, index: int) -> list[int]:
         """The pids using GPU ``index`` (compute and graphics)."""
@@ -148,16 +148,18 @@ class NvmlGpus:
         return f"gpu{index} reset"
 
 
-async def carry_out(gpus: NvmlGpus, action: Action) -> tuple[str, str]:
-    """Run a node-local action on ``gpus`` in a worker thread (NVML calls block): ``(status, detail)``."""
+async def carry_out(gpus: NvmlGpus, action: Action) -> tuple[str, str, dict[str, float | str] | None]:
+    """Run a node-local action on ``gpus`` in a worker thread (NVML calls block): ``(status, detail, previous)``, the
+    last the power limit before (``ActionResult.previous``) when one was set."""
     try:
         if action.kind == "set_power_limit":
-            return "executed", await asyncio.to_thread(gpus.set_power_limit, gpu_index(action.gpu), action.watts)
+            detail, before = await asyncio.to_thread(gpus.set_power_limit, gpu_index(action.gpu), action.watts)
+            return "executed", detail, {"watts": before}
         if action.kind == "reset_gpu":
-            return "executed", await asyncio.to_thread(gpus.reset_gpu, gpu_index(action.gpu))
+            return "executed", await asyncio.to_thread(gpus.reset_gpu, gpu_index(action.gpu)), None
     except RuntimeError as exc:
-        return "failed", str(exc)
-    return "failed", f"the nvml actuator only sets power limits and resets GPUs, not {action.kind}"
+        return "failed", str(exc), None
+    return "failed", f"the nvml actuator only sets power limits and resets GPUs, not {action.kind}", None
 
 
 class NvmlActuator:
@@ -172,8 +174,9 @@ class NvmlActuator:
         """Apply the action on this host."""
         if action_id in self._done:
             return self._done[action_id]
-        status, detail = await carry_out(self.gpus, action)
-        result = action_result(action, action_id, approval_id, status, detail, traceparent)  # type: ignore[arg-type]
+        status, detail, previous = await carry_out(self.gpus, action)
+        result = action_result(action, action_id, approval_id, status, detail, traceparent,  # type: ignore[arg-type]
+                               previous)
         if status == "executed":
             self._done[action_id] = result
         return result
@@ -221,4 +224,5 @@ async def nvml_effect(gpus: NvmlGpus, action: Action, where: str) -> Effect:
     if not lo <= watts <= hi:
         return Effect(call=f"nothing: {watts:g} W is outside gpu{index}'s {lo:.0f}-{hi:.0f} W, refused", where=where,
                       current=f"power limit {limit:.0f} W (NVML)", new="unchanged")
-    return Effect(call=call, where=where, current=f"power limit {limit:.0f} W (NVML)", new=f"power limit {watts:g} W")
+    return Effect(call=call, where=where, current=f"power limit {limit:.0f} W (NVML)", new=f"power limit {watts:g} W",
+                  reading={"watts": limit})

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from redfish.aio import AsyncRedfishClient, RedfishError
 
 from actors.gateway.effects import Effect
-from cluster.actuators.modbus import FACILITY_KINDS
-from cluster.actuators.results import BoundedActuator
+from cluster.actuators.modbus import FACILITY_KINDS, setting
+from cluster.actuators.results import BoundedActuator, Outcome
 from cluster.telemetry.redfish import RedfishClients
 from cluster.telemetry.redfish_resources import ROOT, Target, follow, members, parse_target, unit_base, unit_name
 from policies.actions import Action, SetCoolingSetpoint, SetFanSpeed
@@ -243,12 +243,14 @@ class RedfishFacilityActuator(BoundedActuator):
         return None
 
     async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
-                     ) -> tuple[bool, str]:
-        """Find the unit, PATCH each control, read it back; ok only when all hold the new value."""
+                     ) -> tuple[bool, str] | Outcome:
+        """Find the unit, PATCH each control, read it back; ok only when all hold the new value (and the value the
+        first control read had before with it)."""
         assert isinstance(action, SetCoolingSetpoint | SetFanSpeed)  # refusal() let only these through
         _, prop, what, sym = CONTROLS[action.kind]
-        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        key, value = setting(action)
         done: dict[str, str] = {}  # path → what its PATCH did (a retry does not send it again)
+        was: list[float] = []  # the values before, in the order of done
         for attempt in (1, 2):
             try:
                 t, cdu = await self._unit(action.unit)
@@ -264,13 +266,15 @@ class RedfishFacilityActuator(BoundedActuator):
                                        f"{_show(value, sym)} {sym} but it reads back {_show(after, sym)} {sym} (was "
                                        f"{_show(before, sym)}; the controller kept its own limit?)")
                     done[c.path] = f"{_show(before, sym)} → {_show(after, sym)} {sym}, PATCH {c.path}"
+                    was += [before] if before is not None else []
             except Refused as exc:
                 if exc.transient and attempt == 1:
                     await asyncio.sleep(self.retry_after_s)
                     continue
                 tried = " (after one retry)" if attempt == 2 else ""
                 return False, f"{action.unit} {what} not set to {_show(value, sym)} {sym}: {exc}{tried}"
-            return True, f"{action.unit} {what} {'; '.join(done.values())} on {t.url}"
+            return Outcome(True, f"{action.unit} {what} {'; '.join(done.values())} on {t.url}",
+                           {key: was[0]} if was else None)
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -291,7 +295,7 @@ class RedfishFacilityActuator(BoundedActuator):
             return Effect(call=f"nothing: {action.kind} is not a facility action, the Redfish actuator refuses it",
                           where="Redfish", current="n/a", new="unchanged")
         where_, prop, what, sym = CONTROLS[action.kind]
-        value = action.supply_c if isinstance(action, SetCoolingSetpoint) else action.percent
+        _, value = setting(action)
         body = f'{{"{prop}": {{"SetPoint": {value:g}}}}}'
         new = f"{action.unit} {what} {_show(value, sym)} {sym}"
         try:

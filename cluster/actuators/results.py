@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Literal
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, action_targets
+
+T = TypeVar("T", bound=tuple[Any, ...])
 
 #: Bound of one whole execution, tries included, in seconds (under the gateway's 30 s bound on an execution, so the
 #: result names what did not answer).
@@ -20,12 +22,24 @@ BUDGET_S = 25.0
 
 
 def action_result(action: Action, action_id: str, approval_id: str, status: Literal["executed", "failed"],
-                  detail: str, traceparent: str | None) -> ActionResult:
-    """The :class:`ActionResult` of ``action`` run under ``action_id`` for ``approval_id``."""
+                  detail: str, traceparent: str | None, previous: dict[str, float | str] | None = None
+                  ) -> ActionResult:
+    """The :class:`ActionResult` of ``action`` run under ``action_id`` for ``approval_id`` (``previous``: the values
+    it changed, as they were before, keyed by the action's field, when the actuator read them)."""
     return ActionResult(
         ts=0.0, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
         targets=tuple(action_targets(action)), status=status, detail=detail, traceparent=traceparent,
+        previous=previous,
     )
+
+
+class Outcome(NamedTuple):
+    """What :meth:`BoundedActuator._apply` did, when it has more to say than ``(ok, detail)``: the values it changed,
+    as they were before (``ActionResult.previous``: what an undo sets back)."""
+
+    ok: bool
+    detail: str
+    previous: dict[str, float | str] | None = None
 
 
 class BoundedActuator:
@@ -59,14 +73,16 @@ class BoundedActuator:
         refused = self.refusal(action)
         if refused is not None:
             return action_result(action, action_id, approval_id, "failed", refused, traceparent)
-        ok, detail = await self.bounded(self._apply(action, action_id, approval_id, traceparent))
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
+        ok, detail, previous = Outcome(*await self.bounded(self._apply(action, action_id, approval_id, traceparent)))
+        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent,
+                               previous if ok else None)
         if ok:
             self._done[action_id] = result
         return result
 
-    async def bounded(self, work: Awaitable[tuple[bool, str]]) -> tuple[bool, str]:
-        """``work``'s ``(ok, detail)`` within :data:`BUDGET_S`; out of time or a :attr:`failure`: not ok, with why."""
+    async def bounded(self, work: Awaitable[T]) -> T | tuple[bool, str]:
+        """``work``'s ``(ok, detail)`` (or :class:`Outcome`) within :data:`BUDGET_S`; out of time or a
+        :attr:`failure`: not ok, with why."""
         try:
             return await asyncio.wait_for(work, BUDGET_S)
         except TimeoutError:
@@ -80,6 +96,7 @@ class BoundedActuator:
         return str(exc)
 
     async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
-                     ) -> tuple[bool, str]:
-        """Carry out an action :meth:`refusal` let through (the arguments of :meth:`execute`): ``(ok, detail)``."""
+                     ) -> tuple[bool, str] | Outcome:
+        """Carry out an action :meth:`refusal` let through (the arguments of :meth:`execute`): ``(ok, detail)``, or an
+        :class:`Outcome` with the values before."""
         raise NotImplementedError

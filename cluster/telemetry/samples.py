@@ -148,6 +148,9 @@ class ActionResult(_Sample):
     status: Literal["executed", "failed", "rejected"]  # rejected: an operator said no (detail: the reason)
     detail: str = ""
     traceparent: str | None = None
+    # What the action changed, as it was before, keyed by the action's field ({"watts": 700.0}), when the actuator
+    # read it; None (and absent from older records): not known. An undo sets it back (actors.gateway.undo).
+    previous: dict[str, float | str] | None = None
 
 
 class SourceStatus(_Sample):

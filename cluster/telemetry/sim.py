@@ -162,18 +162,22 @@ class Simulator:
             return self._done[action_id]
         p, topo = self.physics, self.topo
         status, detail = "executed", describe(action)
+        previous: dict[str, float | str] | None = None  # what an undo sets back
         try:
             if action.kind == "set_cooling_setpoint":
                 u = topo.units.index(action.unit)
                 detail = f"{action.unit} supply setpoint {p.setpoint_c[u]:.1f} -> {action.supply_c:.1f} °C"
+                previous = {"supply_c": float(p.setpoint_c[u])}
                 p.setpoint_c[u] = action.supply_c
             elif action.kind == "set_fan_speed":
                 u = topo.units.index(action.unit)
                 detail = f"{action.unit} fans {p.fan_pct[u]:.0f} -> {action.percent:.0f} %"
+                previous = {"percent": float(p.fan_pct[u])}
                 p.fan_pct[u] = action.percent
             elif action.kind == "set_power_limit":
                 i = self.names.index(action.gpu)
                 detail = f"{action.gpu} power limit {p.power_limit_w[i]:.0f} -> {action.watts:.0f} W"
+                previous = {"watts": float(p.power_limit_w[i])}
                 p.power_limit_w[i] = min(action.watts, p.tdp_w[i])
             elif action.kind in ("cordon_gpu", "reset_gpu"):
                 i = self.names.index(action.gpu)
@@ -187,6 +191,7 @@ class Simulator:
         result = ActionResult(
             ts=self.t, action_id=action_id, approval_id=approval_id, action_kind=action.kind,
             targets=tuple(action_targets(action)), status=status, detail=detail, traceparent=traceparent,
+            previous=previous if status == "executed" else None,
         )
         self._done[action_id] = result
         self._results.append(result)

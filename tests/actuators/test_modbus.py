@@ -69,6 +69,8 @@ async def test_an_approved_setpoint_changes_the_register_and_the_next_telemetry_
     result = json.loads(fields[b"sample"])
     assert result["status"] == "executed"
     assert result["detail"] == f"cu01 supply setpoint 25.0 → 21.0 °C, register 40001 on {plant.endpoint}"
+    assert result["previous"] == {"supply_c": 25.0}, "the value before, as data: what an undo sets back"
+    assert ap.effect is not None and ap.effect.reading == {"supply_c": 25.0}, "the register read for the card"
 
 
 async def test_fan_speed_is_read_first_written_and_read_back() -> None:
@@ -76,6 +78,7 @@ async def test_fan_speed_is_read_first_written_and_read_back() -> None:
         r = await actuator(plant_map(), plant.endpoint).execute(parse_action(FANS), "a1", "p1", None)
         assert await plant.get(FAN) == 85
     assert r.status == "executed" and r.detail == f"cu01 fan speed 60 → 85 %, register 40002 on {plant.endpoint}"
+    assert r.previous == {"percent": 60.0}
     assert r.targets == ("cu01",)
 
 

@@ -42,6 +42,7 @@ async def test_a_power_limit_within_nvmls_range_is_set_on_the_named_gpu() -> Non
     act = NodeActuator("n02", nv)
     r = await act.execute(cap("n02/gpu1", 350), "a-1", "ap-1", None)
     assert (r.status, r.detail) == ("executed", "on n02: gpu1 power limit 700 -> 350 W")
+    assert r.previous == {"watts": 700.0}, "the limit before, as data: what an undo sets back"
     assert nv.set_calls == [(1, 350_000)] and nv.sessions == 0, "one NVML session per call, closed"
     assert await act.execute(cap("n02/gpu1", 350), "a-1", "ap-1", None) == r and len(nv.set_calls) == 1
     assert act.inventory() == {"node": "n02", "ray_node": None, "limits_w": [[200.0, 700.0], [200.0, 700.0]]}

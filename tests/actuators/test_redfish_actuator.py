@@ -94,6 +94,8 @@ async def test_an_approved_setpoint_patches_the_cooling_unit_and_the_next_teleme
     result = json.loads(fields[b"sample"])
     assert result["status"] == "executed"
     assert result["detail"] == f"cu01 supply setpoint 30.0 → 21.0 °C, PATCH {LOOP} on {cdu.url}"
+    assert result["previous"] == {"supply_c": 30.0}, "the value before, as data: what an undo sets back"
+    assert (await gw.get(ap.approval_id))["inverse"] == {**COOL, "supply_c": 30.0}  # type: ignore[index]
 
 
 async def test_the_pump_speed_is_the_units_fan(cdu: PatchableRedfish) -> None:
@@ -102,6 +104,7 @@ async def test_the_pump_speed_is_the_units_fan(cdu: PatchableRedfish) -> None:
     await act.aclose()
     assert r.status == "executed", r.detail
     assert r.detail == f"cu01 pump speed 60 → 85 %, PATCH {PUMP} on {cdu.url}" and r.targets == ("cu01",)
+    assert r.previous == {"percent": 60.0}
     assert setpoint(cdu, PUMP, "SpeedControlPercent") == 85
 
 

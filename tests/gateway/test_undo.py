@@ -14,6 +14,7 @@ from actors.gateway.service import GatewayService
 from actors.gateway.undo import inverse
 from actors.twin.physics import Topology
 from cluster.actuators import SimActuator
+from cluster.telemetry.samples import ActionResult
 from cluster.telemetry.sim import Simulator, SimulatorService
 from policies.actions import parse_action
 from policies.policy import Policy, load_policy
@@ -31,21 +32,23 @@ def executing(action: dict, effect: Effect | None = None) -> Approval:
                     policy="p", created_ts=1.0, updated_ts=1.0, effect=effect)
 
 
-def ran(detail: str) -> dict[str, Any]:
-    return {"status": "executed", "detail": detail}
+def ran(detail: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An executed result as JSON; ``previous``: the values before as the actuator reported them (None: it did not)."""
+    return {"status": "executed", "detail": detail, "previous": previous}
 
 
 def test_the_inverse_is_the_value_before_as_the_actuator_the_twin_or_the_effect_says() -> None:
-    back = inverse(executing(CAP), ran("on n01: gpu0 power limit 700 -> 300 W"))
+    back = inverse(executing(CAP), ran("on n01: gpu0 power limit 700 -> 300 W", {"watts": 700.0}))
     assert back == parse_action({**CAP, "watts": 700}), "the actuator's own word on what it changed from"
-    modbus = inverse(executing(SETPOINT), ran("cu01 supply setpoint 24.5 → 21.0 °C, register 40001 on h:5020"))
+    modbus = inverse(executing(SETPOINT), ran("cu01 supply setpoint 24.5 → 21.0 °C, register 40001 on h:5020",
+                                                 {"supply_c": 24.5}))
     assert modbus == parse_action({**SETPOINT, "supply_c": 24.5})
     twin = {"units": [{"unit": "cu01", "supply_c": 24.0, "setpoint_c": 25.0, "fan_pct": 60.0}]}
     assert inverse(executing(SETPOINT), ran("webhook: 200"), twin) == parse_action({**SETPOINT, "supply_c": 25.0})
     fan = {"kind": "set_fan_speed", "unit": "cu01", "percent": 90}
     assert inverse(executing(fan), ran("webhook: 200"), twin) == parse_action({**fan, "percent": 60})
     nvml = Effect(call="nvmlDeviceSetPowerManagementLimit(gpu0, 300000 mW)", where="NVML",
-                  current="power limit 650 W (NVML)", new="power limit 300 W")
+                  current="power limit 650 W (NVML)", new="power limit 300 W", reading={"watts": 650.0})
     assert inverse(executing(CAP, nvml), ran("webhook: 200")) == parse_action({**CAP, "watts": 650})
 
 
@@ -53,13 +56,26 @@ def test_no_inverse_when_the_value_before_is_unknown_the_same_out_of_bounds_or_i
     unread = Effect(call="c", where="w", current="n01/gpu0 88.0 °C (the twin's latest reading; its power limit is "
                     "not reported)", new="n")
     assert inverse(executing(CAP, unread), ran("webhook: 200"), {"units": []}) is None
-    assert inverse(executing(CAP), ran("gpu0 power limit 300 -> 300 W")) is None, "nothing changed"
-    assert inverse(executing(CAP), ran("gpu0 power limit 50 -> 300 W")) is None, "outside the catalogue's bounds"
+    assert inverse(executing(CAP), ran("gpu0 power limit 300 -> 300 W", {"watts": 300})) is None, "nothing changed"
+    assert inverse(executing(CAP), ran("gpu0 power limit 50 -> 300 W", {"watts": 50})) is None, \
+        "outside the catalogue's bounds"
     assert inverse(executing(CAP), ran("gpu0 power limit 700 -> 450 W")) is None, "another change's numbers"
-    assert inverse(executing(CAP), {"status": "failed", "detail": "gpu0 power limit 700 -> 300 W"}) is None
+    assert inverse(executing(CAP), {"status": "failed", "detail": "gpu0 power limit 700 -> 300 W",
+                                     "previous": {"watts": 700}}) is None
     assert inverse(executing({"kind": "reset_gpu", "gpu": "n01/gpu0"}), ran("reset")) is None
     assert inverse(executing({"kind": "drain_node", "node": "n01"}), ran("drained")) == parse_action(
         {"kind": "resume_node", "node": "n01", "drained_by": "ap-0123456789ab"})
+
+
+def test_the_value_before_is_data_never_read_back_from_the_words_and_older_results_load() -> None:
+    words = ran("on n01: gpu0 power limit 700 -> 300 W")  # a result without ``previous``: its words are not parsed
+    assert inverse(executing(CAP), words) is None
+    unit = Effect(call="c", where="w", current="cu01 supply setpoint 25.0 °C (the twin's latest reading)", new="n")
+    assert inverse(executing(SETPOINT, unit), ran("webhook: 200")) is None, "nor is an effect's"
+    older = {"ts": 1.0, "action_id": "act-1", "approval_id": "ap-1", "action_kind": "set_power_limit",
+             "status": "executed", "detail": "gpu0 power limit 700 -> 300 W"}  # recorded before ``previous`` was
+    assert ActionResult.model_validate(older).previous is None
+    assert inverse(executing(CAP), older) is None
 
 
 def sim_gateway(redis_url: str, ns: str, policy: Policy | None = None) -> tuple[GatewayService, SimulatorService]:
