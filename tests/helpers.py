@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 
@@ -57,3 +60,38 @@ def wait_for(fn: Callable[[], T], timeout_s: float = 180.0, every_s: float = 0.5
             return out
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {fn.__name__}")
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing: the test's own output stays readable."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+class LocalHTTPServer:
+    """A test's HTTP server: ``handler`` answers on 127.0.0.1 (a port the kernel picks, bound at once) in a daemon
+    thread until :meth:`close` or the end of its ``with``. ``url`` is its origin (``https`` with ``tls``, the server
+    side of a test CA); ``poll_s`` is how often the thread checks for :meth:`close`.
+
+    The fakes of a service (Redfish, Jira, the Kubernetes API, a webhook receiver) subclass it: they hold their state
+    and give it a handler that reads it."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None,
+                 poll_s: float = 0.5) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(poll_s,), daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

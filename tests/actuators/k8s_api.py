@@ -22,12 +22,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.helpers import LocalHTTPServer, QuietHandler
 
 TOKEN = "stub-token"
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
@@ -79,7 +80,7 @@ def merge(target: Any, patch: Any) -> Any:
 
 
 @dataclass
-class KubeApiStub:
+class KubeApiStub(LocalHTTPServer):
     """The stub's state (``nodes``, ``pods`` by ``(namespace, name)``, ``pdbs``) and its server on 127.0.0.1."""
 
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class KubeApiStub:
         self._version = 100
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _answer(self) -> None:
                 url = urlsplit(self.path)
                 size = int(self.headers.get("Content-Length") or 0)
@@ -114,12 +115,7 @@ class KubeApiStub:
 
             do_GET = do_PATCH = do_POST = _answer  # noqa: N815 - http.server's naming
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        super().__init__(Handler, poll_s=0.05)
 
     # --- fixtures of state ------------------------------------------------------------------------------------
     def _rv(self) -> str:
@@ -255,16 +251,6 @@ class KubeApiStub:
     def kubeconfig(self, path: Path, token: str = TOKEN) -> Path:
         """Write a kubeconfig whose current context is this stub (:func:`write_kubeconfig`)."""
         return write_kubeconfig(path, self.url, token)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> KubeApiStub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def write_kubeconfig(path: Path, server: str, token: str = TOKEN) -> Path:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from tests.actuators.ticket_fakes import TestCA
+from tests.helpers import LocalHTTPServer, QuietHandler
 
 ROOT = "/redfish/v1"
 
@@ -42,7 +42,7 @@ def merge(doc: dict[str, Any], patch: dict[str, Any], where: str = "") -> str | 
     return None
 
 
-class PatchableRedfish:
+class PatchableRedfish(LocalHTTPServer):
     """The service on a free port of 127.0.0.1, serving (and changing) ``mockup``."""
 
     def __init__(self, mockup: Path, ca: TestCA | None = None, authorization: str | None = None) -> None:
@@ -52,7 +52,7 @@ class PatchableRedfish:
         self.lock = threading.Lock()
         svc = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _reply(self, status: int, body: dict[str, Any] | None, etag: str | None = None) -> None:
                 data = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
@@ -75,16 +75,8 @@ class PatchableRedfish:
 
             do_GET = do_PATCH = _handle  # noqa: N815 - http.server's naming
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         self.authorization = authorization
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if ca is not None:
-            self.server.socket = ca.server_context().wrap_socket(self.server.socket, server_side=True)
-        scheme = "https" if ca is not None else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler, ca.server_context() if ca is not None else None)
 
     def file(self, path: str) -> Path:
         return self.mockup / path.removeprefix(ROOT).strip("/") / "index.json"
@@ -123,13 +115,3 @@ class PatchableRedfish:
     def calls(self, method: str) -> list[dict[str, Any]]:
         """The requests received with ``method``."""
         return [r for r in self.requests if r["method"] == method]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

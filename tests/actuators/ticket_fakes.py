@@ -20,7 +20,6 @@ import ssl
 import tempfile
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.helpers import LocalHTTPServer, QuietHandler
 
 
 class TestCA:
@@ -81,7 +82,7 @@ class TestCA:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class FakeService:
+class FakeService(LocalHTTPServer):
     """The shared part: an HTTPS server on a free port of 127.0.0.1 that records requests and plays ``script``."""
 
     def __init__(self, ca: TestCA) -> None:
@@ -90,7 +91,7 @@ class FakeService:
         self.lock = threading.Lock()
         svc = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 parts = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -116,13 +117,7 @@ class FakeService:
 
             do_GET = do_POST = _handle  # noqa: N815 - http.server's naming
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.socket = ca.server_context().wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler, ca.server_context())
 
     def serve(self, req: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
@@ -130,16 +125,6 @@ class FakeService:
     def calls(self, method: str, path: str) -> list[dict[str, Any]]:
         """The requests received for ``method path``."""
         return [r for r in self.requests if r["method"] == method and r["path"] == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def basic(user: str, password: str) -> str:

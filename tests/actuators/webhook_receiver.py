@@ -8,18 +8,17 @@ Used by ``tests/actuators`` (through the ``receiver`` fixture of its conftest) a
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from policies.actions import parse_action
+from tests.helpers import LocalHTTPServer, QuietHandler
 
 #: The action the actuator tests send: a power cap on one GPU.
 CAP = parse_action({"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 400})
 
 
-class WebhookReceiver:
+class WebhookReceiver(LocalHTTPServer):
     """Records every delivery (``key``, ``auth``, ``body``); answers each POST with the next ``script`` entry
     (status, headers, seconds to wait before answering), else ``always`` (unset: 200). A 200 applies the
     delivery's ``Idempotency-Key`` once (``effects``: key -> first body)."""
@@ -31,7 +30,7 @@ class WebhookReceiver:
         self.effects: dict[str, dict] = {}
         rcv = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 key = self.headers.get("Idempotency-Key")
@@ -49,19 +48,5 @@ class WebhookReceiver:
                 except OSError:  # the client gave up on this try (timeout) and closed the connection
                     pass
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(Handler)
+        self.url += "/hook"
