@@ -15,9 +15,8 @@ from pydantic import SecretStr
 
 from actors.gateway.effects import Effect, new_value
 from cluster.actuators.http_retry import CallFailed, RetryPolicy, answered, call_with_retries, said, unreachable
-from cluster.actuators.results import action_result
+from cluster.actuators.results import BoundedActuator
 from cluster.masking import redact_url
-from cluster.telemetry.samples import ActionResult
 from policies.actions import Action, describe
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -25,7 +24,7 @@ DEFAULT_TIMEOUT_S = 10.0
 MIN_TRY_S = 0.05
 
 
-class WebhookActuator:
+class WebhookActuator(BoundedActuator):
     """Idempotent by action id: a succeeded action id is never sent again by this process, and the receiver
     gets the same ``Idempotency-Key`` on every try, within one call and across calls."""
 
@@ -33,17 +32,17 @@ class WebhookActuator:
         self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.AsyncBaseTransport | None = None,
         token: SecretStr | str | None = None, retry: RetryPolicy | None = None,
     ) -> None:
+        super().__init__()
         self.url = url
         self.timeout_s = timeout_s
         self.transport = transport
         self.token = SecretStr(token) if isinstance(token, str) else token
         self.retry = retry or RetryPolicy()
-        self._done: dict[str, ActionResult] = {}
+        self.answers = f"webhook {redact_url(url)}"
 
-    async def execute(self, action: Action, action_id: str, approval_id: str, traceparent: str | None) -> ActionResult:
+    async def _apply(self, action: Action, action_id: str, approval_id: str, traceparent: str | None
+                     ) -> tuple[bool, str]:
         """POST ``{"action_id", "approval_id", "action", "summary", "traceparent"}``; 2xx means executed."""
-        if action_id in self._done:
-            return self._done[action_id]
         body = {"action_id": action_id, "approval_id": approval_id, "action": action.model_dump(mode="json"),
                 "summary": describe(action), "traceparent": traceparent}
         headers = {"Idempotency-Key": action_id}
@@ -51,7 +50,6 @@ class WebhookActuator:
             headers["Authorization"] = f"Bearer {self.token.get_secret_value()}"
         if traceparent:
             headers["traceparent"] = traceparent
-        shown = f"webhook {redact_url(self.url)}"
         start = time.monotonic()
         async with httpx.AsyncClient(transport=self.transport) as client:
 
@@ -71,16 +69,13 @@ class WebhookActuator:
                 ok, gave_up = True, ""
             except CallFailed as exc:
                 ok, detail, tries, gave_up = False, exc.reason, exc.tries, exc.gave_up
-        detail = f"{shown} {detail}"
+        detail = f"{self.answers} {detail}"
         if tries > 1 or gave_up:
             elapsed = time.monotonic() - start
             detail += f" (after {tries} tries in {elapsed:.1f} s" + (f"; {gave_up})" if gave_up else ")")
         elif not ok:
             detail += " (not retried: the receiver refused it)"
-        result = action_result(action, action_id, approval_id, "executed" if ok else "failed", detail, traceparent)
-        if ok:
-            self._done[action_id] = result
-        return result
+        return ok, detail
 
     async def effect(self, action: Action, approval_id: str) -> Effect:
         """The POST :meth:`execute` sends (its action id and trace context aside); the value now is the twin's."""
