@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.twin.loop import CoolantLoop
 from actors.twin.profiles import profile
 
 R_BASE_K_PER_W = 0.045  # die to cold plate
@@ -132,6 +133,11 @@ class FleetPhysics:
         self.fan_pct = np.full(n_unit, NOMINAL_FAN_PCT)
         self.flow_frac = np.ones(len(topo.nodes))  # coolant flow per node, fraction of nominal
         self.node_unit = np.array(topo.node_unit)
+        self.loop = CoolantLoop(self.node_unit, np.bincount(self.node_unit[self.gpu_node], weights=self.tdp_w,
+                                                            minlength=n_unit), TAU_SUPPLY_S, NOMINAL_FAN_PCT)
+        it_w = np.bincount(self.node_unit[self.gpu_node], weights=self.power_w, minlength=n_unit)
+        start = self.loop.steady(it_w, self.supply_c, self.fan_pct, self.flow_frac)
+        self.supply_sensed_c, self.return_sensed_c = self.supply_c.copy(), start.return_c.copy()  # facility sensors
         # network: every job's GPUs step in lockstep; its all-reduce runs at the pace of its slowest link
         self.link_names = [name for name, _ in topo.links]
         self.link_frac = np.ones(len(self.link_names))  # achieved bandwidth, fraction of nominal
@@ -157,7 +163,9 @@ class FleetPhysics:
         controller's arithmetic runs only where a GPU is hot or still capped.
         """
         b = self._buffers()
-        self.supply_c += (self.setpoint_c + self.capacity_loss_c - self.supply_c) * lag_alpha(dt, TAU_SUPPLY_S)
+        self.loop.step(dt, np.bincount(self._gpu_unit, weights=self.power_w, minlength=len(self.supply_c)),
+                       self.supply_c, self.setpoint_c, self.capacity_loss_c, self.fan_pct, self.flow_frac,
+                       self.supply_sensed_c, self.return_sensed_c)
         # Power-budget controller: the clock at which P meets the limit; walk toward it linearly.
         f_power = self._power_target()
         step = POWER_STEP_MHZ_PER_S * dt
@@ -280,6 +288,7 @@ class FleetPhysics:
     _STATE = (
         "util", "power_limit_w", "clock_mhz", "thermal_cap_mhz", "power_w", "temp_c", "sensed_c", "energy_j",
         "work_lost", "setpoint_c", "supply_c", "fan_pct", "flow_frac", "link_frac", "capacity_loss_c",
+        "supply_sensed_c", "return_sensed_c",
     )
 
     def state_dict(self) -> dict[str, list[float]]:

@@ -126,8 +126,9 @@ class Simulator:
             served = self.topo.unit_nodes(unit)
             out.append(
                 CoolingSample(
-                    kind="cooling", ts=self.t, unit=unit, supply_c=round(float(p.supply_c[u]), 2),
-                    setpoint_c=float(p.setpoint_c[u]), fan_pct=float(p.fan_pct[u]), serves=tuple(served),
+                    kind="cooling", ts=self.t, unit=unit, supply_c=round(float(p.supply_sensed_c[u]), 2),
+                    return_c=round(float(p.return_sensed_c[u]), 2), setpoint_c=float(p.setpoint_c[u]),
+                    fan_pct=float(p.fan_pct[u]), serves=tuple(served),
                     flow_frac={n: round(float(p.flow_frac[self.topo.nodes.index(n)]), 3) for n in served},
                 )
             )
