@@ -328,6 +328,10 @@ def _why(ev: Event) -> str:
             parts.append(f"lost coolant flow to {d.get('node')} (flow {flow} of nominal, supply {supply} °C)")
         if isinstance(supply, int | float) and isinstance(setpoint, int | float) and supply > setpoint:
             parts.append(f"cannot hold its supply temperature ({supply} °C against a {setpoint} °C setpoint)")
+        normal = d.get("normal_c")
+        if not parts and isinstance(supply, int | float) and isinstance(normal, int | float) and supply > normal:
+            parts.append(f"has drifted to a supply of {supply} °C, {supply - normal:.1f} °C above its normal "
+                         f"{normal:.1f} °C")
         what = " and ".join(parts) or f"is degraded (fans at {d.get('fan_pct')} %, supply {supply} °C)"
         return f"cooling unit {ev.subject} {what}; it cools every GPU grouped in this incident"
     return f"{ev.kind} on {ev.subject} is the strongest cause seen in this group"
