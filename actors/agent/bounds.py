@@ -4,6 +4,8 @@ The planner derives a parameter from :func:`step_bounds` (``Bound.pick``); every
 or a model's, is then held to :func:`check_bounds`. A step's limits come from the runbook's front matter
 (``knowledge.limits``); the hardware's from the GPU's model profile, or from the range the source reports
 (``power_min_w`` / ``power_max_w`` in the incident's facts, as NVML's power management limit constraints give it).
+A cooling unit's supply setpoint is never below the room's dew point (``dew_point_c`` in the facts, else
+``DEFAULT_DEW_POINT_C``): coolant colder than that condenses water on pipes, manifolds and cold plates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from actors.agent.proposals import Cited
 from actors.twin.profiles import canonical_model, profile
 from knowledge.documents import ActionTemplate, Document
 from knowledge.limits import NUMERIC_PARAMS, Bound, allowed
-from policies.actions import Action, describe
+from policies.actions import Action, SetCoolingSetpoint, describe
+
+#: The room's dew point when the incident reports none: the upper dew point of ASHRAE's recommended envelope for
+#: data centres, 15 °C (classes A1–A4; ASHRAE TC 9.9, *Thermal Guidelines for Data Processing Environments*, 5th ed.,
+#: 2021). A room at 24 °C and 55 % RH has a dew point of 14.4 °C (Magnus formula), just under it.
+DEFAULT_DEW_POINT_C = 15.0
+#: The catalogue's own ceiling for a supply setpoint (``SetCoolingSetpoint.supply_c``'s ``le``).
+SUPPLY_MAX_C = next(m.le for m in SetCoolingSetpoint.model_fields["supply_c"].metadata if hasattr(m, "le"))
 
 
 class Documents(Protocol):
@@ -23,7 +32,15 @@ class Documents(Protocol):
 
 
 def hardware_bound(kind: str, param: str, facts: Mapping[str, Any]) -> Bound | None:
-    """The range the hardware accepts for a parameter, where one is known (a GPU's power limit)."""
+    """The range the hardware accepts for a parameter, where one is known: a GPU's power limit; a cooling unit's
+    supply setpoint, not below the dew point (the facility's range, refused with the reason on the approval card)."""
+    if (kind, param) == ("set_cooling_setpoint", "supply_c"):
+        reported = isinstance(facts.get("dew_point_c"), int | float)
+        dew = float(facts["dew_point_c"]) if reported else DEFAULT_DEW_POINT_C
+        source = (f"the dew point {dew:g} °C the incident reports" if reported
+                  else f"{dew:g} °C, the upper dew point of ASHRAE's recommended envelope, as no dew point is reported")
+        why = f"not below {source}: colder coolant condenses water"
+        return Bound(lo=dew, hi=max(dew, SUPPLY_MAX_C), unit="°C", why=(why,))
     if (kind, param) != ("set_power_limit", "watts"):
         return None
     prof = profile(str(facts.get("model") or ""))

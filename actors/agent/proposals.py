@@ -45,6 +45,13 @@ class Prediction(BaseModel):
     text: str = Field("", max_length=300)  # the prediction in an operator's words
     settles_at: float | None = None  # where the metric settles with the action
     without_action: float | None = None  # where it would settle without it
+    # What else the action does (actors.agent.whatif): the die's settled temperature with it minus without it, and
+    # the facility (chiller, pumps, fans) of the incident's hottest node, with it and its change, and the PUE.
+    die_change_c: float | None = None
+    facility_kw: float | None = None
+    facility_kw_change: float | None = None
+    pue: float | None = None
+    pue_change: float | None = None
 
     @property
     def checkable(self) -> bool:

@@ -58,6 +58,15 @@ def cop(supply_c: np.ndarray | float) -> np.ndarray:
     return np.clip(COP_REF * (1.0 + COP_PER_K * (np.asarray(supply_c, float) - COP_REF_C)), COP_MIN, COP_MAX)
 
 
+def loss_explaining(supply_c: float, setpoint_c: float, load_frac: float) -> float:
+    """The capacity loss (K) that explains a unit settled at ``supply_c`` over its setpoint while carrying
+    ``load_frac`` of its rating: the steady supply ``T_set − APPROACH_K + loss + Q_IT/G`` solved for ``loss``.
+    A unit at or under its setpoint shows no loss (whatever it lost, it still has the headroom)."""
+    if supply_c <= setpoint_c:
+        return 0.0
+    return supply_c - setpoint_c + APPROACH_K * (1.0 - min(max(load_frac, 0.0), 1.0))
+
+
 @dataclass
 class LoopReading:
     """Every unit's loop as of the last step (W, kg/s, °C); arrays over units."""

@@ -1,0 +1,96 @@
+"""The what-if runs the GPU's reported power and reports the die, facility kW and PUE change of every action
+(actors/agent/whatif.py); a supply setpoint below the dew point is refused (actors/agent/bounds.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from actors.agent.bounds import DEFAULT_DEW_POINT_C, check_bounds, step_bounds
+from actors.agent.whatif import NODE_GPUS, THERMAL_KINDS, predict
+from actors.twin.loop import FAN_SHARE, PUMP_SHARE, cop
+from actors.twin.physics import R_BASE_K_PER_W, R_FLOW_K_PER_W
+from knowledge.documents import ActionTemplate
+from policies.actions import parse_action
+
+#: A cool GPU at 400 W on a healthy unit at 25 °C: nothing throttles, so every settled value has a closed form.
+FACTS = {"setpoint_c": 25.0, "supply_c": 25.0, "power_w": 400.0, "max_operating_c": 87.0, "slowdown_c": 89.0,
+         "node": "n01", "est_c": 53.0, "sensed_c": 53.0, "model": "H100-SXM"}
+R = R_BASE_K_PER_W + R_FLOW_K_PER_W  # die to coolant at nominal flow and fan speed
+TDP_W = 700.0
+
+ACTIONS = {
+    "set_cooling_setpoint": {"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 22.0},
+    "set_fan_speed": {"kind": "set_fan_speed", "unit": "cu01", "percent": 100.0},
+    "set_power_limit": {"kind": "set_power_limit", "gpu": "n01/gpu0", "watts": 300.0},
+    "cordon_gpu": {"kind": "cordon_gpu", "gpu": "n01/gpu0"},
+    "drain_node": {"kind": "drain_node", "node": "n01"},
+}
+
+
+def test_the_what_if_runs_the_power_the_gpu_reports_not_its_tdp() -> None:
+    setpoint = parse_action(ACTIONS["set_cooling_setpoint"])
+    at_400 = predict(setpoint, FACTS)
+    at_650 = predict(setpoint, {**FACTS, "power_w": 650.0})
+    assert at_400 is not None and at_650 is not None
+    assert at_400.without_action == pytest.approx(25.0 + 400.0 * R, abs=0.15)  # the die at supply + P·R
+    assert at_650.without_action == pytest.approx(25.0 + 650.0 * R, abs=0.15)
+
+
+def test_every_what_if_reports_the_die_the_facility_kw_and_the_pue() -> None:
+    assert set(ACTIONS) == THERMAL_KINDS
+    for kind, raw in ACTIONS.items():
+        p = predict(parse_action(raw), FACTS)
+        assert p is not None, kind
+        for field in ("die_change_c", "facility_kw", "facility_kw_change", "pue", "pue_change"):
+            assert isinstance(getattr(p, field), float), (kind, field)
+        assert p.pue > 1.0 and p.facility_kw > 0, kind
+        assert "die " in p.text and " kW" in p.text and "PUE" in p.text, p.text
+
+
+def test_a_colder_setpoint_cools_the_die_by_as_much_and_costs_chiller_kw() -> None:
+    p = predict(parse_action(ACTIONS["set_cooling_setpoint"]), FACTS)
+    assert p is not None
+    assert p.die_change_c == pytest.approx(-3.0, abs=0.15)
+    it_w = NODE_GPUS * 400.0
+    chiller_kw = (it_w / float(cop(22.0)) - it_w / float(cop(25.0))) / 1000  # the same heat at a worse COP
+    assert p.facility_kw_change == pytest.approx(chiller_kw, abs=0.005) and p.facility_kw_change > 0
+    assert p.pue_change == pytest.approx(chiller_kw * 1000 / it_w, abs=0.002)
+
+
+def test_faster_fans_follow_the_affinity_law() -> None:
+    p = predict(parse_action(ACTIONS["set_fan_speed"]), FACTS)
+    assert p is not None
+    movers_kw = (PUMP_SHARE + FAN_SHARE) * NODE_GPUS * TDP_W / 1000
+    assert p.facility_kw_change == pytest.approx(movers_kw * ((100 / 70) ** 3 - 1), abs=0.005)
+    assert p.die_change_c == pytest.approx(400.0 * R_FLOW_K_PER_W * (math.sqrt(70 / 100) - 1), abs=0.15)
+
+
+def test_taking_load_off_cools_the_die_and_raises_the_pue() -> None:
+    """Pumps and fans do not slow down with the load: less IT under the same overhead is a worse PUE."""
+    for kind in ("cordon_gpu", "drain_node", "set_power_limit"):
+        p = predict(parse_action(ACTIONS[kind]), FACTS)
+        assert p is not None and p.die_change_c < -5 and p.facility_kw_change < 0 and p.pue_change > 0, (kind, p)
+
+
+def setpoint(supply_c: float):
+    return parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": supply_c})
+
+
+def test_a_setpoint_below_the_dew_point_is_refused_with_the_reason() -> None:
+    refused = check_bounds(setpoint(DEFAULT_DEW_POINT_C - 1), {}, {})
+    assert len(refused) == 1 and "dew point" in refused[0] and "ASHRAE" in refused[0], refused
+    assert check_bounds(setpoint(DEFAULT_DEW_POINT_C + 1), {}, {}) == []
+    reported = check_bounds(setpoint(20.0), {}, {"dew_point_c": 21.0})
+    assert len(reported) == 1 and "the dew point 21 °C the incident reports" in reported[0], reported
+    assert check_bounds(setpoint(13.0), {}, {"dew_point_c": 10.0}) == [], "a dry room allows a colder supply"
+
+
+def test_a_step_allowing_a_colder_supply_is_narrowed_to_the_dew_point() -> None:
+    """A runbook step that would go to 12 °C: the bound the planner picks from stops at the dew point."""
+    t = ActionTemplate.model_validate({"kind": "set_cooling_setpoint", "step": "s1", "params": {"unit": "{unit}"},
+                                       "limits": {"supply_c": {"min": 12, "max": 30, "unit": "°C"}}})
+    bounds, problems = step_bounds(t, {"unit": "cu01"})
+    assert problems == [] and bounds["supply_c"].lo == DEFAULT_DEW_POINT_C
+    assert "dew point" in bounds["supply_c"].text
