@@ -13,11 +13,15 @@ Model, per unit (time step ``dt``):
   the load it carries and closes the remaining gap with time constant ``τ``), never less than nothing, and never
   more than its capacity ``Q_cap = G·(T_sup − T_set + APPROACH_K − loss)``: at its setpoint a healthy unit can
   remove its rating (the full TDP of the GPUs it cools), more when the coolant runs warmer (a larger approach to
-  the plant behind it), ``G·loss`` less when it has lost ``loss`` kelvin of capacity (a fault: a fouled
-  exchanger, a tripped compressor). ``M·c_p = G·τ``, so both regimes settle with the same time constant, and
+  the plant behind it, ``APPROACH_K`` from the exchanger's effectiveness), ``G·loss`` less when it has lost
+  ``loss`` kelvin of capacity (a fault: a fouled exchanger, a tripped compressor). ``M·c_p = G·τ``, so both
+  regimes settle with the same time constant, and
   ``T_sup → max(T_set, T_set − APPROACH_K + loss + Q_IT/G)``: a unit with enough capacity holds its setpoint,
   one fully loaded with ``loss`` kelvin lost settles ``loss`` above it (what the simulator's ``supply_drift``
-  fault has always meant), one less loaded settles lower;
+  fault has always meant), one less loaded settles lower. A loss larger than ``APPROACH_K`` leaves the unit
+  removing nothing at its setpoint: its loop then warms no faster than ``Q_IT/(M·c_p)`` (a loop of
+  ``τ·1000/(APPROACH_K·c_p)`` ≈ 1.1 litres of water per kW of rating), slower than the bare lag toward
+  ``setpoint + loss`` the plant had before it had a heat balance;
 - return temperature ``T_ret = T_sup + Q_IT/(ṁ·c_p)``; flow ``ṁ = ṁ_nom · n · (mean flow share of its nodes)``
   with ``ṁ_nom`` sized for ``DESIGN_DELTA_K`` across the IT at rating;
 - pump and fan affinity laws: flow ∝ speed ``n``, power ∝ ``n³`` (``n`` = the unit's fan/pump speed over its
@@ -42,7 +46,12 @@ import numpy as np
 
 C_P_WATER = 4186.0  # J/(kg·K)
 DESIGN_DELTA_K = 10.0  # return − supply at rated IT heat and nominal speed (a typical liquid loop's design ΔT)
-APPROACH_K = 5.0  # headroom at setpoint: capacity rises G = rating/APPROACH_K watts per kelvin of warmer supply
+#: The exchanger between the unit's loop and the plant behind it (a CDU's plate exchanger): counterflow with the
+#: loop's ṁ·c_p the smaller stream, whose hot inlet is the return, removes Q = ε/(1−ε)·ṁ·c_p·(T_sup − T_sink). At
+#: rated heat and flow that puts the supply APPROACH_K = DESIGN_DELTA_K·(1−ε)/ε above the sink (6.7 K at ε = 0.6,
+#: NTU 1.5; ε 0.5–0.7 gives 4–10 K), and capacity rises G = rating/APPROACH_K watts per kelvin of warmer supply.
+HX_EFFECTIVENESS = 0.6
+APPROACH_K = DESIGN_DELTA_K * (1.0 - HX_EFFECTIVENESS) / HX_EFFECTIVENESS
 COP_REF, COP_REF_C, COP_PER_K = 5.0, 18.0, 0.025  # chiller COP 5 at 18 °C supply, +2.5 % of that per °C
 COP_MIN, COP_MAX = 1.5, 12.0
 PUMP_SHARE, FAN_SHARE = 0.02, 0.04  # pump and fan power at nominal speed, as shares of the unit's rating
@@ -50,6 +59,7 @@ TAU_FACILITY_SENSOR_S = 5.0
 
 
 def _alpha(dt: float, tau: float) -> float:
+    """``actors.twin.physics.lag_alpha``, which this module cannot import (physics imports it)."""
     return float(1.0 - np.exp(-dt / tau))
 
 

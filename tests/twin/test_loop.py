@@ -65,12 +65,12 @@ def test_a_unit_with_enough_capacity_holds_its_setpoint_through_a_step_of_heat()
 
 @pytest.mark.parametrize("dt", [0.1, 1.0, 5.0])
 def test_a_step_of_heat_moves_a_capacity_limited_unit_with_the_loop_time_constant(dt: float) -> None:
-    """Lost capacity of 4 K: at 0.4·rating it settles 1 K over its setpoint (20 − 5 + 4 + 0.4·5 = 21 °C); a step to
-    the full rating moves supply by ΔQ/G with the loop's own τ = M·c_p/G, at every tick size."""
-    run = Run(loss_c=4.0)
+    """Lost capacity of 5 K: at 0.4·rating it settles over its setpoint (20 − A + 5 + 0.4·A = 21 °C at A = 6.7 K); a
+    step to the full rating moves supply by ΔQ/G with the loop's own τ = M·c_p/G, at every tick size."""
+    run = Run(loss_c=5.0)
     run.step(0.4 * RATED_W, 900, dt)
     start = run.supply[0]
-    assert start == pytest.approx(20.0 - APPROACH_K + 4.0 + 0.4 * APPROACH_K)
+    assert start == pytest.approx(20.0 - APPROACH_K + 5.0 + 0.4 * APPROACH_K) and start > 20.5
     g = RATED_W / APPROACH_K
     tau = run.loop.heat_capacity_j_per_k[0] / g
     assert tau == pytest.approx(TAU_S)
