@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.twin import collectives as coll
 from actors.twin.loop import CoolantLoop
 from actors.twin.profiles import profile
 
@@ -34,6 +35,14 @@ TAU_SUPPLY_S = 30.0
 POWER_STEP_MHZ_PER_S = 60.0  # the power controller's slow linear slew
 THERMAL_CUT = 0.85  # the thermal controller's hard multiplicative step-down
 THERMAL_RECOVER_MHZ_PER_S = 30.0
+
+# Collectives (actors.twin.collectives): the log-spread of one GPU's compute time a step (the project's lockstep
+# figure: σ = 0.06 per GPU gives a 64-GPU job its 2 % step spread, tests/twin/test_stragglers.py), the share of
+# compute that is backward, and the share of the all-reduce that overlaps it (assumed: gradient buckets
+# reduce while later layers still compute backward; not measured here).
+COMPUTE_SPREAD = 0.06
+BACKWARD_SHARE = 2.0 / 3.0
+COMM_OVERLAP = 0.5
 
 THROTTLE_REASONS = ("sw_power_cap", "hw_slowdown", "hw_thermal_slowdown", "sw_thermal_slowdown", "hw_power_brake")
 
@@ -248,12 +257,56 @@ class FleetPhysics:
         )
 
     def job_step_ms(self, ratio: np.ndarray) -> np.ndarray:
-        """Each job's step: its slowest GPU's compute plus an all-reduce paced by its slowest link."""
-        slow = np.zeros(len(self.step_ms))
-        member = self.job_of_gpu >= 0
-        np.maximum.at(slow, self.job_of_gpu[member], 1.0 / np.maximum(ratio[member], 1e-3))
-        link_slow = np.where(self.job_links, 1.0 / np.maximum(self.link_frac, 1e-3)[None, :], 1.0).max(axis=1)
-        return self.compute_ms * slow + self.comm_ms * link_slow
+        """Each job's step (ms): the expected slowest GPU's compute plus the all-reduce it cannot hide.
+
+        Priced by :mod:`actors.twin.collectives`. ``compute_ms`` and ``comm_ms`` are what a healthy job shows at
+        full clock and bandwidth (its compute *with* the wait for its slowest GPU, its exposed all-reduce), so a
+        healthy job steps in ``compute_ms + comm_ms`` whatever its size; from them follow each GPU's median
+        compute, the ring's message size and how much of it backward compute hides. A GPU at clock ratio ``r``
+        computes ``1/r`` as long (the barrier then prices it against its peers' jitter); the ring runs at its
+        slowest link's per-direction bandwidth times that link's achieved fraction. ``jitter_wait_gpu_s`` keeps
+        each job's GPU-seconds at the barrier in the step just priced.
+        """
+        n_jobs = len(self.step_ms)
+        c = getattr(self, "_coll", None)
+        if c is None:  # per-job constants, from the job × link rows (dense or sparse) once
+            member = np.flatnonzero(self.job_of_gpu >= 0)
+            job = self.job_of_gpu[member]
+            n = np.maximum(np.bincount(job, minlength=n_jobs), 1).astype(float)
+            kinds = [kind for _, kind in self.topo.links]
+            rows = [self.job_links[j] for j in range(n_jobs)]
+            links = [r.indices if hasattr(r, "indices") else np.flatnonzero(np.asarray(r).ravel()) for r in rows]
+            link_idx = np.concatenate([np.asarray(ix, int) for ix in links] + [np.zeros(0, int)])
+            link_job = np.repeat(np.arange(n_jobs), [len(ix) for ix in links])
+            nominal = np.array([coll.LINK_BYTES_PER_S[k] for k in kinds], float)
+            alpha = np.zeros(n_jobs)
+            np.maximum.at(alpha, link_job, np.array([coll.LINK_ALPHA_S[k] for k in kinds], float)[link_idx])
+            b0 = np.full(n_jobs, np.inf)
+            np.minimum.at(b0, link_job, nominal[link_idx])
+            ring = np.isfinite(b0) & (n > 1)
+            # Whole all-reduce at nominal whose exposed part is comm_ms: comm/(1−φ) while φ·t fits in backward.
+            total_ms = min(self.comm_ms / (1.0 - COMM_OVERLAP), self.comm_ms + BACKWARD_SHARE * self.compute_ms)
+            steps = 2.0 * (n - 1.0)
+            per_byte_s = np.maximum(total_ms / 1e3 - steps * alpha, 0.0) / np.maximum(steps, 1.0)
+            size = np.where(ring, per_byte_s * np.where(ring, b0, 0.0) * n, 0.0)  # bytes that take total_ms
+            log_m = np.log(self.compute_ms) - COMPUTE_SPREAD * coll.blom_max_z(n)
+            c = self._coll = {"member": member, "job": job, "n": n, "link_idx": link_idx, "link_job": link_job,
+                              "nominal": nominal, "alpha": alpha, "ring": ring, "size": size, "log_m": log_m,
+                              "total_ms": total_ms}
+        r = ratio[c["member"]]
+        slow = r < 1.0 - 1e-12  # GPUs below full clock are entries of their own; the rest one group per job
+        dev_job = c["job"][slow]
+        full = c["n"] - np.bincount(dev_job, minlength=n_jobs)
+        job = np.concatenate([np.arange(n_jobs), dev_job])
+        log_mu = np.concatenate([c["log_m"], c["log_m"][dev_job] - np.log(np.maximum(r[slow], 1e-3))])
+        count = np.concatenate([full, np.ones(len(dev_job))])
+        compute, _ = coll.job_expected_max(log_mu, job, COMPUTE_SPREAD, n_jobs, count)
+        self.jitter_wait_gpu_s = coll.jitter_wait_gpu_s(compute, log_mu, job, count) / 1e3
+        bw = np.full(n_jobs, np.inf)
+        np.minimum.at(bw, c["link_job"], (c["nominal"] * np.maximum(self.link_frac, 1e-3))[c["link_idx"]])
+        ring_ms = 1e3 * coll.ring_allreduce_s(c["size"], c["n"], np.where(c["ring"], bw, 1.0), c["alpha"])
+        total = np.where(c["ring"], ring_ms, c["total_ms"])
+        return compute + coll.exposed_comm(total, COMM_OVERLAP, BACKWARD_SHARE * compute)
 
     # --- views ----------------------------------------------------------------------------------------
     def throttle_reasons(self, i: int) -> tuple[str, ...]:
