@@ -34,6 +34,8 @@ where the max lives — and the max is Blom's quantile of that effective count, 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Per-direction bandwidth of one link, bytes per second (see the module docstring for the sources).
@@ -69,6 +71,14 @@ def norm_ppf(p: np.ndarray | float) -> np.ndarray:
         ((((_B[0] * s + _B[1]) * s + _B[2]) * s + _B[3]) * s + _B[4]) * s + 1.0)
     x = np.where(tail, x_tail, x_mid)  # both negative: the quantile of q ≤ 0.5
     return np.where(p < 0.5, x, -x)
+
+
+def _norm_cdf(z: np.ndarray) -> np.ndarray:
+    """Φ(z) through math.erf, element by element: for the few jobs a bisection step touches."""
+    return 0.5 * (1.0 + _erf(np.asarray(z, float) / math.sqrt(2.0)))
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
 
 
 def blom_max_z(n: np.ndarray | float) -> np.ndarray:
@@ -126,13 +136,19 @@ def job_expected_max(log_mu: np.ndarray, job: np.ndarray, sigma: float, n_jobs: 
     if sigma == 0.0:
         return np.exp(top), np.ones(n_jobs)
     d = (top[job] - log_mu) / sigma
-    lo, hi = np.zeros(n_jobs), blom_max_z(n)
-    for _ in range(30):
-        z = 0.5 * (lo + hi)
-        n_eff = np.maximum(np.bincount(job, weights=c * np.exp(-z[job] * d - 0.5 * d * d), minlength=n_jobs), 1.0)
-        above = z > blom_max_z(n_eff)
-        hi, lo = np.where(above, z, hi), np.where(above, lo, z)
-    n_eff = np.maximum(np.bincount(job, weights=c * np.exp(-lo[job] * d - 0.5 * d * d), minlength=n_jobs), 1.0)
+    n_eff = n.copy()  # a job whose GPUs all share one log-mean: every one of them competes
+    mixed = np.bincount(job, weights=(d > 0) & (c > 0), minlength=n_jobs) > 0
+    if mixed.any():
+        keep = mixed[job]
+        sub = np.cumsum(mixed) - 1  # job id -> its place among the mixed jobs
+        jb, dk, ck, m = sub[job[keep]], d[keep], c[keep], int(mixed.sum())
+        lo, hi = np.zeros(m), blom_max_z(n[mixed])
+        for _ in range(20):
+            z = 0.5 * (lo + hi)
+            count = np.maximum(np.bincount(jb, weights=ck * np.exp(-z[jb] * dk - 0.5 * dk * dk), minlength=m), 1.0)
+            above = _norm_cdf(z) > (count - 0.375) / (count + 0.25)  # z above Blom's quantile of the count
+            hi, lo = np.where(above, z, hi), np.where(above, lo, z)
+        n_eff[mixed] = np.maximum(np.bincount(jb, weights=ck * np.exp(-lo[jb] * dk - 0.5 * dk * dk), minlength=m), 1.0)
     return np.exp(top + sigma * blom_max_z(n_eff)), n_eff
 
 
