@@ -9,8 +9,9 @@ measures the timing):
   The operator is held to the same blast-radius limits as opsloop (a change process has them too).
 - ``opsloop+human``: the twin's early warnings (a GPU heading over the slowdown line; a cooling unit whose supply
   runs above its setpoint, whose fans fall under 40 %, a node whose coolant flow falls under 80 % — the twin's
-  own thresholds, ``actors.twin.model.Thresholds``) open an incident; a human approves the remedy
-  ``--human-delay-s`` later, gated by the bundled approval policy's blast-radius limits.
+  own thresholds, ``actors.twin.model.Thresholds``) open an incident, looked at again every ``REVIEW_S`` while
+  the cooling signal lasts; a human approves each remedy ``--human-delay-s`` after it is proposed, gated by the
+  bundled approval policy's blast-radius limits.
 - ``opsloop auto``: the same warnings, the remedy runs at once under an ``auto`` policy (the bundled policy with
   the remedy's kinds switched to ``auto``, its blast-radius limits kept).
 
@@ -90,7 +91,8 @@ FLOW_LEFT = (0.3, 0.6)
 # Remedy
 NOMINAL_SUPPLY_C = 25.0
 SETPOINT_FLOOR_C = 18.0
-TARGET_BELOW_C = 6.0  # settle GPUs this far under slowdown: under the twin's recovery line (max-operating − 3)
+TARGET_BELOW_C = 3.0  # settle GPUs this far under slowdown (at max-operating on an H100: 86 °C)
+REVIEW_S = 300.0  # an open cooling incident is looked at again this often while its signal lasts
 EXPECTED_REPAIR_S = 4 * 3600.0  # what the remedy assumes a fault lasts, to weigh a power cap against a requeue
 SPARE_NODE_SHARE = 1 / 32  # hot spares a drained node's job can move to (4 for 128 nodes)
 TRACK_BELOW_C = 12.0
@@ -253,9 +255,9 @@ class FleetRun:
         self.executed: dict[str, list[Executed]] = {k: [] for k in REMEDY_KINDS}
         self.fleet = {"gpu": len(self.names), "node": sc.nodes, "unit": sc.units}
         self.spares = max(1, int(sc.nodes * SPARE_NODE_SHARE))
-        # cooling signals already raised (edges), the unit's shortfall at its last decision
-        self.fan_low, self.flow_low = np.zeros(sc.units, bool), np.zeros(sc.nodes, bool)
-        self.short_seen = np.zeros(sc.units)
+        # cooling signals raised, and when an incident was last opened on them
+        self.unit_bad, self.node_bad = np.zeros(sc.units, bool), np.zeros(sc.nodes, bool)
+        self.unit_seen, self.node_seen = np.zeros(sc.units), np.zeros(sc.nodes)
         self.th = Thresholds()
         self.est = ThermalEstimator(p.sensor_tau_s)
         self.est.grow(len(self.names))
@@ -338,7 +340,6 @@ class FleetRun:
         """A unit's fault is fixed: its setpoint and fans go back, and so does every remedy on its nodes."""
         self.p.setpoint_c[u] = NOMINAL_SUPPLY_C
         self.fan_cmd[u] = NOMINAL_FAN_PCT
-        self.short_seen[u] = 0.0
         for n in np.flatnonzero(self.p.node_unit == u):
             self._repaired_node(int(n))
 
@@ -416,20 +417,19 @@ class FleetRun:
         self.last_warn[done] = -np.inf
 
     def _cooling_signals(self) -> None:
-        """The twin's cooling-unit and flow signals (``actors.twin.cooling``): a unit's supply above its setpoint
-        (raised again each time the shortfall grows by as much again), its fans low, a node's flow low."""
+        """The twin's cooling-unit and flow signals (``actors.twin.cooling``): a unit's supply above its setpoint,
+        its fans low, a node's flow low. Each opens an incident when it starts and, while it lasts, every
+        ``REVIEW_S`` again (an open incident's remedy is re-proposed as the fault develops)."""
         p, th = self.p, self.th
-        short = p.supply_c - p.setpoint_c
-        grew = short > self.short_seen + th.supply_excess_c
-        self._incident("unit", np.flatnonzero(grew))
-        self.short_seen = np.where(grew, short, self.short_seen)
-        fan_low = p.fan_pct < th.fan_degraded_pct
-        self._incident("unit", np.flatnonzero(fan_low & ~self.fan_low))
-        self.fan_low = fan_low
-        flow_low = p.flow_frac < th.flow_degraded
-        first = np.flatnonzero(flow_low & ~self.flow_low)
-        self._incident("node", first * self.sc.gpus_per_node)  # a GPU of the node names the node
-        self.flow_low = flow_low
+        unit_bad = (p.supply_c - p.setpoint_c > th.supply_excess_c) | (p.fan_pct < th.fan_degraded_pct)
+        node_bad = p.flow_frac < th.flow_degraded
+        due_u = unit_bad & (~self.unit_bad | (self.t - self.unit_seen >= REVIEW_S))
+        due_n = node_bad & (~self.node_bad | (self.t - self.node_seen >= REVIEW_S))
+        self._incident("unit", np.flatnonzero(due_u))
+        self._incident("node", np.flatnonzero(due_n) * self.sc.gpus_per_node)  # a GPU of the node names it
+        self.unit_seen = np.where(due_u, self.t, self.unit_seen)
+        self.node_seen = np.where(due_n, self.t, self.node_seen)
+        self.unit_bad, self.node_bad = unit_bad, node_bad
 
     # --- the remedy -------------------------------------------------------------------------------------
     def _node_r(self, fans: np.ndarray) -> np.ndarray:
