@@ -442,43 +442,45 @@ class FleetRun:
         return r
 
     def _remedy(self, scope: str, k: int) -> None:
-        """Decide and act on a node (or every node of a unit): fans, setpoint, power limits, drain."""
+        """Decide and act on a node (or every node of a unit), cooling first: full fans and a lower setpoint
+        when the unit is short-handed or one of its nodes would settle over the target; then power limits set
+        to what settles each GPU at the target (raised again when cooling made room), or a drain."""
         p = self.p
         units = [k] if scope == "unit" else [int(p.node_unit[k])]
         nodes = [int(n) for n in np.flatnonzero(p.node_unit == k)] if scope == "unit" else [k]
         fans_after = p.fan_pct.copy()
-        setpoint_after = p.setpoint_c.copy()
+        r_now = self._node_r(p.fan_pct)
+        tdp = p.tdp_w[:: self.sc.gpus_per_node]  # per node (one GPU model a node)
         for u in units:
-            short = float(p.supply_c[u] - p.setpoint_c[u])
+            short = max(float(p.supply_c[u] - p.setpoint_c[u]), 0.0)
             failed = p.fan_pct[u] < self.fan_cmd[u] - 1.0  # fans not delivering what they were told
-            if short <= self.th.supply_excess_c and not failed:
+            served = np.flatnonzero((p.node_unit == u) & ~self.drained)
+            settle = p.setpoint_c[u] + short + r_now[served] * tdp[served]  # each node's die at full power
+            hot = bool(len(served)) and float(settle.max()) > self.target_c[0]
+            if short <= self.th.supply_excess_c and not failed and not hot:
                 continue
             if self.fan_cmd[u] < 100.0:
                 self._act(SetFanSpeed(unit=self.topo.units[u], percent=100.0))
-            fans_after[u] = min(100.0, self.fan_cap[u]) if failed else 100.0
-            r = self._node_r(fans_after)
-            served = np.flatnonzero((p.node_unit == u) & ~self.drained)
+            fans_after[u] = min(100.0, self.fan_cap[u])
             if len(served):
-                heat = float(np.max(r[served] * p.tdp_w[served * self.sc.gpus_per_node]))
+                heat = float(np.max(self._node_r(fans_after)[served] * tdp[served]))
                 want = float(np.clip(self.target_c[0] - heat - short, SETPOINT_FLOOR_C, p.setpoint_c[u]))
                 if want < p.setpoint_c[u] - 0.25:
                     self._act(SetCoolingSetpoint(unit=self.topo.units[u], supply_c=round(want, 1)))
-                setpoint_after[u] = p.setpoint_c[u]
         r = self._node_r(fans_after)
         for n in nodes:
             if self.drained[n]:
                 continue
             u = int(p.node_unit[n])
-            supply = setpoint_after[u] + max(float(p.supply_c[u] - p.setpoint_c[u]), 0.0)
+            supply = p.setpoint_c[u] + max(float(p.supply_c[u] - p.setpoint_c[u]), 0.0)
             gpus = np.flatnonzero(p.gpu_node == n)
-            watts = np.maximum((self.target_c[gpus] - supply) / r[n], 200.0)
-            need = watts < p.power_limit_w[gpus] - 5.0
-            if not need.any():
-                continue
-            if self.drained.sum() < self.spares and self._cap_costs_more_than_requeue(gpus, watts):
+            watts = np.clip((self.target_c[gpus] - supply) / r[n], 200.0, p.tdp_w[gpus])
+            change = np.abs(watts - p.power_limit_w[gpus]) > 5.0
+            if (watts < p.power_limit_w[gpus] - 5.0).any() and self.drained.sum() < self.spares \
+                    and self._cap_costs_more_than_requeue(gpus, watts):
                 self._act(DrainNode(node=self.topo.nodes[n]))
                 continue
-            for i in gpus[need]:
+            for i in gpus[change]:
                 self._act(SetPowerLimit(gpu=self.names[i], watts=round(float(watts[gpus == i][0]))))
 
     def _cap_costs_more_than_requeue(self, gpus: np.ndarray, watts: np.ndarray) -> bool:
