@@ -295,10 +295,8 @@ class FleetRun:
         self.out.warned_first += int(np.isfinite(lead).sum())
         self.out.leads_s += lead[np.isfinite(lead)].tolist()
         self.last_warn[onset] = -np.inf
-        if self.who.sees == "slowdown":
-            self._incident("node", onset)
-        else:
-            self._incident("node", onset)  # the twin's thermal_slowdown event: a backstop to its warning
+        self._incident("node", onset)  # the hardware slowdown (for the twin, its thermal_slowdown event: a backstop)
+        if self.who.sees == "twin":
             self._twin_warnings(reading, capped)
             self._cooling_signals()
         self.was_capped = capped
