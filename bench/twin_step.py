@@ -1,57 +1,146 @@
-"""GPU-steps per second of ``FleetPhysics.step`` at 1k, 10k and 100k GPUs, beside a numpy floor.
+"""GPU-steps per second of the twin's own ingest-and-detect path at 1k, 10k and 100k GPUs, beside a numpy floor.
 
-The floor is one fused pass over arrays of the same size (clock → power → die → sensor, the minimum any
-vectorised step must do), measured in the same run. Usage: ``python bench/twin_step.py [--seconds S]``.
+Setup. A simulated fleet (``FleetPhysics``, 8 GPUs a node, a cooling unit per 64 GPUs) runs jobs of
+``--nodes-per-job`` nodes (``Topology.with_jobs``) over every node. A ``--hot`` fraction of nodes has its coolant
+flow swing between 50 % and 74 % of nominal on a 5-minute cycle of its own phase, so their GPUs settle from
+about 80 °C to 2.5 °C over the slowdown line and back: the thermal, clock-drop and recovery detectors keep
+firing throughout. Sensor noise is 0.3 °C. Each tick the twin ingests one :class:`GpuColumns` (every GPU's
+temperature, power, power limit, clock, throttle-reason code and XID, one roster built once) and one
+``JobSample`` per job; what is timed is ``TwinModel.ingest`` alone: the fleet's physics and the building of the
+columns and job samples (the telemetry source's work) are not. Link samples are not sent (see the docs).
+
+The floor is the least numpy work an ingest-and-detect tick does per GPU, fused, on the same arrays: a 2-state
+(sensor, die) Kalman update written element-wise for one fixed tick (predict, gain, correct: about 20 array
+operations), a threshold compare of the die estimate against the slowdown line with a confirmation streak, and
+the jobs' reduction of their GPUs' clocks by ``np.bincount``. The ratio is twin over floor; slices of the two
+alternate (the machine is shared and noisy) and the median ratio is kept.
+
+``--what physics`` times the simulator's ``FleetPhysics.step`` instead (with the same jobs and hot nodes).
+Usage: ``python bench/twin_step.py [--what twin|physics] [--seconds S]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
-from actors.twin.physics import FleetPhysics, Topology
+from actors.twin.model import TwinModel
+from actors.twin.physics import THROTTLE_REASONS, FleetPhysics, Topology
+from cluster.telemetry.samples import GpuColumns, GpuRoster, JobSample
+
+#: Every subset of the physics' throttle reasons, in its order: code = bitmask over THROTTLE_REASONS.
+REASON_SETS = tuple(tuple(r for b, r in enumerate(THROTTLE_REASONS) if code >> b & 1)
+                    for code in range(1 << len(THROTTLE_REASONS)))
+CYCLE_S = 300.0
 
 
-def _rate(fn, n_gpu: int, seconds: float) -> float:  # noqa: ANN001
-    fn()
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        steps += 1
-    return steps * n_gpu / (time.perf_counter() - t0)
+class Fleet:
+    """The simulated fleet and the telemetry it reports each tick, as columns and job samples."""
+
+    def __init__(self, n_gpu: int, nodes_per_job: int, hot: float, seed: int = 1) -> None:
+        topo = Topology.build(n_gpu // 8, 8, n_units=max(n_gpu // 64, 1)).with_jobs(nodes_per_job)
+        self.p, self.topo, self.t = FleetPhysics(topo), topo, 0.0
+        self.rng = np.random.default_rng(seed)
+        n_nodes = len(topo.nodes)
+        self.hot = self.rng.choice(n_nodes, max(int(hot * n_nodes), 1), replace=False)
+        self.phase = self.rng.uniform(0, 2 * np.pi, len(self.hot))
+        self.roster = GpuRoster(tuple(np.repeat(topo.nodes, 8).tolist()), tuple(range(8)) * n_nodes,
+                                ("H100-SXM",) * (8 * n_nodes))
+        names = self.roster.names
+        self.job_gpus = [tuple(names[8 * k + g] for k in nodes for g in range(8)) for nodes in topo.jobs]
+        self.none = np.full(len(names), -1, np.int64)
+
+    def tick(self) -> list:
+        """Advance one second; the samples the twin gets."""
+        p = self.p
+        self.t += 1.0
+        p.flow_frac[self.hot] = 0.62 + 0.12 * np.sin(2 * np.pi * self.t / CYCLE_S + self.phase)
+        p.step(1.0)
+        code = ((p.power_capped & (p.clock_mhz < p.f_max - 1.0)).astype(np.int64) | p.thermal_capped << 2
+                | (p.temp_c >= p.max_operating_c) << 3 | (p.power_w > p.power_limit_w * 1.1) << 4)
+        temp = np.round(np.clip(p.sensed_c + self.rng.normal(0.0, 0.3, len(code)), -20, 150), 2)
+        cols = GpuColumns(self.roster, np.full(len(code), self.t), temp, np.round(p.power_w, 1), p.power_limit_w,
+                          np.round(p.clock_mhz), code, self.none, self.none, REASON_SETS)
+        jobs = [JobSample(kind="job", ts=self.t, job=name, gpus=gpus, step_ms=round(float(ms), 3))
+                for name, gpus, ms in zip(self.topo.job_names, self.job_gpus, p.step_ms, strict=True)]
+        return [cols, *jobs]
 
 
-def floor_step(n: int):  # noqa: ANN201
-    """One fused pass: the least work a vectorised tick does per GPU."""
-    clock, temp, sensed = np.full(n, 1980.0), np.full(n, 60.0), np.full(n, 60.0)
-    a_die, a_s = 1 - np.exp(-1 / 20), 1 - np.exp(-1 / 15)
+def floor_step(fleet: Fleet) -> Callable[[list], None]:
+    """The fused minimum of an ingest-and-detect tick (see the module docstring) over the fleet's arrays."""
+    p = fleet.p
+    n, tau, r, q, dt = len(p.temp_c), 15.0, 0.5**2, 0.05, 1.0
+    a = np.exp(-dt / tau)
+    q00, q01, q11 = q * dt / 3, q * dt / 2, q * dt  # a fixed process noise: the floor's own choice
+    s, T = p.sensed_c.copy(), p.sensed_c.copy()
+    P00, P01, P11 = np.full(n, r), np.zeros(n), np.full(n, 25.0)
+    streak = np.zeros(n, np.int64)
+    job, n_jobs = np.maximum(p.job_of_gpu, 0), max(len(p.step_ms), 1)
 
-    def step() -> None:
-        power = 80.0 + 620.0 * (clock / 1980.0) ** 3
-        temp[:] += (25.0 + power * 0.07 - temp) * a_die
-        sensed[:] += (temp - sensed) * a_s
+    def step(samples: list) -> None:
+        cols = samples[0]
+        y = cols.temp_c
+        s_p = a * s + (1 - a) * T
+        p00 = a * a * P00 + 2 * a * (1 - a) * P01 + (1 - a) ** 2 * P11 + q00
+        p01 = a * P01 + (1 - a) * P11 + q01
+        p11 = P11 + q11
+        k0, k1 = p00 / (p00 + r), p01 / (p00 + r)
+        e = y - s_p
+        s[:] = s_p + k0 * e
+        T[:] += k1 * e
+        P00[:], P01[:], P11[:] = p00 - k0 * p00, p01 - k0 * p01, p11 - k1 * p01
+        hot = T >= p.slowdown_c
+        streak[:] = np.where(hot, streak + 1, 0)
+        np.bincount(job, weights=cols.sm_clock_mhz, minlength=n_jobs)
 
     return step
 
 
+def _timed(fn: Callable[[list], object], fleet: Fleet, seconds: float) -> tuple[float, int]:
+    """GPU-steps per second of ``fn`` over fresh ticks for about ``seconds`` of its own time; events it returned."""
+    spent, ticks, events = 0.0, 0, 0
+    while spent < seconds:
+        samples = fleet.tick()
+        t0 = time.perf_counter()
+        out = fn(samples)
+        spent += time.perf_counter() - t0
+        ticks += 1
+        events += len(out) if isinstance(out, list) else 0
+    return ticks * len(fleet.p.temp_c) / spent, events
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=2.0, help="measuring time per size (split into slices)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--what", choices=("twin", "physics"), default="twin")
+    ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per size and side (split into slices)")
     ap.add_argument("--slices", type=int, default=9, help="alternating twin/floor slices; the median ratio is kept")
+    ap.add_argument("--nodes-per-job", type=int, default=64, help="job size in 8-GPU nodes")
+    ap.add_argument("--hot", type=float, default=0.05, help="fraction of nodes whose coolant flow swings")
+    ap.add_argument("--warmup", type=int, default=30, help="ticks ingested before timing (registration, filters)")
+    ap.add_argument("--sizes", default="1000,10000,100000")
     args = ap.parse_args()
-    print(f"{'GPUs':>8} {'twin GPU-steps/s':>18} {'floor GPU-steps/s':>18} {'ratio':>6}")
-    for n in (1_000, 10_000, 100_000):
-        p = FleetPhysics(Topology.build(n // 8, 8, n_units=max(n // 64, 1)))
-        floor_fn = floor_step(n)
-        # Alternate short slices so both see the same machine (it is shared and noisy); keep medians.
+    head = "twin" if args.what == "twin" else "physics"
+    print(f"{'GPUs':>8} {'jobs':>5} {head + ' GPU-steps/s':>21} {'floor GPU-steps/s':>18} {'ratio':>6} {'events':>7}")
+    for n in (int(x) for x in args.sizes.split(",")):
+        fleet = Fleet(n, args.nodes_per_job, args.hot)
+        twin = TwinModel()
+        for _ in range(args.warmup):
+            twin.ingest(fleet.tick())
+        floor_fn = floor_step(fleet)
+        if args.what == "twin":
+            fn: Callable[[list], object] = twin.ingest
+        else:
+            fn = lambda _samples, p=fleet.p: p.step(1.0)  # noqa: E731
         slice_s = args.seconds / args.slices
-        pairs = [(_rate(lambda p=p: p.step(1.0), n, slice_s), _rate(floor_fn, n, slice_s)) for _ in range(args.slices)]
-        twin = float(np.median([t for t, _ in pairs]))
-        floor = float(np.median([f for _, f in pairs]))
-        ratio = float(np.median([t / f for t, f in pairs]))
-        print(f"{n:>8} {twin:>18,.0f} {floor:>18,.0f} {ratio:>6.2f}")
+        runs = [(_timed(fn, fleet, slice_s), _timed(floor_fn, fleet, slice_s)) for _ in range(args.slices)]
+        rate = float(np.median([r for (r, _), _ in runs]))
+        floor = float(np.median([f for _, (f, _) in runs]))
+        ratio = float(np.median([r / f for (r, _), (f, _) in runs]))
+        events = sum(e for (_, e), _ in runs)
+        print(f"{n:>8} {len(fleet.topo.jobs):>5} {rate:>21,.0f} {floor:>18,.0f} {ratio:>6.2f} {events:>7}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ lead of its unit's supply temperature (``data["lead"]``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,8 @@ from cluster.telemetry.samples import (
     AlertSample,
     CoolingSample,
     FacilitySample,
+    GpuColumns,
+    GpuRoster,
     GpuSample,
     JobSample,
     LinkSample,
@@ -89,7 +92,12 @@ class TwinModel:
         self.gpu_hist = GpuHistory(history)  # sensed temperatures, for the lead a cooling unit's supply has
         self.cooling = CoolingWatch(history)  # cooling units, their supply history, node → unit (actors.twin.cooling)
         self.names: list[str] = []
-        self.reasons: dict[int, tuple[str, ...]] = {}  # latest NVML-style throttle reasons per GPU index
+        # Latest NVML-style throttle reasons per GPU, as a code into reason_sets (every distinct tuple seen)
+        self.reason_sets: list[tuple[str, ...]] = [()]
+        self.reason_code: dict[tuple[str, ...], int] = {(): 0}
+        self.reason = np.zeros(0, np.int64)
+        self._hw_slow = np.zeros(1, bool)  # per reason set: the hardware slowdown is on
+        self._roster: tuple[GpuRoster, np.ndarray] | None = None  # the last roster and its GPU indices
         self.index: dict[str, int] = {}
         self.node_of: list[str] = []
         self.models: list[str] = []
@@ -115,26 +123,49 @@ class TwinModel:
         self.llm = LlmEngineDetector(self.th.kv_pressure_at, self.th.llm_backlog_at)  # vLLM replicas
 
     # --- registry ---------------------------------------------------------------------------------------
-    def _register(self, s: GpuSample) -> int:
-        i = len(self.names)
-        self.names.append(s.name)
-        self.index[s.name] = i
-        self.node_of.append(s.node)
-        self.models.append(s.model)
-        p = profile(s.model)
-        add = lambda a, v: np.append(a, np.array([v], dtype=a.dtype))  # noqa: E731
-        sensed = np.nan if s.temp_c is None else s.temp_c  # missing until the first temperature arrives
-        self.latest, self.latest_t = add(self.latest, sensed), add(self.latest_t, s.ts)
+    def _indices(self, roster: GpuRoster, cols: GpuColumns) -> tuple[np.ndarray, list[Event]]:
+        """The twin's index of each roster row, registering GPUs seen for the first time (all at once: growing
+        the arrays one GPU at a time would copy them once per GPU). The last roster's indices are kept."""
+        if self._roster is not None and self._roster[0] is roster:
+            return self._roster[1], []
+        get = self.index.get
+        idx = np.fromiter((get(g, -1) for g in roster.names), np.int64, len(roster))
+        events: list[Event] = []
+        new = np.flatnonzero(idx < 0)
+        if len(new):
+            idx[new] = np.arange(len(self.names), len(self.names) + len(new))
+            events = self._register(roster, new, cols.ts[new], cols.temp_c[new])
+        self._roster = (roster, idx)
+        return idx, events
+
+    def _register(self, roster: GpuRoster, rows: np.ndarray, ts: np.ndarray, temp_c: np.ndarray) -> list[Event]:
+        """Room for the GPUs in ``rows`` of ``roster``; a model without a profile is reported once."""
+        events: list[Event] = []
+        profs = []
+        for j, k in enumerate(rows.tolist()):
+            name, node, model = roster.names[k], roster.nodes[k], roster.models[k]
+            self.index[name] = len(self.names)
+            self.names.append(name)
+            self.node_of.append(node)
+            self.models.append(model)
+            profs.append(profile(model))
+            events += self._unknown_model(name, node, model, float(ts[j]))
+        k = len(rows)
+        add = lambda a, v: np.concatenate([a, np.broadcast_to(np.asarray(v, a.dtype), k)])  # noqa: E731
+        per = lambda attr: np.array([getattr(p, attr) for p in profs], float)  # noqa: E731
+        self.latest, self.latest_t = add(self.latest, temp_c), add(self.latest_t, ts)  # NaN: no temperature yet
         self.power_w, self.clock_mhz = add(self.power_w, 0.0), add(self.clock_mhz, 0.0)
-        self.slowdown_c, self.max_op_c = add(self.slowdown_c, p.slowdown_c), add(self.max_op_c, p.max_operating_c)
+        self.slowdown_c, self.max_op_c = add(self.slowdown_c, per("slowdown_c")), add(self.max_op_c,
+                                                                                        per("max_operating_c"))
         self.streak, self.calm_since = add(self.streak, 0), add(self.calm_since, np.inf)
-        self.streak_t0 = add(self.streak_t0, 0.0)
+        self.streak_t0, self.reason = add(self.streak_t0, 0.0), add(self.reason, 0)
         for attr in ("alarm", "predicted", "overheat", "slowed", "throttled"):
             setattr(self, attr, add(getattr(self, attr), False))
-        self.est.grow(i + 1)
-        self.signals.grow(i + 1, p.clock_max_mhz)
-        self.gpu_hist.grow(i + 1)
-        return i
+        n = len(self.names)
+        self.est.grow(n)
+        self.signals.grow(n, per("clock_max_mhz"))
+        self.gpu_hist.grow(n)
+        return events
 
     # --- state as data (checkpoints: see actors.twin.state) -------------------------------------------------
     ARRAYS = {"latest": "<f8", "latest_t": "<f8", "power_w": "<f8", "clock_mhz": "<f8", "slowdown_c": "<f8",
@@ -147,7 +178,8 @@ class TwinModel:
             "sensor_tau_s": self.sensor_tau_s, "th": vars(self.th), "est": self.est.to_state(),
             "signals": self.signals.to_state(), "net": self.net.to_state(), "gpu_hist": self.gpu_hist.to_state(),
             **self.cooling.to_state(), "names": list(self.names), "node_of": list(self.node_of),
-            "models": list(self.models), "reasons": {i: list(r) for i, r in self.reasons.items()},
+            "models": list(self.models),
+            "reasons": {i: list(self.reason_sets[c]) for i, c in enumerate(self.reason.tolist())},
             **arrays_to_state(self, self.ARRAYS),
             "now": self.now, "samples_seen": self.samples_seen,
             "unknown_models": list(self.unknown_models), "leaks": self.leaks.to_state(),
@@ -171,8 +203,11 @@ class TwinModel:
         m.node_of, m.models = strs(d["node_of"], "nodes"), strs(d["models"], "models")
         if len(m.index) != n or len(m.node_of) != n or len(m.models) != n:
             raise StateError("gpu names, nodes and models disagree in number (or a name repeats)")
-        m.reasons = {need(i, int, "gpu index"): tuple(strs(r, "reasons")) for i, r in need(d["reasons"], dict,
-                                                                                           "reasons").items()}
+        m.reason = np.zeros(n, np.int64)
+        for i, r in need(d["reasons"], dict, "reasons").items():
+            if not 0 <= need(i, int, "gpu index") < n:
+                raise StateError(f"reasons of gpu index {i}, which the {n} GPUs do not have")
+            m.reason[i] = m._code(tuple(strs(r, "reasons")))
         arrays_from_state(m, d, cls.ARRAYS, n)
         m.now, m.samples_seen = num(d["now"], "now"), need(d["samples_seen"], int, "samples seen")
         m.unknown_models = strs(d.get("unknown_models", []), "unknown models")  # absent in older checkpoints
@@ -183,29 +218,32 @@ class TwinModel:
         return m
 
     # --- ingestion ----------------------------------------------------------------------------------------
-    def ingest(self, samples: list[Sample]) -> list[Event]:
+    def ingest(self, samples: Sequence[Sample | GpuColumns]) -> list[Event]:
         """Fold one batch of samples into the model and return the events it gives rise to, in order.
 
         GPU readings are folded in rounds holding at most one reading per GPU, so a batch may carry several
-        ticks of the same GPU; each round is one vectorised update of the observer.
+        ticks of the same GPU; each round is one vectorised update of the observer. A :class:`GpuColumns`
+        is one round already; consecutive ``GpuSample`` objects are made one (``GpuColumns.from_samples``),
+        so both forms go through the same fold and give the same events.
         """
         events: list[Event] = []
-        round_: dict[int, GpuSample] = {}
+        round_: dict[str, GpuSample] = {}
         for s in samples:
-            self.samples_seen += 1
             if isinstance(s, GpuSample):
-                i = self.index.get(s.name)
-                if i is None:
-                    i = self._register(s)
-                    events += self._unknown_model(s)
-                if i in round_:
-                    events += self._fold(round_)
+                self.samples_seen += 1
+                if s.name in round_:
+                    events += self._round(GpuColumns.from_samples(list(round_.values())))
                     round_ = {}
-                round_[i] = s
+                round_[s.name] = s
                 continue
             if round_:
-                events += self._fold(round_)
+                events += self._round(GpuColumns.from_samples(list(round_.values())))
                 round_ = {}
+            if isinstance(s, GpuColumns):
+                self.samples_seen += len(s)
+                events += self._round(s)
+                continue
+            self.samples_seen += 1
             if isinstance(s, AlertSample):  # on the receiver's clock (Unix time), not the fleet's: moves no twin time
                 events += self.alerts.ingest(s)
                 continue
@@ -223,42 +261,54 @@ class TwinModel:
             elif isinstance(s, LlmEngineSample):
                 events += self.llm.observe(s)
         if round_:
-            events += self._fold(round_)
+            events += self._round(GpuColumns.from_samples(list(round_.values())))
         return events
 
-    def _unknown_model(self, s: GpuSample) -> list[Event]:
+    def _unknown_model(self, name: str, node: str, model: str, ts: float) -> list[Event]:
         """A GPU model without a profile is reported once (then its GPUs use conservative limits)."""
-        if known(s.model) or s.model in self.unknown_models:
+        if known(model) or model in self.unknown_models:
             return []
-        self.unknown_models.append(s.model)
-        p = profile(s.model)
-        data = {"gpu": s.name, "node": s.node, "model": s.model, "profile": p.name, "slowdown_c": p.slowdown_c,
+        self.unknown_models.append(model)
+        p = profile(model)
+        data = {"gpu": name, "node": node, "model": model, "profile": p.name, "slowdown_c": p.slowdown_c,
                 "max_operating_c": p.max_operating_c, "shutdown_c": p.shutdown_c,
                 "note": "no profile for this GPU model: conservative limits apply until one is added"}
-        return [Event.make("gpu_model_unknown", s.name, s.ts, "warning", data)]
+        return [Event.make("gpu_model_unknown", name, ts, "warning", data)]
 
-    def _fold(self, round_: dict[int, GpuSample]) -> list[Event]:
-        idx = np.fromiter(round_.keys(), int, len(round_))
-        batch = list(round_.values())
-        ts = np.array([s.ts for s in batch])
+    def _code(self, reasons: tuple[str, ...]) -> int:
+        """The code of a tuple of throttle reasons (a new tuple gets the next code)."""
+        c = self.reason_code.get(reasons)
+        if c is None:
+            c = self.reason_code[reasons] = len(self.reason_sets)
+            self.reason_sets.append(reasons)
+            self._hw_slow = np.array([any(r in rs for r in HW_SLOWDOWN_REASONS) for rs in self.reason_sets], bool)
+        return c
+
+    def _round(self, cols: GpuColumns) -> list[Event]:
+        """One round: the GPUs' indices (new GPUs registered first), then the fold."""
+        idx, events = self._indices(cols.roster, cols)
+        return events + self._fold(idx, cols)
+
+    def _fold(self, idx: np.ndarray, cols: GpuColumns) -> list[Event]:
+        ts, y = cols.ts, cols.temp_c
         # A missing reading is NaN (unknown), never 0; a sample without a temperature updates everything else.
-        na = lambda v: np.nan if v is None else v  # noqa: E731
-        has_t = np.array([s.temp_c is not None for s in batch], bool)
-        y = np.array([na(s.temp_c) for s in batch], float)
+        has_t = ~np.isnan(y)
         self.now = max(self.now, float(ts.max()))
         dt = ts - self.latest_t[idx]
-        self.latest[idx[has_t]], self.latest_t[idx] = y[has_t], ts
-        self.power_w[idx] = [na(s.power_w) for s in batch]
-        self.clock_mhz[idx] = [na(s.sm_clock_mhz) for s in batch]
-        self.throttled[idx] = [any(r in s.throttle_reasons for r in HW_SLOWDOWN_REASONS) for s in batch]
-        for i, s in zip(idx.tolist(), batch, strict=True):
-            self.reasons[i] = s.throttle_reasons
+        self.latest_t[idx] = ts
+        self.power_w[idx] = cols.power_w
+        self.clock_mhz[idx] = cols.sm_clock_mhz
+        codes = np.array([self._code(r) for r in cols.reason_sets], np.int64)[cols.reasons]
+        self.reason[idx] = codes
+        self.throttled[idx] = self._hw_slow[codes]
         events: list[Event] = []
         if has_t.any():
-            self.est.update(idx[has_t], ts[has_t], y[has_t])
-            self.gpu_hist.push(idx[has_t], ts[has_t], y[has_t])
-            events += self._detect_thermal(idx[has_t], ts[has_t])
-        events += self.signals.detect(self.frame(), idx, batch, dt)
+            t_idx, t_ts, t_y = (idx, ts, y) if has_t.all() else (idx[has_t], ts[has_t], y[has_t])
+            self.latest[t_idx] = t_y
+            self.est.update(t_idx, t_ts, t_y)
+            self.gpu_hist.push(t_idx, t_ts, t_y)
+            events += self._detect_thermal(t_idx, t_ts)
+        events += self.signals.detect(self.frame(), idx, cols, dt)
         return events
 
     def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
@@ -309,7 +359,7 @@ class TwinModel:
         x = self.est.x
         return Frame(self.names, read_only(self.latest), read_only(self.latest_t), read_only(self.power_w),
                      read_only(self.clock_mhz), read_only(self.slowdown_c), read_only(x[:, 0]), read_only(x[:, 1]),
-                     self.est.cfg.noise_c, self.gpu_data)
+                     self.est.cfg.noise_c, self.gpu_data, read_only(self.reason), tuple(self.reason_sets))
 
     def gpu_data(self, i: int) -> dict:
         """The facts every GPU event carries."""
@@ -363,7 +413,7 @@ class TwinModel:
              "power_w": _f(self.power_w[i], 1), "clock_mhz": _f(self.clock_mhz[i], 0),
              "alarm": bool(self.alarm[i]), "max_operating_c": float(self.max_op_c[i]),
              "slowdown_c": float(self.slowdown_c[i]), "energy_j": round(float(self.signals.energy_j[i]), 1),
-             "throttle_reasons": list(self.reasons.get(i, ()))}
+             "throttle_reasons": list(self.reason_sets[self.reason[i]])}
             for i in range(len(self.names))
         ]
         return {

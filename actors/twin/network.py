@@ -89,12 +89,17 @@ class JobState:
     over: int = 0  # bit b set: the step b steps ago was over the line (b < CONFIRM_OF)
     straggling: bool = False
     steps: list[float] = field(default_factory=list)  # the last WINDOW step times, oldest first
-    clocks: list[list[float]] = field(default_factory=list)  # the GPUs' clocks at the last CONFIRM_OF steps
+    clocks: list[np.ndarray] = field(default_factory=list)  # the GPUs' clocks at the last CONFIRM_OF steps
+    # The twin's index of each GPU (-1 not seen yet), resolved when the job or the twin's GPUs change: a job
+    # sample names hundreds of GPUs, and looking each up on every step would cost more than the rest of it.
+    pos: np.ndarray | None = field(default=None, repr=False, compare=False)
+    pos_of: int = field(default=-1, repr=False, compare=False)  # how many GPUs the twin knew then
 
     def to_state(self) -> dict:
         return {"gpus": list(self.gpus), "nodes": list(self.nodes), "step_ms": self.step_ms,
                 "baseline_ms": self.baseline_ms, "spread_ms": self.spread_ms, "over": self.over,
-                "straggling": self.straggling, "steps": list(self.steps), "clocks": [list(c) for c in self.clocks]}
+                "straggling": self.straggling, "steps": list(self.steps),
+                "clocks": [np.asarray(c, float).tolist() for c in self.clocks]}
 
     @classmethod
     def from_state(cls, v: dict) -> JobState:
@@ -102,8 +107,8 @@ class JobState:
                  num(v["baseline_ms"], "baseline"), num(v.get("spread_ms", 0.0), "spread"),  # absent in older
                  need(v.get("over", 0), int, "over") & _LAST, need(v["straggling"], bool, "straggling"),  # checkpoints
                  [num(x, "step") for x in need(v["steps"], list, "steps")][-WINDOW:],
-                 [[num(c, "clock") for c in need(row, list, "clocks")] for row in need(v.get("clocks", []), list,
-                                                                                      "clocks")])
+                 [np.array([num(c, "clock") for c in need(row, list, "clocks")], float)
+                  for row in need(v.get("clocks", []), list, "clocks")])
         if any(len(row) != len(js.gpus) for row in js.clocks):
             raise StateError(f"job clocks rows do not match its {len(js.gpus)} GPUs")
         return js
@@ -147,7 +152,10 @@ class NetworkModel:
         return ends[0] in job.nodes and sum(g.startswith(ends[0] + "/") for g in job.gpus) > 1
 
     def ingest(self, s: LinkSample | JobSample, clock_mhz: np.ndarray, index: dict[str, int]) -> list[Event]:
-        """Fold one link or job sample; returns the events it gives rise to."""
+        """Fold one link or job sample; returns the events it gives rise to.
+
+        ``index`` (GPU name → row of ``clock_mhz``) only grows: a name keeps its row, so a job's rows are
+        looked up again only when the number of GPUs changes."""
         if isinstance(s, LinkSample):
             return self._link(s)
         return self._job(s, clock_mhz, index)
@@ -183,16 +191,18 @@ class NetworkModel:
         if js is None or js.gpus != s.gpus:
             nodes = tuple(sorted({g.split("/", 1)[0] for g in s.gpus}))
             js = self.jobs[s.job] = JobState(s.gpus, nodes)
-        pos = np.fromiter((index.get(g, -1) for g in s.gpus), np.int64, len(s.gpus))
-        self.job_gpus[s.job] = pos[pos >= 0].tolist()
+        if js.pos is None or js.pos_of != len(index):
+            js.pos, js.pos_of = np.fromiter((index.get(g, -1) for g in s.gpus), np.int64, len(s.gpus)), len(index)
+            self.job_gpus[s.job] = js.pos[js.pos >= 0].tolist()
+        pos = js.pos
         js.step_ms = s.step_ms
         over = self._judge(js, s.step_ms)
         js.over = ((js.over << 1) | over) & _LAST
         js.steps.append(s.step_ms)
         del js.steps[:-WINDOW]
         known = pos >= 0
-        js.clocks.append(np.where(known, clock_mhz[np.where(known, pos, 0)], np.nan).tolist() if len(clock_mhz)
-                         else [float("nan")] * len(pos))
+        js.clocks.append(np.where(known, clock_mhz[np.where(known, pos, 0)], np.nan) if len(clock_mhz)
+                         else np.full(len(pos), np.nan))
         del js.clocks[:-CONFIRM_OF]
         n_over = js.over.bit_count()
         if js.straggling and n_over == 0:

@@ -151,14 +151,9 @@ class FleetPhysics:
         self.link_names = [name for name, _ in topo.links]
         self.link_frac = np.ones(len(self.link_names))  # achieved bandwidth, fraction of nominal
         self.job_of_gpu = np.full(n_gpu, -1)
-        crossing = np.zeros((len(topo.jobs), len(self.link_names)), bool)
         for j, nodes in enumerate(topo.jobs):
             self.job_of_gpu[np.isin(self.gpu_node, nodes)] = j
-            names = {topo.nodes[k] for k in nodes}
-            for li, name in enumerate(self.link_names):
-                ends = set(name.split("/", 1)[0].split("-"))
-                crossing[j, li] = ends <= names and (len(ends) == 2 or topo.gpus_per_node > 1)
-        self.job_links = crossing
+        self.job_links = self._job_links()
         self.compute_ms, self.comm_ms = 70.0, 30.0  # a step at full clock and full bandwidth
         self.step_ms = np.full(len(topo.jobs), self.compute_ms + self.comm_ms)
 
@@ -224,6 +219,31 @@ class FleetPhysics:
         if len(self.step_ms):
             self.step_ms = self.job_step_ms(ratio)
 
+    def _job_links(self) -> tuple[np.ndarray, np.ndarray]:
+        """Which links each job crosses, as sparse (job, link) index pairs sorted by job, then link: a link whose
+        nodes are all the job's (an NVLink fabric only where a node has more than one GPU). A dense jobs × links
+        matrix would be 78 M cells at 100k GPUs; a job crosses about two links per node it spans."""
+        topo, n_jobs = self.topo, max(len(self.topo.jobs), 1)
+        node_ix = {n: k for k, n in enumerate(topo.nodes)}
+        ends = [name.split("/", 1)[0].split("-") for name in self.link_names]
+        end_a = np.array([node_ix[e[0]] for e in ends], np.int64)
+        end_b = np.array([node_ix[e[-1]] for e in ends], np.int64)
+        usable = (end_a != end_b) | (topo.gpus_per_node > 1)
+        # every (node, job) membership as one sorted key node·J + job
+        job_ix = np.repeat(np.arange(len(topo.jobs), dtype=np.int64), [len(nodes) for nodes in topo.jobs])
+        node_of = np.concatenate([np.asarray(nodes, np.int64) for nodes in topo.jobs]) if topo.jobs else job_ix
+        key = np.unique(node_of * n_jobs + job_ix)
+        # candidates: each link with every job holding its first end; kept when the job holds the other end too
+        lo = np.searchsorted(key, end_a * n_jobs)
+        counts = np.searchsorted(key, (end_a + 1) * n_jobs) - lo
+        link = np.repeat(np.arange(len(end_a)), counts)
+        pos = np.arange(len(link)) + np.repeat(lo - np.cumsum(counts) + counts, counts)
+        job = key[pos] % n_jobs
+        keep = usable[link] & np.isin(end_b[link] * n_jobs + job, key)
+        job, link = job[keep], link[keep]
+        order = np.lexsort((link, job))
+        return job[order], link[order]
+
     # --- step helpers ---------------------------------------------------------------------------------
     def _buffers(self) -> _Buffers:
         b = getattr(self, "_b", None)
@@ -269,15 +289,12 @@ class FleetPhysics:
         """
         n_jobs = len(self.step_ms)
         c = getattr(self, "_coll", None)
-        if c is None:  # per-job constants, from the job × link rows (dense or sparse) once
+        if c is None:  # per-job constants, from the job × link pairs once
             member = np.flatnonzero(self.job_of_gpu >= 0)
             job = self.job_of_gpu[member]
             n = np.maximum(np.bincount(job, minlength=n_jobs), 1).astype(float)
             kinds = [kind for _, kind in self.topo.links]
-            rows = [self.job_links[j] for j in range(n_jobs)]
-            links = [r.indices if hasattr(r, "indices") else np.flatnonzero(np.asarray(r).ravel()) for r in rows]
-            link_idx = np.concatenate([np.asarray(ix, int) for ix in links] + [np.zeros(0, int)])
-            link_job = np.repeat(np.arange(n_jobs), [len(ix) for ix in links])
+            link_job, link_idx = self.job_links
             nominal = np.array([coll.LINK_BYTES_PER_S[k] for k in kinds], float)
             alpha = np.zeros(n_jobs)
             np.maximum.at(alpha, link_job, np.array([coll.LINK_ALPHA_S[k] for k in kinds], float)[link_idx])

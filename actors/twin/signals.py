@@ -18,7 +18,7 @@ from cluster.telemetry.samples import STUCK_CLOCK_MOVE_MHZ, STUCK_POWER_MOVE_W, 
 from knowledge.events import XID_MEANING
 
 if TYPE_CHECKING:
-    from cluster.telemetry.samples import GpuSample
+    from cluster.telemetry.samples import GpuColumns
 
 POWER_REASONS = ("sw_power_cap", "hw_power_brake")
 #: Both thermal reasons (the driver's cap and the hardware slowdown): a clock drop under either is thermal.
@@ -68,6 +68,13 @@ class Frame:
     true_c: np.ndarray  # the observer's die temperature
     noise_c: float  # the sensor noise the observer assumes
     describe: Callable[[int], dict]
+    reason: np.ndarray  # latest throttle reasons per GPU, a code into reason_sets
+    reason_sets: Sequence[tuple[str, ...]]
+
+
+def _reading(v: float) -> float | None:
+    """A column's reading as an event field: ``None`` where it is missing (NaN), as the sample said."""
+    return None if np.isnan(v) else float(v)
 
 
 def xid_bucket(xid: int) -> str:
@@ -137,9 +144,10 @@ class GpuSignals:
         arrays_from_state(sig, d, cls.ARRAYS, n)
         return sig
 
-    def grow(self, n: int, clock_max: float) -> None:
-        """Room for GPU ``n - 1`` (its profile's maximum clock as the first reference)."""
-        add = lambda a, v: np.append(a, np.array([v], dtype=a.dtype))  # noqa: E731
+    def grow(self, n: int, clock_max: np.ndarray) -> None:
+        """Room for ``n`` GPUs in all, the new ones' profile maximum clocks (``clock_max``) as first references."""
+        k = n - len(self.clock_ref)
+        add = lambda a, v: np.concatenate([a, np.broadcast_to(np.asarray(v, a.dtype), k)])  # noqa: E731
         self.clock_ref, self.clock_max = add(self.clock_ref, clock_max), add(self.clock_max, clock_max)
         for attr in ("capped", "dropped", "fault"):
             setattr(self, attr, add(getattr(self, attr), False))
@@ -148,64 +156,68 @@ class GpuSignals:
         for attr, start in self.ADDED.items():
             setattr(self, attr, add(getattr(self, attr), start))
 
-    def detect(self, m: Frame, idx: np.ndarray, batch: list[GpuSample], dt: np.ndarray) -> list[Event]:
-        """Events of one round (``batch[k]`` is the reading of GPU ``idx[k]``)."""
+    def detect(self, m: Frame, idx: np.ndarray, cols: GpuColumns, dt: np.ndarray) -> list[Event]:
+        """Events of one round (row ``k`` of ``cols`` is the reading of GPU ``idx[k]``); Python runs only for the
+        GPUs that fire."""
         events: list[Event] = []
-        reasons = [s.throttle_reasons for s in batch]
+        # per distinct set of throttle reasons (a handful), then gathered per GPU
+        sets = m.reason_sets
+        code = m.reason[idx]
+        throttled = np.array([bool(r) for r in sets], bool)[code]
+        cap = np.array([any(x in r for x in POWER_REASONS) for r in sets], bool)[code]
         power, clock = m.power_w[idx], m.clock_mhz[idx]
         # energy: power held over the interval since the previous reading (first reading: nothing yet)
         span = np.where((dt > 0) & (dt < 60), dt, 0.0)
         has_clock = clock > 0
         lost_frac = np.where(has_clock, np.clip(1.0 - clock / self.clock_max[idx], 0.0, 1.0), 0.0)
-        throttled = np.array([bool(r) for r in reasons])
         known_w = np.nan_to_num(power, nan=0.0)  # a missing power reading adds no energy (not a 0 W reading)
         self.energy_j[idx] += known_w * span
         self.lost_j[idx] += np.where(throttled, known_w * span * lost_frac, 0.0)
         # power capping
-        cap = np.array([any(x in r for x in POWER_REASONS) for r in reasons])
-        for k in np.nonzero(cap & ~self.capped[idx])[0]:
+        for k in np.flatnonzero(cap & ~self.capped[idx]).tolist():
             i = int(idx[k])
-            events.append(self._ev(m, "power_capped", i, "warning", reasons=list(reasons[k]),
-                                   power_limit_w=batch[k].power_limit_w))
+            events.append(self._ev(m, "power_capped", i, "warning", reasons=list(sets[code[k]]),
+                                   power_limit_w=_reading(cols.power_limit_w[k])))
         self.capped[idx] = cap
         # clock drops against a slowly rising reference (the highest clock lately)
         ref = self.clock_ref[idx]
         drop = has_clock & (clock < CLOCK_DROP_FRAC * ref)
-        for k in np.nonzero(drop & ~self.dropped[idx])[0]:
+        for k in np.flatnonzero(drop & ~self.dropped[idx]).tolist():
             i = int(idx[k])
-            why = clock_reason(reasons[k], float(m.true_c[i]), float(m.slowdown_c[i]))
+            why = clock_reason(sets[code[k]], float(m.true_c[i]), float(m.slowdown_c[i]))
             events.append(self._ev(m, "clock_drop", i, "warning", clock_mhz=float(clock[k]), ref_mhz=float(ref[k]),
                                    drop_pct=round(100 * (1 - clock[k] / ref[k]), 1), reason=why,
-                                   reasons=list(reasons[k])))
+                                   reasons=list(sets[code[k]])))
         self.dropped[idx] = np.where(drop, True, self.dropped[idx] & ~(clock >= CLOCK_BACK_FRAC * ref))
         self.clock_ref[idx] = np.where(has_clock & ~self.dropped[idx], np.maximum(ref * 0.999, clock), ref)
-        for k, s in enumerate(batch):
-            if s.xid is not None or s.xid_total is not None:
-                events += self._xid(m, int(idx[k]), s)
-        has_t = np.array([s.temp_c is not None for s in batch], bool)
-        events += self._sensor_faults(m, idx[has_t])
+        events += self._xid(m, idx, cols.xid, cols.xid_total)
+        has_t = ~np.isnan(cols.temp_c)
+        events += self._sensor_faults(m, idx if has_t.all() else idx[has_t])
         return events
 
-    def _xid(self, m: Frame, i: int, s: GpuSample) -> list[Event]:
+    def _xid(self, m: Frame, idx: np.ndarray, xid: np.ndarray, total: np.ndarray) -> list[Event]:
         """XIDs are edge-triggered: an event for a new value (DCGM keeps the last XID, so the same one repeats
-        on every scrape; 0 means none since the driver loaded) or for a rise of the source's XID counter."""
-        if s.xid_total is not None:
-            prev = int(self.xid_seen[i])
-            base = prev if 0 <= prev <= s.xid_total else 0  # a counter that went back: the source restarted
-            new = s.xid_total > base
-            self.xid_seen[i] = s.xid_total
-        else:
-            new = bool(s.xid) and s.xid != self.last_xid[i]
-        if s.xid is not None:
-            self.last_xid[i] = s.xid
-        xid = s.xid or int(self.last_xid[i])
-        if not new or xid <= 0:
+        on every scrape; 0 means none since the driver loaded) or for a rise of the source's XID counter.
+        ``xid`` and ``total`` are -1 where the reading is missing."""
+        has_x, has_total = xid >= 0, total >= 0
+        if not (has_x.any() or has_total.any()):
             return []
-        self.xid_events[i] += 1
-        meaning, follows = xid_meaning(xid)
-        count = int(self.xid_events[i])
-        return [self._ev(m, "xid_error", i, "critical", xid=xid, meaning=meaning, follows=follows,
-                         resolution=xid_bucket(xid), count=count, repeat=count > 1)]
+        prev, last = self.xid_seen[idx], self.last_xid[idx]
+        base = np.where((prev >= 0) & (prev <= total), prev, 0)  # a counter that went back: the source restarted
+        new = np.where(has_total, total > base, (xid > 0) & (xid != last))
+        self.xid_seen[idx] = np.where(has_total, total, prev)
+        last = np.where(has_x, xid, last)
+        self.last_xid[idx] = last
+        value = np.where(xid > 0, xid, last)
+        events: list[Event] = []
+        for k in np.flatnonzero(new & (value > 0)).tolist():
+            i, x = int(idx[k]), int(value[k])
+            self.xid_events[i] += 1
+            meaning, follows = xid_meaning(x)
+            count = int(self.xid_events[i])
+            events.append(self._ev(m, "xid_error", i, "critical", xid=x, meaning=meaning, follows=follows,
+                                   resolution=xid_bucket(x), count=count, repeat=count > 1))
+        return events
 
     def _sensor_faults(self, m: Frame, idx: np.ndarray) -> list[Event]:
         if not len(idx):

@@ -6,8 +6,11 @@ This is also the JSON Lines trace format (one object a line; ``kind`` defaults t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -65,6 +68,98 @@ class GpuSample(_Sample):
 #: The readings of a GPU sample: each may be missing (or quarantined by the validator) on its own.
 GPU_READINGS = ("temp_c", "mem_temp_c", "power_w", "power_limit_w", "sm_clock_mhz", "util", "throttle_reasons", "xid",
                 "xid_total")
+
+
+@dataclass(frozen=True, eq=False)
+class GpuRoster:
+    """Which GPUs a column batch speaks of, row by row: built once by a source that reports a whole fleet.
+
+    The twin resolves a roster to its own GPU indices once and recognises the same roster object again
+    (``eq=False``: identity), so a tick of 100k GPUs costs array work only, no name lookups.
+    """
+
+    nodes: tuple[str, ...]
+    gpus: tuple[int, ...]
+    models: tuple[str, ...]
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not len(self.nodes) == len(self.gpus) == len(self.models):
+            raise ValueError(f"roster: {len(self.nodes)} nodes, {len(self.gpus)} gpus and {len(self.models)} models "
+                             "must be one per row")
+        names = tuple(f"{n}/gpu{g}" for n, g in zip(self.nodes, self.gpus, strict=True))
+        if len(set(names)) != len(names):
+            raise ValueError("roster: a GPU appears twice (a batch holds at most one reading per GPU)")
+        object.__setattr__(self, "names", names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+#: Where each GPU reading's column lives and its valid range (as GpuSample's fields; NaN means missing).
+_COLUMN_RANGES = {"temp_c": (-20.0, 150.0), "power_w": (0.0, 2000.0), "power_limit_w": (0.0, 2000.0),
+                  "sm_clock_mhz": (0.0, 5000.0)}
+
+
+@dataclass(frozen=True, eq=False)
+class GpuColumns:
+    """One round of GPU readings as arrays, row ``k`` being GPU ``roster.names[k]``: the columnar form of a
+    list of :class:`GpuSample` (at most one per GPU), which the twin folds with numpy alone.
+
+    A missing float reading is NaN and a missing XID is -1 (never 0, which DCGM uses for "no XID yet").
+    Throttle reasons are small codes into ``reason_sets``, each a distinct tuple of reasons exactly as the
+    source gave them (order kept), so columns say what the samples said and ``from_samples`` loses nothing.
+    ``util`` and ``mem_temp_c`` are not carried: the twin does not read them.
+    """
+
+    roster: GpuRoster
+    ts: np.ndarray
+    temp_c: np.ndarray
+    power_w: np.ndarray
+    power_limit_w: np.ndarray
+    sm_clock_mhz: np.ndarray
+    reasons: np.ndarray  # int codes into reason_sets
+    xid: np.ndarray  # int64, -1 missing
+    xid_total: np.ndarray  # int64, -1 missing
+    reason_sets: tuple[tuple[str, ...], ...] = ((),)
+
+    def __post_init__(self) -> None:
+        n = len(self.roster)
+        for name in ("ts", *_COLUMN_RANGES, "reasons", "xid", "xid_total"):
+            a = getattr(self, name)
+            if not isinstance(a, np.ndarray) or a.shape != (n,):
+                raise ValueError(f"columns: {name} must be an array of {n} rows (one per roster GPU)")
+        if not (np.isfinite(self.ts).all() and (self.ts >= 0).all()):
+            raise ValueError("columns: ts must be finite and >= 0")
+        for name, (lo, hi) in _COLUMN_RANGES.items():
+            a = getattr(self, name)
+            if ((a < lo) | (a > hi) | np.isinf(a)).any():
+                raise ValueError(f"columns: {name} outside [{lo}, {hi}] (NaN, not a number out of range, is missing)")
+        for name in ("reasons", "xid", "xid_total"):
+            if getattr(self, name).dtype.kind not in "iu":
+                raise ValueError(f"columns: {name} must be integers")
+        if n and (self.reasons.min() < 0 or self.reasons.max() >= len(self.reason_sets)):
+            raise ValueError(f"columns: reason codes must index reason_sets ({len(self.reason_sets)} sets)")
+        if n and (self.xid.min() < -1 or self.xid_total.min() < -1):
+            raise ValueError("columns: xid and xid_total are >= 0, or -1 when missing")
+
+    def __len__(self) -> int:
+        return len(self.roster)
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[GpuSample]) -> GpuColumns:
+        """The same readings as columns (the twin's list path goes through here: one fold for both)."""
+        roster = GpuRoster(tuple(s.node for s in samples), tuple(s.gpu for s in samples),
+                           tuple(s.model for s in samples))
+        codes: dict[tuple[str, ...], int] = {(): 0}
+        reasons = np.fromiter((codes.setdefault(s.throttle_reasons, len(codes)) for s in samples), np.int64,
+                              len(samples))
+        nan = float("nan")
+        col = lambda f: np.array([nan if (v := getattr(s, f)) is None else v for s in samples], float)  # noqa: E731
+        icol = lambda f: np.array([-1 if (v := getattr(s, f)) is None else v for s in samples], np.int64)  # noqa: E731
+        return cls(roster, np.array([s.ts for s in samples], float), col("temp_c"), col("power_w"),
+                   col("power_limit_w"), col("sm_clock_mhz"), reasons, icol("xid"), icol("xid_total"),
+                   tuple(codes))
 
 
 class CoolingSample(_Sample):
