@@ -97,6 +97,18 @@ class Topology:
         return [n for n, nu in zip(self.nodes, self.node_unit, strict=True) if nu == u]
 
 
+def _link_ends(link: str, node_ix: dict[str, int]) -> tuple[int, int]:
+    """Node indices a link joins (``a-b/ib0``: a and b; ``a/nvlink``: a twice); node names may hold a ``-``, so
+    the split is the one that leaves two known nodes. (-1, -1) when it names no known nodes."""
+    ends = link.split("/", 1)[0]
+    if ends in node_ix:
+        return node_ix[ends], node_ix[ends]
+    for k, c in enumerate(ends):
+        if c == "-" and ends[:k] in node_ix and ends[k + 1:] in node_ix:
+            return node_ix[ends[:k]], node_ix[ends[k + 1:]]
+    return -1, -1
+
+
 @dataclass
 class _Buffers:
     """Scratch arrays reused by every step (no allocation per tick for the big ones)."""
@@ -225,10 +237,9 @@ class FleetPhysics:
         matrix would be 78 M cells at 100k GPUs; a job crosses about two links per node it spans."""
         topo, n_jobs = self.topo, max(len(self.topo.jobs), 1)
         node_ix = {n: k for k, n in enumerate(topo.nodes)}
-        ends = [name.split("/", 1)[0].split("-") for name in self.link_names]
-        end_a = np.array([node_ix[e[0]] for e in ends], np.int64)
-        end_b = np.array([node_ix[e[-1]] for e in ends], np.int64)
-        usable = (end_a != end_b) | (topo.gpus_per_node > 1)
+        ends = np.array([_link_ends(name, node_ix) for name in self.link_names], np.int64).reshape(-1, 2)
+        end_a, end_b = ends[:, 0], ends[:, 1]
+        usable = (end_a >= 0) & ((end_a != end_b) | (topo.gpus_per_node > 1))
         # every (node, job) membership as one sorted key node·J + job
         job_ix = np.repeat(np.arange(len(topo.jobs), dtype=np.int64), [len(nodes) for nodes in topo.jobs])
         node_of = np.concatenate([np.asarray(nodes, np.int64) for nodes in topo.jobs]) if topo.jobs else job_ix
