@@ -13,6 +13,7 @@ EVENT_WORDS: dict[str, str] = {
     "clock_drop": "GPU SM clock drop, clocks throttled",
     "xid_error": "GPU error reported by the driver",
     "network_bottleneck": "network bottleneck, InfiniBand link congestion, low bandwidth",
+    "link_degraded": "link errors, symbol errors, link flapping, link trained at reduced width or speed, transceiver",
     "straggler": "straggler, slow rank holding the job barrier",
     "sensor_fault": "sensor fault, implausible or stuck sensor reading",
     "cooling_degraded": "cooling degraded, coolant flow loss, cooling unit CDU",

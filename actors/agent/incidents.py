@@ -28,6 +28,7 @@ CAUSE_RANK = {
     "coolant_leak": 110,  # a leak explains the cooling trouble and the heat around it
     "cooling_degraded": 100,
     "network_bottleneck": 90,
+    "link_degraded": 85,  # a sick link: the bottleneck it causes, when there is one, is the same incident
     "xid_error": 80,
     "power_capped": 60,
     "gpu_overheat": 50,
@@ -42,7 +43,7 @@ RECOVERY = {"thermal_recovered", "cooling_recovered", "alert_resolved"}
 FEEDBACK = {"action_executed", "action_failed", "action_rejected"}
 #: Kinds that make an incident worth proposing for (a cause alone may not hurt anything yet).
 IMPACT = {"thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat", "xid_error", "network_bottleneck",
-          "straggler", "power_capped", "sensor_fault", "coolant_leak", "alert_firing"}
+          "link_degraded", "straggler", "power_capped", "sensor_fault", "coolant_leak", "alert_firing"}
 #: Alertmanager's alerts (actors.twin.alerts): they join the incident of the GPU or node their labels name.
 ALERTS = {"alert_firing", "alert_resolved"}
 
@@ -109,7 +110,7 @@ def group_key(ev: Event) -> str:
         unit = d.get("unit")
         unit = unit if isinstance(unit, str) else lead_unit(ev)
         return f"unit:{unit}" if unit else f"node:{node or ev.subject}"
-    if ev.kind == "network_bottleneck":
+    if ev.kind in ("network_bottleneck", "link_degraded"):
         return f"link:{ev.subject}"
     if ev.kind == "straggler":
         culprit = d.get("culprit")
@@ -242,7 +243,7 @@ class IncidentBook:
                   "shutdown_c", "model", "link", "job", "xid", "resolution", "culprit"):
             if d.get(k) is not None and (k not in f or ev.kind == "cooling_degraded"):
                 f[k] = d[k]
-        if ev.kind == "network_bottleneck":
+        if ev.kind in ("network_bottleneck", "link_degraded"):
             f["link"] = ev.subject
             jobs = d.get("jobs")
             if isinstance(jobs, list) and jobs:

@@ -22,6 +22,7 @@ EventKind = Literal[
     "clock_drop",
     "xid_error",
     "network_bottleneck",
+    "link_degraded",
     "straggler",
     "sensor_fault",
     "gpu_model_unknown",

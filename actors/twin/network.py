@@ -33,6 +33,14 @@ the baseline). The event prices it: ``excess_ms`` is the culprit's extra time pe
 GPU-seconds the job waits for it per step (``excess·(N − 1)`` for a GPU, whose N − 1 peers idle at the
 barrier; ``excess·N`` for a link, which every GPU waits on), and ``gpu_h_per_h`` that over the slow step,
 the GPU-hours it costs per hour of the job.
+
+Link health, beside bandwidth, from what the port reports (``LinkSample``): symbol errors growing by more than
+``SYMBOL_ERRORS_PER_MIN`` within a minute (the fabric manual's line for checking the cable or transceiver), a
+port trained below its nominal width or lane rate (downtrained: its bandwidth is capped whatever the traffic),
+and ``FLAPS`` or more downs within ``FLAP_WINDOW_S`` (one down is a transceiver pulled or a cable reseated).
+Each is a reason of a ``link_degraded`` event (``reason`` the one that appeared, ``reasons`` all that hold),
+raised once when the reason appears and cleared when the condition has gone: errors back under half the line
+for a minute, the port at its nominal training, no down within the window.
 """
 
 from __future__ import annotations
@@ -58,6 +66,10 @@ MAD_SIGMA = 1.4826  # MAD → standard deviation of a Gaussian
 MIN_EXCESS_FRAC = 0.02  # ... and never closer than 2 % of the median
 CONFIRM_OVER, CONFIRM_OF = 6, 10  # a job straggles when 6 of its last 10 steps were over
 _LAST = (1 << CONFIRM_OF) - 1
+SYMBOL_ERRORS_PER_MIN = 10  # knowledge/corpus/manual-ib-switch.md: "more than 10 per minute"
+ERROR_WINDOW_S = 60.0
+FLAPS, FLAP_WINDOW_S = 2, 600.0
+HEALTH_REASONS = ("symbol_errors", "downtrained", "flapping")
 
 
 def link_nodes(link: str) -> tuple[str, ...]:
@@ -73,6 +85,29 @@ class LinkState:
     nominal_gbps: float
     streak: int = 0
     degraded: bool = False
+    errors_seen: list[tuple[float, int]] = field(default_factory=list)  # (ts, symbol errors) over the last minute
+    downed: int = -1  # the port's down counter at the last reading (-1: none yet)
+    downs: list[float] = field(default_factory=list)  # when it went down, within FLAP_WINDOW_S
+    health: list[str] = field(default_factory=list)  # link_degraded reasons raised and not cleared
+
+    def to_state(self) -> dict:
+        return {"type": self.type, "bandwidth_gbps": self.bandwidth_gbps, "nominal_gbps": self.nominal_gbps,
+                "streak": self.streak, "degraded": self.degraded, "errors_seen": [list(e) for e in self.errors_seen],
+                "downed": self.downed, "downs": list(self.downs), "health": list(self.health)}
+
+    @classmethod
+    def from_state(cls, name: str, v: dict) -> LinkState:
+        if v["type"] not in NOMINAL_GBPS:
+            raise ValueError(f"link {name!r} of unknown type {v['type']!r}")
+        seen = [(num(t, "error ts"), need(c, int, "symbol errors")) for t, c in need(v.get("errors_seen", []), list,
+                                                                                    "errors seen")]
+        health = strs(v.get("health", []), "link health")
+        if not set(health) <= set(HEALTH_REASONS):
+            raise StateError(f"link {name!r}: unknown health reasons {health}")
+        return cls(v["type"], num(v["bandwidth_gbps"], "bandwidth"), num(v["nominal_gbps"], "nominal"),
+                   need(v["streak"], int, "streak"), need(v["degraded"], bool, "degraded"), seen,  # the last four are
+                   need(v.get("downed", -1), int, "downed"),  # absent in older checkpoints
+                   [num(t, "down ts") for t in need(v.get("downs", []), list, "downs")], health)
 
     @property
     def frac(self) -> float:
@@ -124,8 +159,7 @@ class NetworkModel:
 
     def to_state(self) -> dict:
         """Links, jobs and the jobs' GPU indices as plain data (see :mod:`actors.twin.state`)."""
-        return {"links": {k: {"type": v.type, "bandwidth_gbps": v.bandwidth_gbps, "nominal_gbps": v.nominal_gbps,
-                              "streak": v.streak, "degraded": v.degraded} for k, v in self.links.items()},
+        return {"links": {k: v.to_state() for k, v in self.links.items()},
                 "jobs": {k: v.to_state() for k, v in self.jobs.items()},
                 "job_gpus": {k: list(v) for k, v in self.job_gpus.items()}}
 
@@ -133,11 +167,7 @@ class NetworkModel:
     def from_state(cls, d: dict) -> NetworkModel:
         net = cls()
         for k, v in need(d["links"], dict, "links").items():
-            if v["type"] not in NOMINAL_GBPS:
-                raise ValueError(f"link {k!r} of unknown type {v['type']!r}")
-            net.links[need(k, str, "link")] = LinkState(
-                v["type"], num(v["bandwidth_gbps"], "bandwidth"), num(v["nominal_gbps"], "nominal"),
-                need(v["streak"], int, "streak"), need(v["degraded"], bool, "degraded"))
+            net.links[need(k, str, "link")] = LinkState.from_state(k, need(v, dict, "link"))
         for k, v in need(d["jobs"], dict, "jobs").items():
             net.jobs[need(k, str, "job")] = JobState.from_state(need(v, dict, "job"))
         net.job_gpus = {need(k, str, "job"): [need(i, int, "gpu index") for i in need(v, list, "gpus")]
@@ -166,6 +196,7 @@ class NetworkModel:
             st = self.links[s.link] = LinkState(s.type, s.bandwidth_gbps, NOMINAL_GBPS[s.type])
         st.bandwidth_gbps = s.bandwidth_gbps
         st.streak = st.streak + 1 if st.frac < DEGRADED_FRAC else 0
+        events = self._health(s, st)
         if st.streak >= CONFIRM and not st.degraded:
             st.degraded = True
             jobs = sorted(j for j, js in self.jobs.items() if self.crosses(js, s.link))
@@ -174,10 +205,51 @@ class NetworkModel:
                     "frac": round(st.frac, 3), "jobs": jobs, "gpus_affected": sum(len(self.jobs[j].gpus) for j in jobs),
                     "cost_pct": round(max(costs), 1) if costs else 0.0, "errors": s.errors,
                     "allreduce_slowdown_x": round(1.0 / max(st.frac, 1e-3), 2)}
-            return [Event.make("network_bottleneck", s.link, s.ts, "warning", data)]
+            return [*events, Event.make("network_bottleneck", s.link, s.ts, "warning", data)]
         if st.degraded and st.frac >= RECOVERED_FRAC:
             st.degraded = False
-        return []
+        return events
+
+    def _health(self, s: LinkSample, st: LinkState) -> list[Event]:
+        """Symbol errors, training and flaps of the port (see the module docstring): a ``link_degraded`` event
+        for each reason that appears."""
+        facts: dict[str, object] = {}
+        active: set[str] = set()
+        if s.symbol_errors is not None:
+            if st.errors_seen and s.symbol_errors < st.errors_seen[-1][1]:
+                st.errors_seen = []  # the counter was cleared: a new baseline
+            st.errors_seen = [e for e in st.errors_seen if e[0] >= s.ts - ERROR_WINDOW_S] + [(s.ts, s.symbol_errors)]
+            grew = s.symbol_errors - st.errors_seen[0][1]
+            facts["symbol_errors_last_min"] = grew
+            if grew > SYMBOL_ERRORS_PER_MIN or ("symbol_errors" in st.health and grew > SYMBOL_ERRORS_PER_MIN / 2):
+                active.add("symbol_errors")
+        below = [(have, nominal) for have, nominal in ((s.width, s.width_nominal), (s.lane_gbps, s.lane_gbps_nominal))
+                 if have is not None and nominal is not None]
+        if below:
+            facts.update(width=s.width, width_nominal=s.width_nominal, lane_gbps=s.lane_gbps,
+                         lane_gbps_nominal=s.lane_gbps_nominal)
+            if any(have < nominal for have, nominal in below):
+                active.add("downtrained")
+        elif "downtrained" in st.health:
+            active.add("downtrained")  # no training reported this time: nothing says it recovered
+        if s.downed is not None:
+            if 0 <= st.downed < s.downed:
+                st.downs += [s.ts] * (s.downed - st.downed)
+            st.downed = s.downed
+        st.downs = [t for t in st.downs if t > s.ts - FLAP_WINDOW_S]
+        facts["flaps"] = len(st.downs)
+        if len(st.downs) >= FLAPS or ("flapping" in st.health and st.downs):
+            active.add("flapping")
+        if s.symbol_errors is None and "symbol_errors" in st.health:
+            active.add("symbol_errors")
+        new = [r for r in HEALTH_REASONS if r in active and r not in st.health]
+        st.health = [r for r in HEALTH_REASONS if r in active]
+        if not new:
+            return []
+        jobs = sorted(j for j, js in self.jobs.items() if self.crosses(js, s.link))
+        data = {"link": s.link, "type": s.type, "reason": new[0], "reasons": list(st.health), **facts,
+                "jobs": jobs, "gpus_affected": sum(len(self.jobs[j].gpus) for j in jobs)}
+        return [Event.make("link_degraded", s.link, s.ts, "warning", data)]
 
     @staticmethod
     def _job_cost(job: JobState, link: LinkState) -> float:

@@ -214,13 +214,23 @@ class FacilitySample(_Sample):
 
 
 class LinkSample(_Sample):
-    """A network link's achieved bandwidth."""
+    """A network link's achieved bandwidth and, where the port reports them, its health counters and training.
+
+    Counters are as the port keeps them (InfiniBand's PerfMgr names; an NVLink's CRC and down counters map to
+    the same two), cumulative since they were last cleared; the twin takes their rise between readings.
+    """
 
     kind: Literal["link"]
     link: str = Field(min_length=1, max_length=64)
     type: Literal["nvlink", "pcie", "ib"]
     bandwidth_gbps: float = Field(ge=0)
     errors: int | None = Field(None, ge=0)
+    symbol_errors: int | None = Field(None, ge=0, description="SymbolErrorCounter: lane symbol errors so far.")
+    downed: int | None = Field(None, ge=0, description="LinkDownedCounter: times the link went down so far.")
+    width: int | None = Field(None, ge=0, le=64, description="Lanes the port trained at (4 for 4X).")
+    width_nominal: int | None = Field(None, ge=1, le=64, description="Lanes the port and cable support.")
+    lane_gbps: float | None = Field(None, ge=0, description="Signalling rate it trained at, per lane (NDR: 100).")
+    lane_gbps_nominal: float | None = Field(None, gt=0, description="The rate the port and cable support.")
 
 
 class JobSample(_Sample):
