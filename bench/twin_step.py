@@ -10,7 +10,7 @@ temperature, power, power limit, clock, throttle-reason code and XID, one roster
 columns and job samples (the telemetry source's work) are not. Link samples are not sent (see the docs).
 
 The floor is the least numpy work an ingest-and-detect tick does per GPU, fused, on the same arrays: a 2-state
-(sensor, die) Kalman update written element-wise for one fixed tick (predict, gain, correct: about 20 array
+(sensor, die) Kalman update written element-wise for one fixed tick (predict, gain, correct: about 30 array
 operations), a threshold compare of the die estimate against the slowdown line with a confirmation streak, and
 the jobs' reduction of their GPUs' clocks by ``np.bincount``. The ratio is twin over floor; slices of the two
 alternate (the machine is shared and noisy) and the median ratio is kept.

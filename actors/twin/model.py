@@ -241,7 +241,7 @@ class TwinModel:
                 round_ = {}
             if isinstance(s, GpuColumns):
                 self.samples_seen += len(s)
-                events += self._round(s)
+                events += self._round(s) if len(s) else []
                 continue
             self.samples_seen += 1
             if isinstance(s, AlertSample):  # on the receiver's clock (Unix time), not the fleet's: moves no twin time

@@ -103,3 +103,11 @@ def test_bad_columns_are_refused_with_the_reason(change: dict, message: str) -> 
 def test_a_roster_naming_a_gpu_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="appears twice"):
         GpuRoster(("n01", "n01"), (0, 0), ("H100-SXM", "H100-SXM"))
+
+
+def test_an_empty_batch_of_columns_is_nothing() -> None:
+    empty = np.zeros(0)
+    cols = GpuColumns(GpuRoster((), (), ()), empty, empty, empty, empty, empty, np.zeros(0, int), np.zeros(0, int),
+                      np.zeros(0, int))
+    twin = TwinModel()
+    assert twin.ingest([cols]) == [] and twin.names == [] and twin.samples_seen == 0
