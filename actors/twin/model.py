@@ -67,9 +67,10 @@ class Thresholds:
     fan_degraded_pct: float = 40.0  # a cooling unit's fans below this are a degradation
     fan_recovered_pct: float = 50.0
     supply_excess_c: float = 3.0
-    # The early warning also needs the estimated true temperature within this of the slowdown line: a
-    # projection from far below is mostly extrapolated noise.
-    warn_margin_c: float = 3.0
+    # The early warning: the probability that the die reaches slowdown within the estimator's horizon
+    # (actors.twin.estimator) above warn_p, on the readings confirm_* asks for. How warn_p was chosen: see
+    # _detect_thermal.
+    warn_p: float = 0.5
     kv_pressure_at: float = 0.95  # the LLM facility (actors.twin.llm_engine)
     llm_backlog_at: int = 4
 
@@ -305,17 +306,28 @@ class TwinModel:
         if has_t.any():
             t_idx, t_ts, t_y = (idx, ts, y) if has_t.all() else (idx[has_t], ts[has_t], y[has_t])
             self.latest[t_idx] = t_y
-            self.est.update(t_idx, t_ts, t_y)
+            cool = np.array([self._cooling_of(self.node_of[i]) for i in t_idx.tolist()], float).reshape(-1, 3)
+            self.est.update(t_idx, t_ts, t_y, self.power_w[t_idx], *cool.T)
             self.gpu_hist.push(t_idx, t_ts, t_y)
             events += self._detect_thermal(t_idx, t_ts)
         events += self.signals.detect(self.frame(), idx, cols, dt)
         return events
 
+    def _cooling_of(self, node: str) -> tuple[float, float, float]:
+        """(supply °C, coolant flow to ``node`` as a fraction of nominal, fan %) from the latest reading of the unit
+        that cools it; NaN for what the twin does not know (no such unit, or a unit that does not report it)."""
+        unit = self.cooling.units.get(self.cooling.node_unit.get(node, ""))
+        if unit is None:
+            return np.nan, np.nan, np.nan
+        flow = (unit.flow_frac or {}).get(node)
+        return unit.supply_c, np.nan if flow is None else flow, np.nan if unit.fan_pct is None else unit.fan_pct
+
     def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
         th, est = self.th, self.est
         sensed, filt, true_c, proj = self.latest[idx], est.sensor(idx), est.true_c(idx), est.proj[idx]
         slowdown, max_op = self.slowdown_c[idx], self.max_op_c[idx]
-        heading = (proj >= slowdown) & (true_c >= slowdown - th.warn_margin_c)
+        prob, eta_all = est.crossing(idx, slowdown)
+        heading = prob >= th.warn_p
         self.streak[idx] = np.where(heading, self.streak[idx] + 1, 0)
         self.streak_t0[idx] = np.where(self.streak[idx] == 1, ts, self.streak_t0[idx])
         sure = (self.streak[idx] >= th.confirm_ticks) | (
@@ -324,10 +336,12 @@ class TwinModel:
         fire = idx[sure & ~self.predicted[idx] & ~self.slowed[idx]
                    & (sensed < slowdown) & (filt < slowdown)]
         if len(fire):
-            etas = est.eta_s(fire, self.slowdown_c[fire])
-            for i, eta in zip(fire, etas, strict=True):
+            pos = {int(i): k for k, i in enumerate(idx)}
+            for i in fire:
+                eta, p = eta_all[pos[int(i)]], prob[pos[int(i)]]
                 eta_v = round(float(eta), 1) if np.isfinite(eta) else None
-                events.append(self._gpu_event("thermal_slowdown_predicted", i, "warning", eta_s=eta_v))
+                events.append(self._gpu_event("thermal_slowdown_predicted", i, "warning", eta_s=eta_v,
+                                              p_cross=round(float(p), 3)))
         self.predicted[fire] = True
         self.alarm[fire] = True
         slow = idx[((filt >= slowdown) | self.throttled[idx]) & ~self.slowed[idx]]
