@@ -29,6 +29,9 @@ CLOCK_BACK_FRAC = 0.95
 # DCGM) does when the GPU is steady, so then the reading must also stay flat while power or clocks move
 # (the FlatRun rule of cluster.telemetry.quality, vectorised here).
 STUCK_READINGS = 30
+#: The power a flat run is checked against is smoothed over this: a die averages its power over seconds, so a job's
+#: step-to-step jitter (tens of watts each second) moves no whole-degree reading, while a change of load does.
+STUCK_POWER_SMOOTH_S = 10.0
 NOISY_NIS = 25.0  # mean normalised innovation² over the window (1 for a healthy sensor)
 NIS_WINDOW = 20
 
@@ -119,6 +122,7 @@ class GpuSignals:
         self.fine = np.zeros(0, bool)
         self.p_lo, self.p_hi, self.c_lo, self.c_hi = (np.zeros(0) for _ in range(4))
         self.moved_t = np.zeros(0)
+        self.p_smooth = np.zeros(0)
         # XIDs are edge-triggered: the last XID seen (-1 none yet; DCGM repeats it every scrape), the source's
         # XID counter where it has one (-1 none), and how many XID events this GPU raised (repeat offenders)
         self.last_xid = np.zeros(0, np.int64)
@@ -127,11 +131,11 @@ class GpuSignals:
 
     ARRAYS = {"clock_ref": "<f8", "clock_max": "<f8", "capped": "|b1", "dropped": "|b1", "same": "<i8",
               "last_y": "<f8", "nis": "<f8", "fault": "|b1", "energy_j": "<f8", "lost_j": "<f8", "fine": "|b1",
-              "p_lo": "<f8", "p_hi": "<f8", "c_lo": "<f8", "c_hi": "<f8", "moved_t": "<f8", "last_xid": "<i8",
-              "xid_seen": "<i8", "xid_events": "<i8"}
+              "p_lo": "<f8", "p_hi": "<f8", "c_lo": "<f8", "c_hi": "<f8", "moved_t": "<f8", "p_smooth": "<f8",
+              "last_xid": "<i8", "xid_seen": "<i8", "xid_events": "<i8"}
     #: Arrays a checkpoint written before them lacks, with the value each GPU starts from.
     ADDED = {"fine": False, "p_lo": np.nan, "p_hi": np.nan, "c_lo": np.nan, "c_hi": np.nan, "moved_t": np.inf,
-             "last_xid": -1, "xid_seen": -1, "xid_events": 0}
+             "p_smooth": np.nan, "last_xid": -1, "xid_seen": -1, "xid_events": 0}
 
     def to_state(self) -> dict:
         """Flags and counters as plain data (see :mod:`actors.twin.state`)."""
@@ -192,7 +196,7 @@ class GpuSignals:
         self.clock_ref[idx] = np.where(has_clock & ~self.dropped[idx], np.maximum(ref * 0.999, clock), ref)
         events += self._xid(m, idx, cols.xid, cols.xid_total)
         has_t = ~np.isnan(cols.temp_c)
-        events += self._sensor_faults(m, idx if has_t.all() else idx[has_t])
+        events += self._sensor_faults(m, idx if has_t.all() else idx[has_t], dt if has_t.all() else dt[has_t])
         return events
 
     def _xid(self, m: Frame, idx: np.ndarray, xid: np.ndarray, total: np.ndarray) -> list[Event]:
@@ -219,7 +223,7 @@ class GpuSignals:
                                    resolution=xid_bucket(x), count=count, repeat=count > 1))
         return events
 
-    def _sensor_faults(self, m: Frame, idx: np.ndarray) -> list[Event]:
+    def _sensor_faults(self, m: Frame, idx: np.ndarray, dt: np.ndarray) -> list[Event]:
         if not len(idx):
             return []
         y, t = m.latest[idx], m.latest_t[idx]
@@ -229,7 +233,10 @@ class GpuSignals:
         # Flat for long enough is stuck when the sensor is finer than a degree, or when power or clocks moved
         # past the noise during the run and the sensor has had time to follow.
         self.fine[idx] |= y != np.round(y)
-        p, c = m.power_w[idx], m.clock_mhz[idx]
+        a = 1.0 - np.exp(-np.clip(dt, 0.0, None) / STUCK_POWER_SMOOTH_S)
+        prev = self.p_smooth[idx]
+        p = self.p_smooth[idx] = np.where(np.isfinite(prev), prev + (m.power_w[idx] - prev) * a, m.power_w[idx])
+        c = m.clock_mhz[idx]
         for lo, hi, v in (("p_lo", "p_hi", p), ("c_lo", "c_hi", c)):
             a, b = getattr(self, lo), getattr(self, hi)
             a[idx] = np.where(flat, np.fmin(a[idx], v), v)

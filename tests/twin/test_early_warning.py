@@ -72,6 +72,15 @@ def test_whole_degree_healthy_gpus_raise_no_sensor_fault(outcomes: list[Outcome]
     assert sum(o.sensor_faults for o in healthy) == 0
 
 
+def test_a_busy_jobs_power_jitter_is_no_reason_to_call_a_whole_degree_sensor_stuck() -> None:
+    """A training job's power swings tens of watts each step; the die averages it out, so a whole-degree reading
+    stays flat for minutes. That is a healthy sensor (actors/twin/signals.py smooths the power it checks against)."""
+    traces = [make_trace(s, "healthy", jitter_w=40.0) for s in range(73200, 73240, 2)]  # even: whole degrees
+    out = run(traces)
+    assert all(o.trace.whole for o in out)
+    assert sum(o.sensor_faults for o in out) == 0
+
+
 def test_a_checkpoint_mid_trace_goes_on_identically() -> None:
     tr = make_trace(73199, "cross")
     recs = [parse_sample(r) for _, r in sorted(tr.samples("n01", 0, "cu01"), key=lambda e: e[0])]

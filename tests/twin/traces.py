@@ -84,8 +84,9 @@ def _plant(rng: np.random.Generator, kind: str, shape: str) -> tuple[float, floa
                 return r, supply, p, supply, target
 
 
-def make_trace(seed: int, kind: str, sample_dt: float = SAMPLE_DT) -> Trace:
-    """One random trace of class ``kind`` (one of :data:`KINDS`); even seeds report whole degrees."""
+def make_trace(seed: int, kind: str, sample_dt: float = SAMPLE_DT, jitter_w: float | None = None) -> Trace:
+    """One random trace of class ``kind`` (one of :data:`KINDS`); even seeds report whole degrees. ``jitter_w``: the
+    σ of the power's per-second jitter (drawn 3–15 W when not given)."""
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: one of {KINDS}")
     rng = np.random.default_rng(seed)
@@ -93,6 +94,7 @@ def make_trace(seed: int, kind: str, sample_dt: float = SAMPLE_DT) -> Trace:
     r, supply0, p_event, supply_event, _ = _plant(rng, kind, shape)
     tau_s, dead, tau_d = rng.uniform(8.0, 20.0), rng.uniform(0.5, 3.0), rng.uniform(4.0, 25.0)
     noise, jitter = rng.uniform(0.1, 0.4), rng.uniform(3.0, 15.0)
+    jitter = jitter if jitter_w is None else jitter_w
     t0 = WARMUP_S + rng.uniform(0.0, 60.0)
     t = np.arange(0.0, t0 + AFTER_S, FINE_DT)
     # Power: warm-up levels whose die stays ≥ 6 °C under the line, then the event.
