@@ -8,7 +8,8 @@ as GpuSamples (temperature and power) and CoolingSamples (the unit's supply ever
 Prints: the share of warnings before the die's own (true) crossing, the median and p10 lead, crossing traces
 missed, false alarms by class (a ``thermal_slowdown_predicted`` on a trace whose die never crosses, or on a
 crossing trace before its event starts, during the ordinary work every trace begins with) and per GPU-day, and
-``sensor_fault`` events by class and resolution. Usage: ``python bench/early_warning.py [--seeds 9000:9100]``.
+``sensor_fault`` events by class and resolution.
+Usage: ``python bench/early_warning.py [--seeds 9000:9100] [--warn-p 0.3,0.5,0.7]``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors.twin.model import TwinModel
+from actors.twin.model import Thresholds, TwinModel
 from cluster.telemetry.samples import parse_sample
 from tests.twin.traces import KINDS, Trace, make_trace
 
@@ -102,14 +103,22 @@ def figures(outcomes: list[Outcome]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="9000:9100", help="seed range lo:hi (one trace of each class per seed)")
+    ap.add_argument("--warn-p", default=str(Thresholds.warn_p),
+                    help="comma-separated p* values to compare (default: the twin's own)")
     a = ap.parse_args()
     lo, hi = (int(x) for x in a.seeds.split(":"))
     t0 = time.perf_counter()
     traces = traces_for(range(lo, hi))
-    t1 = time.perf_counter()
-    f = figures(run(traces))
-    t2 = time.perf_counter()
-    print(f"seeds {lo}:{hi}: {len(traces)} traces ({t1 - t0:.1f} s to generate, {t2 - t1:.1f} s through the twin)")
+    print(f"seeds {lo}:{hi}: {len(traces)} traces ({time.perf_counter() - t0:.1f} s to generate)")
+    for p in (float(x) for x in a.warn_p.split(",")):
+        t1 = time.perf_counter()
+        f = figures(run(traces, TwinModel(thresholds=Thresholds(warn_p=p))))
+        print(f"p* = {p}: {time.perf_counter() - t1:.1f} s through the twin")
+        report(f)
+
+
+def report(f: dict) -> None:
+    """The figures in words."""
     print(f"crossing traces {f['crossing_traces']}: warned {f['warned']}, missed {f['missed']}; "
           f"warned before the die's crossing {100 * f['before_crossing_share']:.1f} %; "
           f"lead median {f['median_lead_s']:.1f} s, p10 {f['p10_lead_s']:.1f} s")

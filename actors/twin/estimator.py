@@ -1,7 +1,8 @@
 """The true die temperature behind a lagging, noisy, often whole-degree sensor, and whether it will reach slowdown.
 
-**Model.** Per GPU, a physical model driven by what moves first: the GPU's own power ``P`` (its samples) and the
-inlet temperature ``T_in`` (its cooling unit's supply where the twin knows the unit, else a prior)::
+**Model.** Per GPU, a physical model driven by what moves first: the GPU's own power ``P`` (its samples), the
+inlet temperature ``T_in`` (its cooling unit's supply where the twin knows the unit, else a prior) and the unit's
+coolant flow to the node and fan speed (:func:`resistance_factor` scales the power by how much they raise R)::
 
     die      τ_d · dT/dt = T_in + b + r·P − T      (r: thermal resistance K/W, b: an inlet offset)
     sensor   dead time L, then a first-order lag τ_s   (the dead time as a lag of L: dm/dt = (T − m)/L)
@@ -11,27 +12,44 @@ inlet temperature ``T_in`` (its cooling unit's supply where the twin knows the u
 states with slow random walks, so the filter *is* the recursive least squares that identifies them: a GPU at one
 power level pins ``b + r·P`` (where its die settles at that power), and every load change it sees separates the
 two (the covariance says how well). Priors until then: ``r`` from the twin's physics
-(:data:`actors.twin.physics.R_BASE_K_PER_W` + ``R_FLOW_K_PER_W``), ``b`` near 0 when the supply is known and broad
-when it is not. A GPU that reports no power has ``r`` unobservable; its ``b`` then walks fast (``walk_psd``), which
-is the old random-walk die.
+(:data:`actors.twin.physics.R_BASE_K_PER_W` + ``R_FLOW_K_PER_W``), the die's steady state at the first reading's
+power within ``offset_sd`` of that reading. A GPU that reports no power has ``r`` unobservable; its ``b`` then walks
+fast (``walk_psd``), which is the old random-walk die.
 
 **Time constants.** τ_s, L and τ_d enter the transition matrix, so they are identified the simple, explainable way:
 a small bank of hypotheses (every combination of ``tau_s_bank``, ``dead_bank`` and ``tau_die_bank``), one filter
 each, weighted per GPU by the likelihood of its innovations (with forgetting over ``forget_s``, and a floor so no
-hypothesis dies and a changed GPU can move). The prior on τ_s is ~15 s over 5–30 s, on τ_d the physics' 20 s over
-5–30 s. Note that the sensor alone cannot tell τ_d from τ_s (a cascade of two lags looks the same either way
+hypothesis dies and a changed GPU can move). The bank spans the prior: τ_s ~15 s over 5–30 s, τ_d around the
+physics' 20 s. Note that the sensor alone cannot tell τ_d from τ_s (a cascade of two lags looks the same either way
 round): the bank keeps both orderings and the alarm is the mixture's, so it weighs the faster die too.
 
 **Measurement noise** is ``noise_c² + 1/12`` for a sensor that has only ever reported whole degrees (the variance
 of rounding to a degree) and ``noise_c²`` once a finer reading is seen.
 
-**Alarm.** For each hypothesis the die's mean path under the current power and supply is
+**Alarm.** For each hypothesis the die's mean path, holding the power (its mean over ``power_smooth_s``: a job's
+per-step jitter averages out in the die, a change of load does not) and the supply, is
 ``T(t) = T∞ + (T − T∞)·exp(−t/τ_d)``, ``T∞ = T_in + b + r·P``; it is linear in the state, so its variance comes
-from the filter's covariance (plus the process noise over ``t``). A first-order path is monotone, so
-``P(T(t) ≥ limit for some t ≤ horizon) = P(max(T(0), T(horizon)) ≥ limit) ≥ max`` of the two Gaussian tails;
-:meth:`ThermalEstimator.crossing` returns the mixture of that over hypotheses. The twin warns when it exceeds
-``p*`` (``Thresholds.warn_p`` in :mod:`actors.twin.model`, where the choice of ``p*`` is explained). ``eta_s`` is the
-crossing time of the mean path, averaged over hypotheses weighted by their weight × crossing probability.
+from the filter's covariance (plus the process noise and the power's jitter over ``t``). A first-order path is
+monotone, so ``P(T(t) ≥ limit for some t ≤ horizon) = P(max(T(0), T(horizon)) ≥ limit)``, taken as the larger of
+the two Gaussian tails; :meth:`ThermalEstimator.crossing` returns the mixture of that over hypotheses (0 for the
+first ``settle_s`` after the filter starts, when it knows its priors only). Inputs are held, not extrapolated: a
+ramp is warned once its present level heads over the line (about τ_d before the die crosses), never for where a
+ramp might go.
+
+**Choosing p*** (``Thresholds.warn_p`` in :mod:`actors.twin.model`, 0.5). Take a GPU whose die sits steady ``m``
+under the slowdown line. The filter's estimate of where it is heading has an error ``e`` of spread ``σ_e``; the
+alarm (probability ≥ p*) fires when ``e ≥ m − z*·σ`` with ``z* = Φ⁻¹(1 − p*)`` and ``σ`` the filter's own spread.
+The error decorrelates over the filter's memory, ~30 s (τ_s + τ_d + the power's smoothing), so a GPU-day is
+~2,900 independent looks and 1,000 GPU-days ~2.9 million; at most one false alarm in them needs the per-look
+probability ≤ 3.5·10⁻⁷, i.e. ``m ≥ (4.96 + z*)·σ_e``. Measured on the bench's traces (``bench/early_warning.py``,
+steady ends of settling and healthy GPUs): σ_e ≈ 0.25 °C with fine readings and 0.35 °C with whole degrees on
+a steady GPU, up to 0.6 °C after a fast rise to near the line (the filter's own σ there is ~0.6 °C, conservative).
+``p* = 0.5`` (z* = 0: alarm when crossing is more likely than not) is the earliest threshold whose guarantee
+reaches GPUs steady ~2 °C under the line with fine readings (4.96 × 0.35–0.6 °C ≈ 1.7–3 °C with whole degrees and
+after fast rises); p* = 0.3 moves every bound ~0.5σ further from the line (and, measured, triples the false alarms
+of GPUs settling 2–3.5 °C under), p* = 0.7 gives up lead for margin the fine-reading case does not need. GPUs that
+run closer to the line than these margins (air-cooled fleets at 1–2 °C) will see more than one false alarm per
+1,000 GPU-days; docs/benchmarks.md has the measured figures.
 """
 
 from __future__ import annotations

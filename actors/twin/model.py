@@ -1,15 +1,15 @@
 """The twin's model of the fleet, built from samples alone, and the detectors that turn it into events.
 
-Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a Kalman observer that knows
-the sensor's time constant and nothing about the die). Here the per-GPU estimates become events with
-confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per episode; an episode
-closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor faults)
-are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. The facility has modules of its
-own, each folding its sample kind: cooling units (:mod:`actors.twin.cooling`), leak detectors
+Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a Kalman filter on a die driven by the
+GPU's power and its cooling unit's supply and flow, whose sensor lag it identifies per GPU). Here the per-GPU
+estimates become events with confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per
+episode; an episode closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor
+faults) are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. The facility has modules of
+its own, each folding its sample kind: cooling units (:mod:`actors.twin.cooling`), leak detectors
 (:mod:`actors.twin.facility`), vLLM replicas (:mod:`actors.twin.llm_engine`), Alertmanager's alerts
 (:mod:`actors.twin.alerts`) and telemetry that stopped (:mod:`actors.twin.liveness`). A bounded history of every
-GPU's and cooling unit's readings (:mod:`actors.twin.history`) lets a GPU's thermal event carry the measured
-lead of its unit's supply temperature (``data["lead"]``).
+GPU's and cooling unit's readings (:mod:`actors.twin.history`) lets a GPU's thermal event carry the measured lead of
+its unit's supply temperature (``data["lead"]``).
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from cluster.telemetry.samples import (
 #: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap;
 #: ``signals.THERMAL_REASONS`` has both, to tell a thermal clock drop from a power one).
 HW_SLOWDOWN_REASONS = ("hw_thermal_slowdown",)
+#: Thresholds an older checkpoint may hold that no longer exist (the fixed warning margin became ``warn_p``).
+RETIRED_THRESHOLDS = ("warn_margin_c",)
 #: GPU events that carry the measured lead of the GPU's cooling unit, when there is one.
 LEAD_KINDS = ("thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat")
 
@@ -67,9 +69,9 @@ class Thresholds:
     fan_degraded_pct: float = 40.0  # a cooling unit's fans below this are a degradation
     fan_recovered_pct: float = 50.0
     supply_excess_c: float = 3.0
-    # The early warning: the probability that the die reaches slowdown within the estimator's horizon
-    # (actors.twin.estimator) above warn_p, on the readings confirm_* asks for. How warn_p was chosen: see
-    # _detect_thermal.
+    # The early warning: the probability that the die reaches slowdown within the estimator's horizon at or
+    # above warn_p (p*), on the readings confirm_* asks for. Why 0.5 (at most one false alarm per 1,000 GPU-days
+    # for a GPU steady ~2–3 °C under the line): actors.twin.estimator's docstring.
     warn_p: float = 0.5
     kv_pressure_at: float = 0.95  # the LLM facility (actors.twin.llm_engine)
     llm_backlog_at: int = 4
@@ -194,9 +196,12 @@ class TwinModel:
         n = len(names)
         th = Thresholds(**{k: num(v, f"threshold {k}") if isinstance(Thresholds.__dataclass_fields__[k].default,
                                                                          float) else need(v, int, f"threshold {k}")
-                           for k, v in need(d["th"], dict, "thresholds").items()})
+                           for k, v in need(d["th"], dict, "thresholds").items() if k not in RETIRED_THRESHOLDS})
         m = cls(sensor_tau_s=num(d["sensor_tau_s"], "sensor tau"), thresholds=th)
-        m.est = ThermalEstimator.from_state(d["est"], n)
+        if "xs" in need(d["est"], dict, "estimator"):
+            m.est = ThermalEstimator.from_state(d["est"], n)
+        else:  # a checkpoint of the observer before the model-based filter: its filters start afresh
+            m.est.grow(n)
         m.signals = GpuSignals.from_state(d["signals"], n)
         m.net = NetworkModel.from_state(d["net"])
         m.gpu_hist, m.cooling = GpuHistory.from_state(d["gpu_hist"], n), CoolingWatch.from_state(d)

@@ -91,3 +91,18 @@ def test_a_checkpoint_mid_trace_goes_on_identically() -> None:
     ea, eb = a.ingest(recs[cut:]), b.ingest(recs[cut:])
     assert [e.to_json() for e in ea] == [e.to_json() for e in eb]
     assert any(e.kind == "thermal_slowdown_predicted" for e in ea)
+
+
+def test_a_checkpoint_from_before_the_model_based_filter_still_loads() -> None:
+    """Its observer state (sensor and die only) cannot seed the new filter: those start afresh; the rest resumes."""
+    tr = make_trace(73201, "healthy")
+    recs = [parse_sample(r) for _, r in sorted(tr.samples("n01", 0, "cu01"), key=lambda e: e[0])]
+    a = TwinModel()
+    a.ingest(recs[:200])
+    state = a.to_state()
+    state["est"] = {"tau": 15.0, "cfg": {"noise_c": 0.5}, "x": state["est"]["x"]}  # the old observer's shape
+    state["th"] = {**state["th"], "warn_margin_c": 3.0}
+    b = TwinModel.from_state(state)
+    assert b.names == a.names and not b.est.started.any()
+    assert not any(e.kind == "thermal_slowdown_predicted" for e in b.ingest(recs[200:]))
+    assert b.est.started.all()
