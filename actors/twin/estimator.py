@@ -172,6 +172,7 @@ class ThermalEstimator:
         self.p_var = np.zeros(0)
         self.x = np.zeros((0, 2))  # mixture means [sensor, die]
         self.proj = np.zeros(0)
+        self._last: tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]] | None = None
 
     ARRAYS = {"xs": "<f8", "Ps": "<f8", "lw": "<f8", "t": "<f8", "t_start": "<f8", "started": "|b1", "whole": "|b1",
               "known": "|b1", "power": "<f8", "p_bar": "<f8", "p_var": "<f8", "inlet": "<f8", "x": "<f8", "proj": "<f8"}
@@ -287,14 +288,16 @@ class ThermalEstimator:
         A = self._transition(dt, p)
         x = (A @ self.xs[idx][..., None])[..., 0]
         x[:, :, :T + 1] += A[:, :, :T + 1, B] * self.inlet[idx, None, None]  # T_in enters like b
-        q = np.zeros((len(idx), 1, 5))  # the process noise's diagonal over dt (white noise on T, b and r)
-        q[:, 0, T], q[:, 0, R] = cfg.die_psd, cfg.r_psd
-        q[:, 0, B] = np.where(has_p, cfg.offset_psd, cfg.walk_psd)
-        q *= dt[:, None, None]
-        At = A.transpose(0, 1, 3, 2)
-        Q = 0.5 * ((A * q[:, :, None, :]) @ At)  # ≈ ∫ A(u) Qc A(u)ᵀ du by the trapezoid rule
-        Q[:, :, range(5), range(5)] += 0.5 * q
-        P = A @ self.Ps[idx] @ At + Q
+        # Process noise over dt, white on T, b and r: Q ≈ ∫ A(u) Qc A(u)ᵀ du by the trapezoid rule, where
+        # A Qc Aᵀ = Σ_k q_k a_k a_kᵀ over those three columns a_k of A.
+        q_b = np.where(has_p, cfg.offset_psd, cfg.walk_psd)[:, None, None, None]
+        Q = 0.0
+        for k, qk in ((T, cfg.die_psd), (B, q_b), (R, cfg.r_psd)):
+            a = A[:, :, :, k]
+            Q = Q + qk * a[..., :, None] * a[..., None, :]
+        Q[:, :, [T, B, R], [T, B, R]] += np.stack(np.broadcast_arrays(cfg.die_psd, q_b[:, :, 0, 0], cfg.r_psd), -1)
+        Q *= 0.5 * dt[:, None, None, None]
+        P = A @ self.Ps[idx] @ A.transpose(0, 1, 3, 2) + Q
         rv = self._meas_var(idx)[:, None]
         Sv = P[:, :, S, S] + rv
         e = y[:, None] - x[:, :, S]
@@ -331,7 +334,9 @@ class ThermalEstimator:
         w = self.weights(idx)
         self.x[idx, 0] = (w * self.xs[idx, :, S]).sum(1)
         self.x[idx, 1] = (w * self.xs[idx, :, T]).sum(1)
-        self.proj[idx] = (w * self._path(idx, self.cfg.horizon_s)[3]).sum(1)
+        path = self._path(idx, self.cfg.horizon_s)
+        self.proj[idx] = (w * path[3]).sum(1)
+        self._last = (idx.copy(), w, path)  # the round's paths, for the crossing the model asks for next
 
     # --- views -------------------------------------------------------------------------------------------
     def sensor(self, idx: np.ndarray) -> np.ndarray:
@@ -359,9 +364,12 @@ class ThermalEstimator:
         """
         horizon = self.cfg.horizon_s if horizon_s is None else horizon_s
         lim = np.asarray(limit_c, float)[:, None]
-        t_now, sd_now, t_inf, mean_h, sd_h = self._path(idx, horizon)
+        last = self._last
+        if last is not None and horizon == self.cfg.horizon_s and np.array_equal(last[0], idx):
+            w, (t_now, sd_now, t_inf, mean_h, sd_h) = last[1], last[2]
+        else:
+            w, (t_now, sd_now, t_inf, mean_h, sd_h) = self.weights(idx), self._path(idx, horizon)
         p_h = np.maximum(norm_sf((lim - t_now) / sd_now), norm_sf((lim - mean_h) / sd_h))
-        w = self.weights(idx)
         prob = np.where(self.t[idx] - self.t_start[idx] >= self.cfg.settle_s, (w * p_h).sum(1), 0.0)
         tau_d = self.hyp[None, :, 2]
         rising = (t_inf > lim) & (t_now < lim)
