@@ -36,20 +36,19 @@ first ``settle_s`` after the filter starts, when it knows its priors only). Inpu
 ramp is warned once its present level heads over the line (about τ_d before the die crosses), never for where a
 ramp might go.
 
-**Choosing p*** (``Thresholds.warn_p`` in :mod:`actors.twin.model`, 0.5). Take a GPU whose die sits steady ``m``
-under the slowdown line. The filter's estimate of where it is heading has an error ``e`` of spread ``σ_e``; the
-alarm (probability ≥ p*) fires when ``e ≥ m − z*·σ`` with ``z* = Φ⁻¹(1 − p*)`` and ``σ`` the filter's own spread.
-The error decorrelates over the filter's memory, ~30 s (τ_s + τ_d + the power's smoothing), so a GPU-day is
-~2,900 independent looks and 1,000 GPU-days ~2.9 million; at most one false alarm in them needs the per-look
-probability ≤ 3.5·10⁻⁷, i.e. ``m ≥ (4.96 + z*)·σ_e``. Measured on the bench's traces (``bench/early_warning.py``,
-steady ends of settling and healthy GPUs): σ_e ≈ 0.25 °C with fine readings and 0.35 °C with whole degrees on
-a steady GPU, up to 0.6 °C after a fast rise to near the line (the filter's own σ there is ~0.6 °C, conservative).
-``p* = 0.5`` (z* = 0: alarm when crossing is more likely than not) is the earliest threshold whose guarantee
-reaches GPUs steady ~2 °C under the line with fine readings (4.96 × 0.35–0.6 °C ≈ 1.7–3 °C with whole degrees and
-after fast rises); p* = 0.3 moves every bound ~0.5σ further from the line (and, measured, triples the false alarms
-of GPUs settling 2–3.5 °C under), p* = 0.7 gives up lead for margin the fine-reading case does not need. GPUs that
-run closer to the line than these margins (air-cooled fleets at 1–2 °C) will see more than one false alarm per
-1,000 GPU-days; docs/benchmarks.md has the measured figures.
+**Choosing p*** (``Thresholds.warn_p`` in :mod:`actors.twin.model`: 0.7). Take a GPU whose die sits steady ``m``
+under the slowdown line ``θ``. The filter's estimate of where the die is heading has an error ``e`` of spread ``σ_e``,
+and reports a spread ``σ`` of its own; the alarm (probability ≥ p*) fires when the estimate is at or above
+``θ − z*·σ``, ``z* = Φ⁻¹(1 − p*)``, i.e. when ``e ≥ m − z*·σ``. The error decorrelates over the filter's memory,
+~30 s (τ_s + τ_d + the power's smoothing), so a GPU-day is ~2,900 independent looks and 1,000 GPU-days ~2.9 million:
+at most one false alarm in them needs ``P(e ≥ m − z*·σ) ≤ 3.5·10⁻⁷``, i.e. ``m ≥ 4.96·σ_e + z*·σ``. Measured with
+``bench/early_warning.py``'s traces (seeds 9000–9079, the steady end of each trace against its true die): ``σ ≈ 0.6 °C``
+(the filter is conservative), ``σ_e ≈ 0.29 °C`` on healthy GPUs and 0.41 °C (fine readings) to 0.45 °C (whole
+degrees) on GPUs that rose fast to near the line. ``p* = 0.7`` (``z* = −0.52``) is the smallest p*, so the earliest
+warning, whose bound reaches GPUs steady 2 °C under the line: 4.96 × 0.45 − 0.52 × 0.6 = 1.9 °C (1.1 °C for the
+healthy spread); at ``p* = 0.5`` it is 2.2 °C, and the bench measures the price of a smaller p* (five times the false
+alarms of GPUs settling 2–3.5 °C under at p* = 0.3) and of a larger one (less lead). GPUs that run closer to the
+line than the bound (air-cooled fleets at 1–2 °C) will see more than one false alarm per 1,000 GPU-days.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ class EstimatorConfig:
     forget_s: float = 600.0  # memory of the hypothesis weights
     floor_log: float = -9.0  # no hypothesis falls below exp(floor) of the best
     horizon_s: float = 60.0  # look-ahead of the projection
-    power_smooth_s: float = 3.0  # the projection holds the power's mean over this (jitter out, steps in)
+    power_smooth_s: float = 1.0  # the projection holds the power's mean over this (jitter out, steps in)
     settle_s: float = 10.0  # a filter that just (re)started knows its priors only: no crossing probability before
     reset_gap_s: float = 120.0  # a longer gap between readings restarts the filter for that GPU
 

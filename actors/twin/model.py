@@ -2,7 +2,7 @@
 
 Sensor-lag correction and early warning live in :mod:`actors.twin.estimator` (a Kalman filter on a die driven by the
 GPU's power and its cooling unit's supply and flow, whose sensor lag it identifies per GPU). Here the per-GPU
-estimates become events with confirmation (``confirm_ticks`` consecutive readings) and hysteresis (one warning per
+estimates become events with confirmation (``warn_confirm_ticks`` consecutive readings) and hysteresis (one warning per
 episode; an episode closes only after ``recover_hold_s`` of calm). GPU signals (power cap, clock drops, XIDs, sensor
 faults) are in :mod:`actors.twin.signals`; links and jobs in :mod:`actors.twin.network`. The facility has modules of
 its own, each folding its sample kind: cooling units (:mod:`actors.twin.cooling`), leak detectors
@@ -49,8 +49,9 @@ from cluster.telemetry.samples import (
 #: Reasons that mean the hardware slowdown itself is on (sw_thermal_slowdown is the driver's earlier cap;
 #: ``signals.THERMAL_REASONS`` has both, to tell a thermal clock drop from a power one).
 HW_SLOWDOWN_REASONS = ("hw_thermal_slowdown",)
-#: Thresholds an older checkpoint may hold that no longer exist (the fixed warning margin became ``warn_p``).
-RETIRED_THRESHOLDS = ("warn_margin_c",)
+#: Thresholds an older checkpoint may hold that no longer exist (the fixed warning margin became ``warn_p``, the
+#: warning's confirmation ``warn_confirm_ticks``).
+RETIRED_THRESHOLDS = ("warn_margin_c", "confirm_min_ticks", "confirm_s")
 #: GPU events that carry the measured lead of the GPU's cooling unit, when there is one.
 LEAD_KINDS = ("thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat")
 
@@ -59,9 +60,7 @@ LEAD_KINDS = ("thermal_slowdown_predicted", "thermal_slowdown", "gpu_overheat")
 class Thresholds:
     """How sure the detectors must be before they speak (consecutive ticks) and when they fall silent."""
 
-    confirm_ticks: int = 3  # readings in a row; or confirm_min_ticks spanning confirm_s (slow sampling)
-    confirm_min_ticks: int = 2
-    confirm_s: float = 2.0
+    confirm_ticks: int = 3  # readings in a row (cooling units)
     recover_margin_c: float = 3.0
     recover_hold_s: float = 30.0
     flow_degraded: float = 0.8
@@ -70,9 +69,11 @@ class Thresholds:
     fan_recovered_pct: float = 50.0
     supply_excess_c: float = 3.0
     # The early warning: the probability that the die reaches slowdown within the estimator's horizon at or
-    # above warn_p (p*), on the readings confirm_* asks for. Why 0.5 (at most one false alarm per 1,000 GPU-days
-    # for a GPU steady ~2–3 °C under the line): actors.twin.estimator's docstring.
-    warn_p: float = 0.5
+    # above warn_p (p*), on warn_confirm_ticks readings in a row. Why 0.7 (at most one false alarm per 1,000 GPU-days
+    # for a GPU steady 2 °C or more under the line): actors.twin.estimator's docstring.
+    warn_p: float = 0.7
+    # The probability already weighs the noise: two readings in a row only guard against one bad reading.
+    warn_confirm_ticks: int = 2
     kv_pressure_at: float = 0.95  # the LLM facility (actors.twin.llm_engine)
     llm_backlog_at: int = 4
 
@@ -111,7 +112,6 @@ class TwinModel:
         self.slowdown_c = np.zeros(0)
         self.max_op_c = np.zeros(0)
         self.streak = np.zeros(0, int)
-        self.streak_t0 = np.zeros(0)
         self.calm_since = np.zeros(0)
         self.alarm = np.zeros(0, bool)  # a thermal episode is open (events fired, not yet recovered)
         self.predicted = np.zeros(0, bool)
@@ -161,7 +161,7 @@ class TwinModel:
         self.slowdown_c, self.max_op_c = add(self.slowdown_c, per("slowdown_c")), add(self.max_op_c,
                                                                                         per("max_operating_c"))
         self.streak, self.calm_since = add(self.streak, 0), add(self.calm_since, np.inf)
-        self.streak_t0, self.reason = add(self.streak_t0, 0.0), add(self.reason, 0)
+        self.reason = add(self.reason, 0)
         for attr in ("alarm", "predicted", "overheat", "slowed", "throttled"):
             setattr(self, attr, add(getattr(self, attr), False))
         n = len(self.names)
@@ -172,7 +172,7 @@ class TwinModel:
 
     # --- state as data (checkpoints: see actors.twin.state) -------------------------------------------------
     ARRAYS = {"latest": "<f8", "latest_t": "<f8", "power_w": "<f8", "clock_mhz": "<f8", "slowdown_c": "<f8",
-              "max_op_c": "<f8", "streak": "<i8", "streak_t0": "<f8", "calm_since": "<f8", "alarm": "|b1",
+              "max_op_c": "<f8", "streak": "<i8", "calm_since": "<f8", "alarm": "|b1",
               "predicted": "|b1", "overheat": "|b1", "slowed": "|b1", "throttled": "|b1"}
 
     def to_state(self) -> dict:
@@ -334,9 +334,7 @@ class TwinModel:
         prob, eta_all = est.crossing(idx, slowdown)
         heading = prob >= th.warn_p
         self.streak[idx] = np.where(heading, self.streak[idx] + 1, 0)
-        self.streak_t0[idx] = np.where(self.streak[idx] == 1, ts, self.streak_t0[idx])
-        sure = (self.streak[idx] >= th.confirm_ticks) | (
-            (self.streak[idx] >= th.confirm_min_ticks) & (ts - self.streak_t0[idx] >= th.confirm_s))
+        sure = self.streak[idx] >= th.warn_confirm_ticks
         events: list[Event] = []
         fire = idx[sure & ~self.predicted[idx] & ~self.slowed[idx]
                    & (sensed < slowdown) & (filt < slowdown)]
