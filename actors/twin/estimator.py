@@ -40,15 +40,16 @@ ramp might go.
 under the slowdown line ``θ``. The filter's estimate of where the die is heading has an error ``e`` of spread ``σ_e``,
 and reports a spread ``σ`` of its own; the alarm (probability ≥ p*) fires when the estimate is at or above
 ``θ − z*·σ``, ``z* = Φ⁻¹(1 − p*)``, i.e. when ``e ≥ m − z*·σ``. The error decorrelates over the filter's memory,
-~30 s (τ_s + τ_d + the power's smoothing), so a GPU-day is ~2,900 independent looks and 1,000 GPU-days ~2.9 million:
-at most one false alarm in them needs ``P(e ≥ m − z*·σ) ≤ 3.5·10⁻⁷``, i.e. ``m ≥ 4.96·σ_e + z*·σ``. Measured with
-``bench/early_warning.py``'s traces (seeds 9000–9079, the steady end of each trace against its true die): ``σ ≈ 0.6 °C``
-(the filter is conservative), ``σ_e ≈ 0.29 °C`` on healthy GPUs and 0.41 °C (fine readings) to 0.45 °C (whole
-degrees) on GPUs that rose fast to near the line. ``p* = 0.7`` (``z* = −0.52``) is the smallest p*, so the earliest
-warning, whose bound reaches GPUs steady 2 °C under the line: 4.96 × 0.45 − 0.52 × 0.6 = 1.9 °C (1.1 °C for the
-healthy spread); at ``p* = 0.5`` it is 2.2 °C, and the bench measures the price of a smaller p* (five times the false
-alarms of GPUs settling 2–3.5 °C under at p* = 0.3) and of a larger one (less lead). GPUs that run closer to the
-line than the bound (air-cooled fleets at 1–2 °C) will see more than one false alarm per 1,000 GPU-days.
+~30 s (τ_s + τ_d), so a GPU-day is ~2,900 independent looks and 1,000 GPU-days ~2.9 million: at most one false
+alarm in them needs ``P(e ≥ m − z*·σ) ≤ 3.5·10⁻⁷``, i.e. ``m ≥ 4.96·σ_e + z*·σ``. Measured on
+``bench/early_warning.py``'s traces (seeds 9000–9079, the projection at the end of each trace against the true die's
+last 30 s): ``σ ≈ 0.6 °C`` (the filter is conservative), ``σ_e ≈ 0.35 °C`` on healthy GPUs and 0.48 °C (fine
+readings) to 0.55 °C (whole degrees) on GPUs that rose fast to near the line. With ``p* = 0.7`` (``z* = −0.52``) the
+bound is 1.4 °C for healthy GPUs and 2.1–2.4 °C near the line after a fast rise; ``p* = 0.5`` would need 1.7 and
+2.4–2.7 °C, ``p* = 0.9`` 1.0 and 1.6–2.0 °C. 0.7 is where the bench's trade-off turns (docs/benchmarks.md, "Early
+warning": a smaller p* adds false alarms on GPUs settling 2–3.5 °C under, a larger one gives up lead and warnings
+before the crossing). GPUs that run closer to the line than the bound (air-cooled fleets at 1–2 °C) will see more
+than one false alarm per 1,000 GPU-days.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class EstimatorConfig:
     forget_s: float = 600.0  # memory of the hypothesis weights
     floor_log: float = -9.0  # no hypothesis falls below exp(floor) of the best
     horizon_s: float = 60.0  # look-ahead of the projection
-    power_smooth_s: float = 1.0  # the projection holds the power's mean over this (jitter out, steps in)
+    power_smooth_s: float = 2.0  # the projection holds the power's mean over this (jitter out, steps in)
     settle_s: float = 10.0  # a filter that just (re)started knows its priors only: no crossing probability before
     reset_gap_s: float = 120.0  # a longer gap between readings restarts the filter for that GPU
 

@@ -70,7 +70,7 @@ class Thresholds:
     supply_excess_c: float = 3.0
     # The early warning: the probability that the die reaches slowdown within the estimator's horizon at or
     # above warn_p (p*), on warn_confirm_ticks readings in a row. Why 0.7 (at most one false alarm per 1,000 GPU-days
-    # for a GPU steady 2 °C or more under the line): actors.twin.estimator's docstring.
+    # for a GPU steady ~1.5–2.5 °C or more under the line): actors.twin.estimator's docstring.
     warn_p: float = 0.7
     # The probability already weighs the noise: two readings in a row only guard against one bad reading.
     warn_confirm_ticks: int = 2
