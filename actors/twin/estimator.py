@@ -19,9 +19,11 @@ fast (``walk_psd``), which is the old random-walk die.
 **Time constants.** τ_s, L and τ_d enter the transition matrix, so they are identified the simple, explainable way:
 a small bank of hypotheses (every combination of ``tau_s_bank``, ``dead_bank`` and ``tau_die_bank``), one filter
 each, weighted per GPU by the likelihood of its innovations (with forgetting over ``forget_s``, and a floor so no
-hypothesis dies and a changed GPU can move). The bank spans the prior: τ_s ~15 s over 5–30 s, τ_d around the
-physics' 20 s. Note that the sensor alone cannot tell τ_d from τ_s (a cascade of two lags looks the same either way
-round): the bank keeps both orderings and the alarm is the mixture's, so it weighs the faster die too.
+hypothesis dies and a changed GPU can move). The default bank, τ_s 7/12/20 s × L 0.5/3 s × τ_d 5/11/20 s, covers the
+prior (τ_s ~15 s over 5–30 s, τ_d up to the physics' 20 s) at 18 filters per GPU: ~4.5 kB of state per GPU, which a
+fleet that must be lighter trades for a smaller bank in ``EstimatorConfig``. Note that the sensor alone cannot tell
+τ_d from τ_s (a cascade of two lags looks the same either way round): the bank keeps both orderings and the alarm is
+the mixture's, so it weighs the faster die too.
 
 **Measurement noise** is ``noise_c² + 1/12`` for a sensor that has only ever reported whole degrees (the variance
 of rounding to a degree) and ``noise_c²`` once a finer reading is seen.
