@@ -323,10 +323,11 @@ class ThermalEstimator:
         p = np.nan_to_num(self.p_bar[idx], nan=0.0)[:, None]
         tau_d = self.hyp[None, :, 2]
         a = np.exp(-horizon / tau_d)
-        g = np.zeros(x.shape)  # T(horizon) = gᵀx + (1 − a)·T_in
-        g[:, :, T], g[:, :, B], g[:, :, R] = a, 1 - a, (1 - a) * p
-        mean_h = (g * x).sum(-1) + (1 - a) * self.inlet[idx, None]
-        var_h = ((P @ g[..., None])[..., 0] * g).sum(-1) + cfg.die_psd * tau_d / 2 * (1 - a * a)
+        # T(horizon) = gᵀx + (1 − a)·T_in with g non-zero on T, b and r only: gᵀPg over those three.
+        g = {T: a, B: 1 - a, R: (1 - a) * p}
+        mean_h = sum(gi * x[:, :, i] for i, gi in g.items()) + (1 - a) * self.inlet[idx, None]
+        var_h = sum(gi * gj * P[:, :, i, j] for i, gi in g.items() for j, gj in g.items())
+        var_h = var_h + cfg.die_psd * tau_d / 2 * (1 - a * a)
         var_h += (1 - a) ** 2 * (cfg.offset_psd * horizon + x[:, :, R] ** 2 * self.p_var[idx, None] * cfg.power_smooth_s
                                  / np.maximum(horizon, cfg.power_smooth_s))
         t_inf = x[:, :, B] + x[:, :, R] * p + self.inlet[idx, None]
