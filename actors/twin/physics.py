@@ -1,24 +1,40 @@
-"""Vectorised physics of a GPU fleet: DVFS power, two throttling controllers, die heating, sensor lag.
+"""Vectorised physics of a GPU fleet: DVFS power with a voltage floor and leakage, the three thermal
+controllers the hardware has, die and HBM heating, sensor lag.
 
 One ``FleetPhysics`` holds every GPU in flat numpy arrays and advances them together: no per-GPU Python
 loop in ``step``. The simulator uses it as the ground truth of a data center; the twin uses the same
 equations for what-if predictions.
 
-Model (per GPU, time step ``dt``):
-- power ``P = P_idle + (TDP - P_idle) * util * (f / f_max)**3``: DVFS moves voltage with frequency, so
-  ``P ∝ V²f ∝ f³`` over the dynamic range (seed: *GPU throttling*);
-- power-budget controller: when ``P`` at the current clock would exceed the power limit, the clock walks
-  *linearly* down toward the clock that meets the limit (slow, linear step-down), and back up the same way;
-- thermal safety controller: at or above the slowdown temperature the clock is cut *hard* (×0.85 of
-  the present clock per step), and recovers slowly once the die is 3 °C below; the priority gate takes the lower clock;
-- die temperature is a first-order response (τ_die) to ``T_supply + P * R``, where the thermal resistance
-  ``R`` rises when coolant flow to the node drops or the unit's fans slow;
-- the temperature sensor is a first-order lag (τ_sensor): 63.2 % of a step at τ, 86.5 % at 2τ.
-All first-order updates use the exact discretisation ``x += (target - x) * (1 - exp(-dt / τ))``.
+Model (per GPU, time step ``dt``; every rate is per second so the result does not depend on the tick):
+- power ``P = P_static + leakage(T) + C·v(f)²·f·util``. The voltage ``v`` is at its floor below the knee
+  (``V_KNEE_FRAC`` of the maximum clock) and rises linearly with the clock above it, so dynamic power goes
+  ∝ f below the knee and ∝ f³ above (DVFS). Leakage grows exponentially with the die temperature (doubles
+  every ``LEAK_DOUBLING_C``; ~3 % of TDP per 10 °C near the calibration point). Calibrated per profile so
+  that at the maximum clock, full utilisation and the die temperature nominal cooling gives at 25 °C supply,
+  ``P = TDP``, and at idle at its own nominal temperature ``P = idle_w``;
+- power-budget controller: the clock walks *linearly* (``POWER_STEP_MHZ_PER_S``) toward the clock at which
+  ``P`` meets the power limit at the present leakage;
+- software thermal controller (the driver's, NVML ``sw_thermal_slowdown``): while the die is at or above its
+  maximum operating temperature, or the HBM at its own limit, the clock is lowered gently
+  (``SW_THERMAL_MHZ_PER_S``); it is raised again slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below;
+- hardware slowdown (``hw_thermal_slowdown``): at or above the slowdown temperature the clock is cut hard, as a
+  rate: ×``THERMAL_CUT`` every ``THERMAL_CUT_PERIOD_S`` (``exp(-HW_CUT_PER_S·dt)`` per step); it recovers at
+  ``THERMAL_RECOVER_MHZ_PER_S`` once the die is 3 °C below;
+- shutdown: at the shutdown temperature the GPU is lost (clock, power and utilisation 0) until ``reset``;
+- the priority gate takes the lowest clock;
+- die temperature is a first-order response (τ_die) to ``T_supply + P·R``; the thermal resistance ``R`` rises
+  when coolant flow to the node drops or the unit's fans slow, and is scaled per model so that every model
+  sits at the same die temperature at full power under nominal cooling (a cold plate sized for the part);
+- HBM temperature is its own first-order state (τ_hbm) toward ``T_supply + P·R_hbm`` (the same cold plate,
+  a smaller resistance from the die's power);
+- the temperature sensor is a first-order lag (τ_sensor) behind the die. Within a step the die's target is held
+  constant and the die and the sensor advance by the exact solution of the two cascaded lags, so a step of
+  the target reaches the sensor as ``1 - (τ_d·e^{-t/τ_d} - τ_s·e^{-t/τ_s}) / (τ_d - τ_s)`` at any tick.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,14 +43,28 @@ from actors.twin import collectives as coll
 from actors.twin.loop import CoolantLoop
 from actors.twin.profiles import profile
 
-R_BASE_K_PER_W = 0.045  # die to cold plate
+R_BASE_K_PER_W = 0.045  # die to cold plate (a 700 W part; scaled by 700 W / TDP for other models)
 R_FLOW_K_PER_W = 0.025  # cold plate to coolant at nominal flow and fan speed
+R_HBM_K_PER_W = 0.040  # HBM stacks to cold plate, per watt of the GPU's power (replaces R_BASE for the HBM)
+REFERENCE_TDP_W = 700.0  # the part the resistances above are for
+NOMINAL_SUPPLY_C = 25.0  # the supply temperature of the power calibration
 NOMINAL_FAN_PCT = 70.0
 TAU_DIE_S = 20.0
+TAU_HBM_S = 30.0
 TAU_SUPPLY_S = 30.0
+V_KNEE_FRAC = 0.6  # clock (fraction of max) below which the voltage sits at its floor (V_min ≈ 0.6 V_max)
+LEAK_SHARE = 0.10  # leakage, as a share of TDP, at the calibration die temperature
+LEAK_DOUBLING_C = 25.0  # leakage doubles every this many °C
+LEAK_MAX_C = 150.0  # leakage is evaluated no hotter than this (a die set to absurd values stays finite)
 POWER_STEP_MHZ_PER_S = 60.0  # the power controller's slow linear slew
-THERMAL_CUT = 0.85  # the thermal controller's hard multiplicative step-down
+SW_THERMAL_MHZ_PER_S = 50.0  # the driver's gentle step-down at max operating (or HBM max) temperature
+SW_THERMAL_RECOVER_MHZ_PER_S = 20.0
+SW_THERMAL_HYSTERESIS_C = 2.0
+THERMAL_CUT = 0.85  # the hardware slowdown's hard cut: the clock ×0.85 ...
+THERMAL_CUT_PERIOD_S = 0.1  # ... every 0.1 s the die stays at or above slowdown
+HW_CUT_PER_S = -math.log(THERMAL_CUT) / THERMAL_CUT_PERIOD_S  # the same cut as a decay rate (1/s)
 THERMAL_RECOVER_MHZ_PER_S = 30.0
+HW_RECOVER_BELOW_C = 3.0
 
 # Collectives (actors.twin.collectives): the log-spread of one GPU's compute time a step (the project's lockstep
 # figure: σ = 0.06 per GPU gives a 64-GPU job its 2 % step spread, tests/twin/test_stragglers.py), the share of
@@ -50,6 +80,18 @@ THROTTLE_REASONS = ("sw_power_cap", "hw_slowdown", "hw_thermal_slowdown", "sw_th
 def lag_alpha(dt: float, tau: float) -> float:
     """Fraction of the remaining gap a first-order system closes in ``dt`` (exact discretisation)."""
     return float(1.0 - np.exp(-dt / tau))
+
+
+def cascade_gain(dt: float, tau_die: float, tau_sensor: float) -> float:
+    """How much of the die's initial gap to its target is still in the sensor after ``dt``.
+
+    Die ``T(t) = G + (T0 - G)·e^{-t/τd}`` (target ``G`` held); sensor ``τs·S' = T - S``. Exact solution:
+    ``S(dt) = G + (S0 - G)·e^{-dt/τs} + (T0 - G)·cascade_gain``, with ``cascade_gain =
+    τd/(τd - τs)·(e^{-dt/τd} - e^{-dt/τs})`` (and ``dt/τ·e^{-dt/τ}`` when the two lags are equal).
+    """
+    if math.isclose(tau_die, tau_sensor, rel_tol=1e-9):
+        return dt / tau_die * math.exp(-dt / tau_die)
+    return tau_die / (tau_die - tau_sensor) * (math.exp(-dt / tau_die) - math.exp(-dt / tau_sensor))
 
 
 @dataclass
@@ -133,19 +175,40 @@ class FleetPhysics:
         self.tdp_w, self.idle_w = per_node("tdp_w"), per_node("idle_w")
         self.f_max, self.f_min = per_node("clock_max_mhz"), per_node("clock_min_mhz")
         self.slowdown_c, self.max_operating_c = per_node("slowdown_c"), per_node("max_operating_c")
+        self.shutdown_c = per_node("shutdown_c")
+        self.hbm_max_c = np.repeat(np.array([np.inf if p.hbm_max_c is None else p.hbm_max_c for p in profs]),
+                                   topo.gpus_per_node)  # no HBM (GDDR): no memory limit
         self.sensor_tau_s = sensor_tau_s
+        # Calibration: P = TDP at the maximum clock and full utilisation with the die at its maximum operating
+        # temperature (the hottest the driver lets it run: leakage alone never pushes a GPU into its power cap),
+        # and P = idle_w at idle under nominal cooling. The cold plate is sized for the part: full power under
+        # nominal cooling puts every model's die at the same temperature.
+        self._node_r_scale = np.array([REFERENCE_TDP_W / p.tdp_w for p in profs])
+        r_nominal = (R_BASE_K_PER_W + R_FLOW_K_PER_W) * REFERENCE_TDP_W / self.tdp_w
+        self.leak_ref_c = self.max_operating_c.copy()
+        self.leak_ref_w = LEAK_SHARE * self.tdp_w
+        self.static_w = self.idle_w - self._leakage(NOMINAL_SUPPLY_C + self.idle_w * r_nominal)
+        self.dynamic_max_w = self.tdp_w - self.static_w - self.leak_ref_w
+        if (self.static_w < 0).any() or (self.dynamic_max_w <= 0).any():
+            raise ValueError("a GPU profile's idle and TDP leave no room for the leakage share: check idle_w, tdp_w")
         # GPU state
         self.util = np.ones(n_gpu)
         self.power_limit_w = self.tdp_w.copy()
         self.clock_mhz = self.f_max.copy()
-        self.thermal_cap_mhz = self.f_max.copy()
-        self.power_w = self.idle_w + (self.tdp_w - self.idle_w) * self.util
-        self.temp_c = np.full(n_gpu, supply_c) + self.power_w * (R_BASE_K_PER_W + R_FLOW_K_PER_W)
+        self.thermal_cap_mhz = self.f_max.copy()  # the hardware slowdown's cap
+        self.sw_thermal_cap_mhz = self.f_max.copy()  # the driver's (software thermal) cap
+        self.lost = np.zeros(n_gpu, bool)  # shut down at its shutdown temperature; stays lost until reset
+        self.lost_util = np.zeros(n_gpu)  # the utilisation a lost GPU had (its job's demand, restored by reset)
+        self.power_w = self.tdp_w * self.util + self.idle_w * (1.0 - self.util)
+        self.temp_c = np.full(n_gpu, supply_c) + self.power_w * r_nominal
         self.sensed_c = self.temp_c.copy()
+        r_hbm_nominal = (R_HBM_K_PER_W + R_FLOW_K_PER_W) * REFERENCE_TDP_W / self.tdp_w
+        self.hbm_c = np.full(n_gpu, supply_c) + self.power_w * r_hbm_nominal
         self.energy_j = np.zeros(n_gpu)
-        self.work_lost = np.zeros(n_gpu)  # GPU-seconds of full-clock work lost to throttling
+        self.work_lost = np.zeros(n_gpu)  # GPU-seconds of full-clock work lost to throttling and shutdowns
         self.power_capped = np.zeros(n_gpu, bool)
         self.thermal_capped = np.zeros(n_gpu, bool)
+        self.sw_thermal_capped = np.zeros(n_gpu, bool)
         # cooling state
         n_unit = len(topo.units)
         self.setpoint_c = np.full(n_unit, supply_c)
@@ -173,58 +236,79 @@ class FleetPhysics:
     def step(self, dt: float) -> None:
         """Advance the whole fleet by ``dt`` seconds.
 
-        Written for memory passes, not elegance: constants are precomputed, the thermal resistance is
-        worked out per node (GPUs of a node share coolant and fans) then gathered once, the power
-        controller's target clock is recomputed only when limits or utilisation change, and the thermal
-        controller's arithmetic runs only where a GPU is hot or still capped.
+        The controllers act on the die and HBM temperatures at the start of the step; every rate is per second
+        (a cut is ``exp(-rate·dt)``), so a 5 s tick lands where fifty 0.1 s ticks do as long as the state the
+        controllers see does not cross a threshold within the step. Written for memory passes: the thermal
+        controllers' arithmetic runs only where a GPU is hot or still capped.
         """
+        if not dt > 0:
+            raise ValueError(f"dt must be a positive number of seconds, not {dt!r}")
         b = self._buffers()
         self.loop.step(dt, np.bincount(self._gpu_unit, weights=self.power_w, minlength=len(self.supply_c)),
                        self.supply_c, self.setpoint_c, self.capacity_loss_c, self.fan_pct, self.flow_frac,
                        self.supply_sensed_c, self.return_sensed_c)
+        # Shutdown: a die at its shutdown temperature takes the GPU off the bus until a reset.
+        if np.greater_equal(self.temp_c, self.shutdown_c, out=b.mask).any():
+            self._shut_down(b.mask & ~self.lost)
+        leak = self._leakage(self.temp_c)
         # Power-budget controller: the clock at which P meets the limit; walk toward it linearly.
-        f_power = self._power_target()
+        f_power = self._power_target(leak)
         step = POWER_STEP_MHZ_PER_S * dt
         np.subtract(self.clock_mhz, step, out=b.lo)
         np.add(self.clock_mhz, step, out=b.hi)
         f_pc = np.clip(f_power, b.lo, b.hi, out=b.f)
-        # Thermal safety controller: hard cut at slowdown, slow recovery 3 °C below it.
-        hot = np.greater_equal(self.temp_c, self.slowdown_c, out=b.mask)
-        if hot.any():
-            cut = np.minimum(self.thermal_cap_mhz, self.clock_mhz) * THERMAL_CUT
-            np.maximum(cut, self.f_min, out=cut)
-            np.copyto(self.thermal_cap_mhz, cut, where=hot)
-        # Recovery only matters where a cap is below f_max (checked each tick: callers may set caps directly).
-        if np.less(self.thermal_cap_mhz, self._f_max_m1, out=b.mask).any():
-            cool = np.less(self.temp_c, self._recover_below_c, out=b.mask)
-            recovered = np.minimum(self.thermal_cap_mhz + THERMAL_RECOVER_MHZ_PER_S * dt, self.f_max)
-            np.copyto(self.thermal_cap_mhz, recovered, where=cool)
-        # Priority gate: the lower clock wins.
+        self._software_thermal(dt)
+        self._hardware_slowdown(dt)
+        # Priority gate: the lowest clock wins; a lost GPU has none.
         np.minimum(f_pc, self.thermal_cap_mhz, out=self.clock_mhz)
+        np.minimum(self.clock_mhz, self.sw_thermal_cap_mhz, out=self.clock_mhz)
         np.clip(self.clock_mhz, self.f_min, self.f_max, out=self.clock_mhz)
         np.less(self.thermal_cap_mhz, self._f_max_m1, out=self.thermal_capped)
+        np.less(self.sw_thermal_cap_mhz, self._f_max_m1, out=self.sw_thermal_capped)
+        any_lost = self.lost.any()
+        if any_lost:
+            self.clock_mhz[self.lost] = 0.0
         ratio = np.divide(self.clock_mhz, self.f_max, out=b.ratio)
-        np.multiply(ratio, ratio, out=b.t)
+        # Power: static + leakage + C·v²·f·util, the voltage at its floor below the knee.
+        np.maximum(ratio, V_KNEE_FRAC, out=b.t)
+        b.t *= b.t
         b.t *= ratio
-        b.t *= self._span_util
-        np.add(self.idle_w, b.t, out=self.power_w)
-        # Die temperature: first order toward supply + P·R (R per node, then one gather).
-        np.take(self._node_r(), self.gpu_node, out=b.t)
-        b.t *= self.power_w
-        b.t += np.take(self.supply_c, self._gpu_unit)
-        b.t -= self.temp_c
-        b.t *= lag_alpha(dt, TAU_DIE_S)
-        self.temp_c += b.t
-        np.subtract(self.temp_c, self.sensed_c, out=b.t)
-        b.t *= lag_alpha(dt, self.sensor_tau_s)
-        self.sensed_c += b.t
+        b.t *= self.dynamic_max_w
+        b.t *= self.util
+        b.t += leak
+        np.add(self.static_w, b.t, out=self.power_w)
+        if any_lost:
+            self.power_w[self.lost] = 0.0
+        # Die and sensor: the exact two-stage cascade over dt with the die's target held (R per node, gathered).
+        supply = np.take(self.supply_c, self._gpu_unit)
+        r_die, r_hbm = self._node_r()
+        target = np.take(r_die, self.gpu_node)
+        target *= self.power_w
+        target += supply
+        gap = np.subtract(self.temp_c, target, out=b.t)  # the die's gap to its target at the start
+        self.sensed_c -= target
+        self.sensed_c *= math.exp(-dt / self.sensor_tau_s)
+        self.sensed_c += target
+        self.sensed_c += gap * cascade_gain(dt, TAU_DIE_S, self.sensor_tau_s)
+        gap *= math.exp(-dt / TAU_DIE_S)
+        np.add(target, gap, out=self.temp_c)
+        # HBM: first order toward supply + P·R_hbm.
+        hbm_target = np.take(r_hbm, self.gpu_node)
+        hbm_target *= self.power_w
+        hbm_target += supply
+        hbm_target -= self.hbm_c
+        hbm_target *= lag_alpha(dt, TAU_HBM_S)
+        self.hbm_c += hbm_target
         if dt == 1.0:
             self.energy_j += self.power_w
         else:
             np.multiply(self.power_w, dt, out=b.t)
             self.energy_j += b.t
+        # Work lost: the clock a busy GPU does not run at, and all the work a lost GPU's job expected of it.
         np.subtract(1.0, ratio, out=b.t)
         b.t *= self.util
+        if any_lost:
+            b.t += self.lost_util
         if dt != 1.0:
             b.t *= dt
         self.work_lost += b.t
@@ -255,6 +339,24 @@ class FleetPhysics:
         order = np.lexsort((link, job))
         return job[order], link[order]
 
+    def reset(self, i: int | np.ndarray) -> None:
+        """Reset GPU(s) ``i`` (``nvidia-smi -r``): a lost GPU comes back at full clock with its job's demand;
+        every GPU reset has its thermal caps cleared."""
+        back = np.zeros(len(self.lost), bool)
+        back[i] = True
+        back &= self.lost
+        self.util[back] = self.lost_util[back]
+        self.lost_util[back] = 0.0
+        self.lost[back] = False
+        self.clock_mhz[i] = self.f_max[i]
+        self.thermal_cap_mhz[i] = self.f_max[i]
+        self.sw_thermal_cap_mhz[i] = self.f_max[i]
+
+    @property
+    def lost_count(self) -> int:
+        """GPUs shut down by their own thermal protection and not reset since."""
+        return int(self.lost.sum())
+
     # --- step helpers ---------------------------------------------------------------------------------
     def _buffers(self) -> _Buffers:
         b = getattr(self, "_b", None)
@@ -262,30 +364,67 @@ class FleetPhysics:
             n = len(self.clock_mhz)
             b = self._b = _Buffers(*(np.empty(n) for _ in range(5)), np.empty(n, bool))
             self._f_max_m1 = self.f_max - 1.0
-            self._recover_below_c = self.slowdown_c - 3.0
             self._gpu_unit = self.node_unit[self.gpu_node]
-            self._last_limit: np.ndarray | None = None
         return b
 
-    def _power_target(self) -> np.ndarray:
-        """The clock each GPU's power controller walks toward; recomputed when limits or utilisation change."""
-        same = (self._last_limit is not None and np.array_equal(self._last_limit, self.power_limit_w)
-                and np.array_equal(self._last_util, self.util))
-        if not same:
-            span = self.tdp_w - self.idle_w
-            self._span_util = span * self.util
-            headroom = np.clip((self.power_limit_w - self.idle_w) / np.maximum(self._span_util, 1e-9), 0.0, None)
-            self._f_power = np.clip(self.f_max * np.cbrt(headroom), self.f_min, self.f_max)
-            self.power_capped = self._f_power < self.f_max - 1.0
-            self._last_limit, self._last_util = self.power_limit_w.copy(), self.util.copy()
-        return self._f_power
+    def _leakage(self, temp_c: np.ndarray) -> np.ndarray:
+        """Leakage power (W) at die temperature ``temp_c``: ``LEAK_SHARE`` of TDP at the calibration
+        temperature, doubling every ``LEAK_DOUBLING_C``."""
+        hot = np.minimum(temp_c, LEAK_MAX_C) - self.leak_ref_c
+        return self.leak_ref_w * np.exp2(hot / LEAK_DOUBLING_C)
 
-    def _node_r(self) -> np.ndarray:
-        """Thermal resistance die → coolant per node (K/W): worse with less flow or slower fans."""
+    def _power_target(self, leak: np.ndarray) -> np.ndarray:
+        """The clock each GPU's power controller walks toward: where P meets the limit at this leakage.
+
+        The dynamic power left in the budget, as a share ``y`` of the full-clock figure, inverts the power law:
+        ``x = ∛y`` above the knee (v ∝ f) and ``x = y / knee²`` below it (v at its floor)."""
+        share = self.power_limit_w - self.static_w - leak
+        share /= np.maximum(self.dynamic_max_w * self.util, 1e-9)
+        knee = V_KNEE_FRAC
+        x = np.where(share >= knee**3, np.cbrt(share), share / knee**2)
+        f_power = np.clip(self.f_max * x, self.f_min, self.f_max, out=x)
+        np.less(f_power, self._f_max_m1, out=self.power_capped)
+        return f_power
+
+    def _software_thermal(self, dt: float) -> None:
+        """The driver's cap: down gently while the die is at max operating or the HBM at its limit, back up
+        slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below."""
+        over = (self.temp_c >= self.max_operating_c) | (self.hbm_c >= self.hbm_max_c)
+        if over.any():
+            lowered = np.minimum(self.sw_thermal_cap_mhz, self.clock_mhz) - SW_THERMAL_MHZ_PER_S * dt
+            np.copyto(self.sw_thermal_cap_mhz, np.maximum(lowered, self.f_min), where=over)
+        capped = np.less(self.sw_thermal_cap_mhz, self._f_max_m1)
+        if capped.any():
+            cool = capped & (self.temp_c < self.max_operating_c - SW_THERMAL_HYSTERESIS_C)
+            cool &= self.hbm_c < self.hbm_max_c - SW_THERMAL_HYSTERESIS_C
+            raised = np.minimum(self.sw_thermal_cap_mhz + SW_THERMAL_RECOVER_MHZ_PER_S * dt, self.f_max)
+            np.copyto(self.sw_thermal_cap_mhz, raised, where=cool)
+
+    def _hardware_slowdown(self, dt: float) -> None:
+        """The hardware's cap: cut hard (a decay rate) at slowdown, recover slowly 3 °C below it."""
+        hot = np.greater_equal(self.temp_c, self.slowdown_c)
+        if hot.any():
+            cut = np.minimum(self.thermal_cap_mhz, self.clock_mhz) * math.exp(-HW_CUT_PER_S * dt)
+            np.copyto(self.thermal_cap_mhz, np.maximum(cut, self.f_min), where=hot)
+        # Recovery only matters where a cap is below f_max (checked each step: callers may set caps directly).
+        capped = np.less(self.thermal_cap_mhz, self._f_max_m1)
+        if capped.any():
+            cool = capped & (self.temp_c < self.slowdown_c - HW_RECOVER_BELOW_C)
+            recovered = np.minimum(self.thermal_cap_mhz + THERMAL_RECOVER_MHZ_PER_S * dt, self.f_max)
+            np.copyto(self.thermal_cap_mhz, recovered, where=cool)
+
+    def _shut_down(self, mask: np.ndarray) -> None:
+        """GPUs in ``mask`` reached their shutdown temperature: off the bus, their job's demand kept for a reset."""
+        self.lost_util[mask] = self.util[mask]
+        self.util[mask] = 0.0
+        self.lost |= mask
+
+    def _node_r(self) -> tuple[np.ndarray, np.ndarray]:
+        """Thermal resistances per node (K/W), die → coolant and HBM → coolant: worse with less flow or slower
+        fans, scaled to the node's model."""
         fan = np.take(self.fan_pct, self.node_unit)
-        return R_BASE_K_PER_W + R_FLOW_K_PER_W / np.maximum(self.flow_frac, 0.05) * np.sqrt(
-            NOMINAL_FAN_PCT / np.maximum(fan, 1.0)
-        )
+        plate = R_FLOW_K_PER_W / np.maximum(self.flow_frac, 0.05) * np.sqrt(NOMINAL_FAN_PCT / np.maximum(fan, 1.0))
+        return (R_BASE_K_PER_W + plate) * self._node_r_scale, (R_HBM_K_PER_W + plate) * self._node_r_scale
 
     def job_step_ms(self, ratio: np.ndarray) -> np.ndarray:
         """Each job's step (ms): the expected slowest GPU's compute plus the all-reduce it cannot hide.
@@ -338,20 +477,23 @@ class FleetPhysics:
 
     # --- views ----------------------------------------------------------------------------------------
     def throttle_reasons(self, i: int) -> tuple[str, ...]:
-        """NVML-style throttle reasons of GPU ``i`` right now."""
+        """NVML-style throttle reasons of GPU ``i`` right now (none for a lost GPU: it is off the bus, see
+        ``lost``)."""
+        if self.lost[i]:
+            return ()
         reasons = []
         if self.power_capped[i] and self.clock_mhz[i] < self.f_max[i] - 1.0:
             reasons.append("sw_power_cap")
         if self.thermal_capped[i]:
             reasons.append("hw_thermal_slowdown")
-        if self.temp_c[i] >= self.max_operating_c[i]:
+        if self.sw_thermal_capped[i]:
             reasons.append("sw_thermal_slowdown")
         if self.power_w[i] > self.power_limit_w[i] * 1.1:
             reasons.append("hw_power_brake")
         return tuple(reasons)
 
     def energy(self) -> dict[str, float | dict[str, float]]:
-        """Joules per node and job so far, and the share of GPU-time lost to throttling."""
+        """Joules per node and job so far, GPU-seconds of work lost to throttling and shutdowns, GPUs lost."""
         nodes = np.bincount(self.gpu_node, weights=self.energy_j, minlength=len(self.topo.nodes))
         member = self.job_of_gpu >= 0
         jobs = np.bincount(self.job_of_gpu[member], weights=self.energy_j[member], minlength=len(self.step_ms))
@@ -359,29 +501,30 @@ class FleetPhysics:
         return {"total_j": float(self.energy_j.sum()),
                 "nodes_j": dict(zip(self.topo.nodes, nodes.round(1).tolist(), strict=True)),
                 "jobs_j": dict(zip(self.topo.job_names, jobs.round(1).tolist(), strict=True)),
-                "work_lost_gpu_s": float(self.work_lost.sum()), "busy_gpus": busy}
+                "work_lost_gpu_s": float(self.work_lost.sum()), "busy_gpus": busy, "lost_gpus": float(self.lost_count)}
 
     def steady_temp_c(self) -> np.ndarray:
         """Die temperature each GPU would settle at with the present power, coolant and flow."""
-        return self.supply_c[self.node_unit[self.gpu_node]] + self.power_w * self._node_r()[self.gpu_node]
+        return self.supply_c[self.node_unit[self.gpu_node]] + self.power_w * self._node_r()[0][self.gpu_node]
 
     # --- persistence ------------------------------------------------------------------------------------
     _STATE = (
         "util", "power_limit_w", "clock_mhz", "thermal_cap_mhz", "power_w", "temp_c", "sensed_c", "energy_j",
         "work_lost", "setpoint_c", "supply_c", "fan_pct", "flow_frac", "link_frac", "capacity_loss_c",
         "supply_sensed_c", "return_sensed_c",
+        "sw_thermal_cap_mhz", "hbm_c", "lost", "lost_util",
     )
 
-    def state_dict(self) -> dict[str, list[float]]:
+    def state_dict(self) -> dict[str, list[float] | list[bool]]:
         """The mutable state as plain lists (JSON-able), for resuming after a restart."""
         return {k: getattr(self, k).tolist() for k in self._STATE}
 
-    def load_state(self, state: dict[str, list[float]]) -> None:
+    def load_state(self, state: dict[str, list[float] | list[bool]]) -> None:
         """Restore what ``state_dict`` returned; shapes must match this topology."""
         for k in self._STATE:
             if k not in state:  # saved by an older version: keep this field's default
                 continue
-            arr = np.asarray(state[k], float)
+            arr = np.asarray(state[k], getattr(self, k).dtype)
             if arr.shape != getattr(self, k).shape:
                 raise ValueError(f"saved state {k} has shape {arr.shape}, this fleet needs {getattr(self, k).shape}")
             setattr(self, k, arr)
