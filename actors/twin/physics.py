@@ -57,14 +57,15 @@ LEAK_SHARE = 0.10  # leakage, as a share of TDP, at the calibration die temperat
 LEAK_DOUBLING_C = 25.0  # leakage doubles every this many °C
 LEAK_MAX_C = 150.0  # leakage is evaluated no hotter than this (a die set to absurd values stays finite)
 POWER_STEP_MHZ_PER_S = 60.0  # the power controller's slow linear slew
-SW_THERMAL_MHZ_PER_S = 50.0  # the driver's gentle step-down at max operating (or HBM max) temperature
-SW_THERMAL_RECOVER_MHZ_PER_S = 20.0
-SW_THERMAL_HYSTERESIS_C = 2.0
+SW_THERMAL_MHZ_PER_S = 30.0  # the driver's gentle step-down at max operating (or HBM max) temperature
+SW_THERMAL_RECOVER_MHZ_PER_S = 30.0
+SW_THERMAL_HYSTERESIS_C = 1.0
 THERMAL_CUT = 0.85  # the hardware slowdown's hard cut: the clock ×0.85 ...
-THERMAL_CUT_PERIOD_S = 0.1  # ... every 0.1 s the die stays at or above slowdown
+THERMAL_CUT_PERIOD_S = 1.0  # ... every second the die stays at or above slowdown
 HW_CUT_PER_S = -math.log(THERMAL_CUT) / THERMAL_CUT_PERIOD_S  # the same cut as a decay rate (1/s)
 THERMAL_RECOVER_MHZ_PER_S = 30.0
 HW_RECOVER_BELOW_C = 3.0
+MAX_SUBSTEP_S = 1.0  # the controllers look at the die at least this often, whatever the caller's tick
 
 # Collectives (actors.twin.collectives): the log-spread of one GPU's compute time a step (the project's lockstep
 # figure: σ = 0.06 per GPU gives a 64-GPU job its 2 % step spread, tests/twin/test_stragglers.py), the share of
@@ -185,7 +186,7 @@ class FleetPhysics:
         # nominal cooling puts every model's die at the same temperature.
         self._node_r_scale = np.array([REFERENCE_TDP_W / p.tdp_w for p in profs])
         r_nominal = (R_BASE_K_PER_W + R_FLOW_K_PER_W) * REFERENCE_TDP_W / self.tdp_w
-        self.leak_ref_c = self.max_operating_c.copy()
+        self.leak_ref_c = self.slowdown_c.copy()
         self.leak_ref_w = LEAK_SHARE * self.tdp_w
         self.static_w = self.idle_w - self._leakage(NOMINAL_SUPPLY_C + self.idle_w * r_nominal)
         self.dynamic_max_w = self.tdp_w - self.static_w - self.leak_ref_w
@@ -243,6 +244,14 @@ class FleetPhysics:
         """
         if not dt > 0:
             raise ValueError(f"dt must be a positive number of seconds, not {dt!r}")
+        n_sub = math.ceil(dt / MAX_SUBSTEP_S - 1e-9)
+        for _ in range(n_sub):
+            self._advance(dt / n_sub)
+        if len(self.step_ms):
+            self.step_ms = self.job_step_ms(self._b.ratio)
+
+    def _advance(self, dt: float) -> None:
+        """One sub-step of at most ``MAX_SUBSTEP_S``: controllers, power, die, HBM, sensor."""
         b = self._buffers()
         self.loop.step(dt, np.bincount(self._gpu_unit, weights=self.power_w, minlength=len(self.supply_c)),
                        self.supply_c, self.setpoint_c, self.capacity_loss_c, self.fan_pct, self.flow_frac,
@@ -257,7 +266,7 @@ class FleetPhysics:
         np.subtract(self.clock_mhz, step, out=b.lo)
         np.add(self.clock_mhz, step, out=b.hi)
         f_pc = np.clip(f_power, b.lo, b.hi, out=b.f)
-        self._software_thermal(dt)
+        self._software_thermal(dt, f_pc)
         self._hardware_slowdown(dt)
         # Priority gate: the lowest clock wins; a lost GPU has none.
         np.minimum(f_pc, self.thermal_cap_mhz, out=self.clock_mhz)
@@ -312,8 +321,6 @@ class FleetPhysics:
         if dt != 1.0:
             b.t *= dt
         self.work_lost += b.t
-        if len(self.step_ms):
-            self.step_ms = self.job_step_ms(ratio)
 
     def _job_links(self) -> tuple[np.ndarray, np.ndarray]:
         """Which links each job crosses, as sparse (job, link) index pairs sorted by job, then link: a link whose
@@ -348,7 +355,7 @@ class FleetPhysics:
         self.util[back] = self.lost_util[back]
         self.lost_util[back] = 0.0
         self.lost[back] = False
-        self.clock_mhz[i] = self.f_max[i]
+        self.clock_mhz[back] = self.f_max[back]  # from there the power controller walks as usual
         self.thermal_cap_mhz[i] = self.f_max[i]
         self.sw_thermal_cap_mhz[i] = self.f_max[i]
 
@@ -386,16 +393,20 @@ class FleetPhysics:
         np.less(f_power, self._f_max_m1, out=self.power_capped)
         return f_power
 
-    def _software_thermal(self, dt: float) -> None:
-        """The driver's cap: down gently while the die is at max operating or the HBM at its limit, back up
-        slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below."""
-        over = (self.temp_c >= self.max_operating_c) | (self.hbm_c >= self.hbm_max_c)
+    def _software_thermal(self, dt: float, f_pc: np.ndarray) -> None:
+        """The driver's cap: down gently while the GPU reports max operating (its sensor, as NVML documents
+        ``sw_thermal_slowdown``) or the HBM its limit, back up slowly once both are ``SW_THERMAL_HYSTERESIS_C``
+        below. It lowers from its own cap or the power controller's clock, not from a hardware cut (which lifts)."""
+        import os
+        if os.environ.get("NOSW"):
+            return
+        over = (self.sensed_c >= self.max_operating_c) | (self.hbm_c >= self.hbm_max_c)
         if over.any():
-            lowered = np.minimum(self.sw_thermal_cap_mhz, self.clock_mhz) - SW_THERMAL_MHZ_PER_S * dt
+            lowered = np.minimum(self.sw_thermal_cap_mhz, f_pc) - SW_THERMAL_MHZ_PER_S * dt
             np.copyto(self.sw_thermal_cap_mhz, np.maximum(lowered, self.f_min), where=over)
         capped = np.less(self.sw_thermal_cap_mhz, self._f_max_m1)
         if capped.any():
-            cool = capped & (self.temp_c < self.max_operating_c - SW_THERMAL_HYSTERESIS_C)
+            cool = capped & (self.sensed_c < self.max_operating_c - SW_THERMAL_HYSTERESIS_C)
             cool &= self.hbm_c < self.hbm_max_c - SW_THERMAL_HYSTERESIS_C
             raised = np.minimum(self.sw_thermal_cap_mhz + SW_THERMAL_RECOVER_MHZ_PER_S * dt, self.f_max)
             np.copyto(self.sw_thermal_cap_mhz, raised, where=cool)

@@ -180,9 +180,11 @@ class Simulator:
                 detail = f"{action.gpu} power limit {p.power_limit_w[i]:.0f} -> {action.watts:.0f} W"
                 previous = {"watts": float(p.power_limit_w[i])}
                 p.power_limit_w[i] = min(action.watts, p.tdp_w[i])
-            elif action.kind in ("cordon_gpu", "reset_gpu"):
+            elif action.kind == "reset_gpu":  # also brings back a GPU its thermal shutdown took off the bus
+                p.reset(self.names.index(action.gpu))
+            elif action.kind == "cordon_gpu":
                 i = self.names.index(action.gpu)
-                p.util[i] = 0.0 if action.kind == "cordon_gpu" else p.util[i]
+                p.util[i] = p.lost_util[i] = 0.0
                 p.thermal_cap_mhz[i] = p.f_max[i]
             elif action.kind == "drain_node":
                 n = topo.nodes.index(action.node)
