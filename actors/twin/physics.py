@@ -10,17 +10,21 @@ Model (per GPU, time step ``dt``; every rate is per second so the result does no
   (``V_KNEE_FRAC`` of the maximum clock) and rises linearly with the clock above it, so dynamic power goes
   ∝ f below the knee and ∝ f³ above (DVFS). Leakage grows exponentially with the die temperature (doubles
   every ``LEAK_DOUBLING_C``; ~3 % of TDP per 10 °C near the calibration point). Calibrated per profile so
-  that at the maximum clock, full utilisation and the die temperature nominal cooling gives at 25 °C supply,
-  ``P = TDP``, and at idle at its own nominal temperature ``P = idle_w``;
+  that at the maximum clock and full utilisation with the die just under slowdown ``P = TDP`` (leakage alone
+  never pushes a GPU into its power cap before the hardware slowdown acts; under nominal cooling a fully
+  busy GPU draws ~3.5 % less), and at idle under nominal cooling ``P = idle_w``;
 - power-budget controller: the clock walks *linearly* (``POWER_STEP_MHZ_PER_S``) toward the clock at which
   ``P`` meets the power limit at the present leakage;
-- software thermal controller (the driver's, NVML ``sw_thermal_slowdown``): while the die is at or above its
-  maximum operating temperature, or the HBM at its own limit, the clock is lowered gently
+- software thermal controller (the driver's, NVML ``sw_thermal_slowdown``): while the GPU *reports* (the
+  lagging sensor) its maximum operating temperature or more, or the HBM its own limit, the clock is lowered gently
   (``SW_THERMAL_MHZ_PER_S``); it is raised again slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below;
 - hardware slowdown (``hw_thermal_slowdown``): at or above the slowdown temperature the clock is cut hard, as a
   rate: ×``THERMAL_CUT`` every ``THERMAL_CUT_PERIOD_S`` (``exp(-HW_CUT_PER_S·dt)`` per step); it recovers at
   ``THERMAL_RECOVER_MHZ_PER_S`` once the die is 3 °C below;
-- shutdown: at the shutdown temperature the GPU is lost (clock, power and utilisation 0) until ``reset``;
+- shutdown: at the shutdown temperature (of the die) the GPU is lost (clock, power and utilisation 0) until
+  ``reset``;
+- a tick longer than ``MAX_SUBSTEP_S`` is advanced in sub-steps, so the controllers look at the die at least
+  every second whatever the caller's tick;
 - the priority gate takes the lowest clock;
 - die temperature is a first-order response (τ_die) to ``T_supply + P·R``; the thermal resistance ``R`` rises
   when coolant flow to the node drops or the unit's fans slow, and is scaled per model so that every model
@@ -180,10 +184,10 @@ class FleetPhysics:
         self.hbm_max_c = np.repeat(np.array([np.inf if p.hbm_max_c is None else p.hbm_max_c for p in profs]),
                                    topo.gpus_per_node)  # no HBM (GDDR): no memory limit
         self.sensor_tau_s = sensor_tau_s
-        # Calibration: P = TDP at the maximum clock and full utilisation with the die at its maximum operating
-        # temperature (the hottest the driver lets it run: leakage alone never pushes a GPU into its power cap),
-        # and P = idle_w at idle under nominal cooling. The cold plate is sized for the part: full power under
-        # nominal cooling puts every model's die at the same temperature.
+        # Calibration: P = TDP at the maximum clock and full utilisation with the die at its slowdown
+        # temperature (the hottest the hardware lets it run: leakage alone never pushes a GPU into its power
+        # cap, which would read as a power incident), and P = idle_w at idle under nominal cooling. The cold
+        # plate is sized for the part: full power under nominal cooling puts every model's die at one temperature.
         self._node_r_scale = np.array([REFERENCE_TDP_W / p.tdp_w for p in profs])
         r_nominal = (R_BASE_K_PER_W + R_FLOW_K_PER_W) * REFERENCE_TDP_W / self.tdp_w
         self.leak_ref_c = self.slowdown_c.copy()
