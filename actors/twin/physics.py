@@ -17,7 +17,8 @@ Model (per GPU, time step ``dt``; every rate is per second so the result does no
   ``P`` meets the power limit at the present leakage;
 - software thermal controller (the driver's, NVML ``sw_thermal_slowdown``): while the GPU *reports* (the
   lagging sensor) its maximum operating temperature or more, or the HBM its own limit, the clock is lowered gently
-  (``SW_THERMAL_MHZ_PER_S``); it is raised again slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below;
+  (``SW_THERMAL_MHZ_PER_S_PER_C`` per °C over the line, an integral controller) unless the hardware cut already
+  holds it lower; it is raised again slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below;
 - hardware slowdown (``hw_thermal_slowdown``): at or above the slowdown temperature the clock is cut hard, as a
   rate: ×``THERMAL_CUT`` every ``THERMAL_CUT_PERIOD_S`` (``exp(-HW_CUT_PER_S·dt)`` per step); it recovers at
   ``THERMAL_RECOVER_MHZ_PER_S`` once the die is 3 °C below;
@@ -61,9 +62,10 @@ LEAK_SHARE = 0.10  # leakage, as a share of TDP, at the calibration die temperat
 LEAK_DOUBLING_C = 25.0  # leakage doubles every this many °C
 LEAK_MAX_C = 150.0  # leakage is evaluated no hotter than this (a die set to absurd values stays finite)
 POWER_STEP_MHZ_PER_S = 60.0  # the power controller's slow linear slew
-SW_THERMAL_MHZ_PER_S = 30.0  # the driver's gentle step-down at max operating (or HBM max) temperature
+SW_THERMAL_MHZ_PER_S_PER_C = 20.0  # the driver's gentle step-down, per °C over max operating (or HBM max) ...
+SW_THERMAL_MIN_EXCESS_C = 0.25  # ... counted from this much under the line (5 MHz/s at the line itself)
 SW_THERMAL_RECOVER_MHZ_PER_S = 30.0
-SW_THERMAL_HYSTERESIS_C = 1.0
+SW_THERMAL_HYSTERESIS_C = 0.5
 THERMAL_CUT = 0.85  # the hardware slowdown's hard cut: the clock ×0.85 ...
 THERMAL_CUT_PERIOD_S = 1.0  # ... every second the die stays at or above slowdown
 HW_CUT_PER_S = -math.log(THERMAL_CUT) / THERMAL_CUT_PERIOD_S  # the same cut as a decay rate (1/s)
@@ -398,15 +400,17 @@ class FleetPhysics:
         return f_power
 
     def _software_thermal(self, dt: float, f_pc: np.ndarray) -> None:
-        """The driver's cap: down gently while the GPU reports max operating (its sensor, as NVML documents
-        ``sw_thermal_slowdown``) or the HBM its limit, back up slowly once both are ``SW_THERMAL_HYSTERESIS_C``
-        below. It lowers from its own cap or the power controller's clock, not from a hardware cut (which lifts)."""
-        import os
-        if os.environ.get("NOSW"):
-            return
-        over = (self.sensed_c >= self.max_operating_c) | (self.hbm_c >= self.hbm_max_c)
+        """The driver's cap, an integral controller: down by ``SW_THERMAL_MHZ_PER_S_PER_C`` per °C while the GPU
+        reports max operating (its sensor: NVML documents ``sw_thermal_slowdown`` on the GPU's reported
+        temperature) or the HBM its limit; back up slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below. It
+        lowers from its own cap or the power controller's clock and holds while the hardware cut is on (that cut
+        already keeps the clock under the driver's, and the two piling up would undershoot far)."""
+        excess = np.maximum(self.sensed_c - self.max_operating_c, self.hbm_c - self.hbm_max_c)
+        over = np.greater_equal(excess, 0.0)
+        over &= ~self.thermal_capped
         if over.any():
-            lowered = np.minimum(self.sw_thermal_cap_mhz, f_pc) - SW_THERMAL_MHZ_PER_S * dt
+            excess += SW_THERMAL_MIN_EXCESS_C
+            lowered = np.minimum(self.sw_thermal_cap_mhz, f_pc) - SW_THERMAL_MHZ_PER_S_PER_C * excess * dt
             np.copyto(self.sw_thermal_cap_mhz, np.maximum(lowered, self.f_min), where=over)
         capped = np.less(self.sw_thermal_cap_mhz, self._f_max_m1)
         if capped.any():

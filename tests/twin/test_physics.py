@@ -9,7 +9,8 @@ import pytest
 
 from actors.twin.physics import (
     POWER_STEP_MHZ_PER_S,
-    SW_THERMAL_MHZ_PER_S,
+    SW_THERMAL_MHZ_PER_S_PER_C,
+    SW_THERMAL_MIN_EXCESS_C,
     TAU_DIE_S,
     TAU_HBM_S,
     THERMAL_CUT,
@@ -117,18 +118,22 @@ def test_a_long_tick_is_sub_stepped() -> None:
 
 @pytest.mark.parametrize("dt", [0.1, 0.5, 1.0])  # (a longer tick is sub-stepped: the pin would not hold)
 def test_software_thermal_acts_gently_at_max_operating(dt: float) -> None:
-    """The GPU reporting max operating (the die under slowdown): only the driver acts, −30 MHz/s, no hard cut."""
-    p = FleetPhysics(Topology.build(1, 1))
-    run(p, 5.0, dt, hold_c=float(p.max_operating_c[0]) + 0.5, hold="sensed_c")
-    assert float(p.temp_c[0]) < float(p.slowdown_c[0])
-    assert float(p.clock_mhz[0]) == pytest.approx(float(p.f_max[0]) - 5.0 * SW_THERMAL_MHZ_PER_S, rel=1e-6)
-    assert p.throttle_reasons(0) == ("sw_thermal_slowdown",)
+    """The GPU reporting max operating (the die under slowdown): only the driver acts, gently — 20 MHz/s per °C
+    over the line counted from 0.25 °C under it — and harder the further over; no hard cut."""
+    rates = []
+    for over_c in (0.5, 2.0):
+        p = FleetPhysics(Topology.build(1, 1))
+        run(p, 5.0, dt, hold_c=float(p.max_operating_c[0]) + over_c, hold="sensed_c")
+        assert float(p.temp_c[0]) < float(p.slowdown_c[0])
+        rates.append((float(p.f_max[0]) - float(p.clock_mhz[0])) / 5.0)
+        assert p.throttle_reasons(0) == ("sw_thermal_slowdown",)
+    assert rates == pytest.approx([SW_THERMAL_MHZ_PER_S_PER_C * (c + SW_THERMAL_MIN_EXCESS_C) for c in (0.5, 2.0)])
 
 
 @pytest.mark.parametrize("flow", [0.5, 0.3])
 def test_a_hot_gpu_is_throttled_alike_at_every_tick(flow: float) -> None:
-    """Less coolant flow drives an uncontrolled die to 94–120 °C; the driver and the hardware hold it around
-    slowdown at every tick, and no GPU is lost."""
+    """Less coolant flow drives an uncontrolled die to 94–120 °C; the hardware holds it around slowdown at
+    every tick (the driver joins in where the reported temperature sits over max operating), no GPU is lost."""
     peaks = []
     for dt in TICKS:
         p = FleetPhysics(Topology.build(1, 1))
@@ -139,17 +144,19 @@ def test_a_hot_gpu_is_throttled_alike_at_every_tick(flow: float) -> None:
             p.step(dt)
             peak_die, peak_sensed = max(peak_die, float(p.temp_c[0])), max(peak_sensed, float(p.sensed_c[0]))
             reasons |= set(p.throttle_reasons(0))
-        assert not p.lost[0] and {"sw_thermal_slowdown", "hw_thermal_slowdown"} <= reasons
+        assert not p.lost[0] and "hw_thermal_slowdown" in reasons
         assert float(p.max_operating_c[0]) <= peak_sensed < float(p.slowdown_c[0])
+        assert peak_die < float(p.slowdown_c[0]) + 1.0
         peaks.append((peak_die, peak_sensed))
-    assert np.ptp([d for d, _ in peaks]) < 0.5 and np.ptp([s for _, s in peaks]) < 0.5
+    assert np.ptp([d for d, _ in peaks]) < 0.5 and np.ptp([s for _, s in peaks]) < 1.0  # peaks of a limit cycle
 
 
 def test_hbm_at_its_limit_slows_the_gpu() -> None:
     p = FleetPhysics(Topology.build(1, 2))
     p.hbm_c[0] = p.hbm_max_c[0] + 0.5
     p.step(1.0)
-    assert float(p.clock_mhz[0]) == pytest.approx(float(p.f_max[0]) - SW_THERMAL_MHZ_PER_S)
+    assert float(p.clock_mhz[0]) == pytest.approx(float(p.f_max[0]) - SW_THERMAL_MHZ_PER_S_PER_C
+                                                  * (0.5 + SW_THERMAL_MIN_EXCESS_C))
     assert float(p.clock_mhz[1]) == float(p.f_max[1])
     assert p.throttle_reasons(0) == ("sw_thermal_slowdown",)
     assert float(p.temp_c[0]) < float(p.max_operating_c[0])  # the die had nothing to do with it
