@@ -167,6 +167,11 @@ class _Buffers:
     f: np.ndarray
     ratio: np.ndarray
     t: np.ndarray
+    leak: np.ndarray
+    room: np.ndarray
+    target: np.ndarray
+    supply: np.ndarray
+    f_power: np.ndarray
     mask: np.ndarray
 
 
@@ -265,7 +270,7 @@ class FleetPhysics:
         # Shutdown: a die at its shutdown temperature takes the GPU off the bus until a reset.
         if np.greater_equal(self.temp_c, self.shutdown_c, out=b.mask).any():
             self._shut_down(b.mask & ~self.lost)
-        leak = self._leakage(self.temp_c)
+        leak = self._leakage(self.temp_c, out=b.leak)
         # Power-budget controller: the clock at which P meets the limit; walk toward it linearly.
         f_power = self._power_target(leak)
         step = POWER_STEP_MHZ_PER_S * dt
@@ -295,20 +300,21 @@ class FleetPhysics:
         if any_lost:
             self.power_w[self.lost] = 0.0
         # Die and sensor: the exact two-stage cascade over dt with the die's target held (R per node, gathered).
-        supply = np.take(self.supply_c, self._gpu_unit)
+        supply = np.take(self.supply_c, self._gpu_unit, out=b.supply)
         r_die, r_hbm = self._node_r()
-        target = np.take(r_die, self.gpu_node)
+        target = np.take(r_die, self.gpu_node, out=b.target)
         target *= self.power_w
         target += supply
         gap = np.subtract(self.temp_c, target, out=b.t)  # the die's gap to its target at the start
         self.sensed_c -= target
         self.sensed_c *= math.exp(-dt / self.sensor_tau_s)
         self.sensed_c += target
-        self.sensed_c += gap * cascade_gain(dt, TAU_DIE_S, self.sensor_tau_s)
+        np.multiply(gap, cascade_gain(dt, TAU_DIE_S, self.sensor_tau_s), out=b.room)
+        self.sensed_c += b.room
         gap *= math.exp(-dt / TAU_DIE_S)
         np.add(target, gap, out=self.temp_c)
         # HBM: first order toward supply + P·R_hbm.
-        hbm_target = np.take(r_hbm, self.gpu_node)
+        hbm_target = np.take(r_hbm, self.gpu_node, out=b.target)
         hbm_target *= self.power_w
         hbm_target += supply
         hbm_target -= self.hbm_c
@@ -375,28 +381,40 @@ class FleetPhysics:
         b = getattr(self, "_b", None)
         if b is None or len(b.f) != len(self.clock_mhz):
             n = len(self.clock_mhz)
-            b = self._b = _Buffers(*(np.empty(n) for _ in range(5)), np.empty(n, bool))
+            b = self._b = _Buffers(*(np.empty(n) for _ in range(10)), np.empty(n, bool))
             self._f_max_m1 = self.f_max - 1.0
             self._gpu_unit = self.node_unit[self.gpu_node]
         return b
 
-    def _leakage(self, temp_c: np.ndarray) -> np.ndarray:
+    def _leakage(self, temp_c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Leakage power (W) at die temperature ``temp_c``: ``LEAK_SHARE`` of TDP at the calibration
         temperature, doubling every ``LEAK_DOUBLING_C``."""
-        hot = np.minimum(temp_c, LEAK_MAX_C) - self.leak_ref_c
-        return self.leak_ref_w * np.exp2(hot / LEAK_DOUBLING_C)
+        hot = np.minimum(temp_c, LEAK_MAX_C, out=out)
+        hot -= self.leak_ref_c
+        hot *= 1.0 / LEAK_DOUBLING_C
+        np.exp2(hot, out=hot)
+        hot *= self.leak_ref_w
+        return hot
 
     def _power_target(self, leak: np.ndarray) -> np.ndarray:
         """The clock each GPU's power controller walks toward: where P meets the limit at this leakage.
 
         The dynamic power left in the budget, as a share ``y`` of the full-clock figure, inverts the power law:
         ``x = ∛y`` above the knee (v ∝ f) and ``x = y / knee²`` below it (v at its floor)."""
-        share = self.power_limit_w - self.static_w - leak
-        share /= np.maximum(self.dynamic_max_w * self.util, 1e-9)
-        knee = V_KNEE_FRAC
-        x = np.where(share >= knee**3, np.cbrt(share), share / knee**2)
-        f_power = np.clip(self.f_max * x, self.f_min, self.f_max, out=x)
-        np.less(f_power, self._f_max_m1, out=self.power_capped)
+        b = self._b
+        room = np.subtract(self.power_limit_w, self.static_w, out=b.room)
+        room -= leak
+        dynamic = np.multiply(self.dynamic_max_w, self.util, out=b.t)
+        f_power = b.f_power
+        np.copyto(f_power, self.f_max)
+        self.power_capped[:] = False
+        short = np.flatnonzero(np.less(room, dynamic, out=b.mask))  # only these cannot run at f_max
+        if len(short):
+            share = room[short] / np.maximum(dynamic[short], 1e-9)
+            knee = V_KNEE_FRAC
+            x = np.where(share >= knee**3, np.cbrt(share), share / knee**2)
+            f_power[short] = np.clip(self.f_max[short] * x, self.f_min[short], self.f_max[short])
+            self.power_capped[short] = f_power[short] < self._f_max_m1[short]
         return f_power
 
     def _software_thermal(self, dt: float, f_pc: np.ndarray) -> None:
@@ -405,13 +423,15 @@ class FleetPhysics:
         temperature) or the HBM its limit; back up slowly once both are ``SW_THERMAL_HYSTERESIS_C`` below. It
         lowers from its own cap or the power controller's clock and holds while the hardware cut is on (that cut
         already keeps the clock under the driver's, and the two piling up would undershoot far)."""
-        excess = np.maximum(self.sensed_c - self.max_operating_c, self.hbm_c - self.hbm_max_c)
-        over = np.greater_equal(excess, 0.0)
+        over = np.greater_equal(self.sensed_c, self.max_operating_c, out=self._b.mask)
+        over |= self.hbm_c >= self.hbm_max_c
         over &= ~self.thermal_capped
-        if over.any():
+        hot = np.flatnonzero(over)
+        if len(hot):
+            excess = np.maximum(self.sensed_c[hot] - self.max_operating_c[hot], self.hbm_c[hot] - self.hbm_max_c[hot])
             excess += SW_THERMAL_MIN_EXCESS_C
-            lowered = np.minimum(self.sw_thermal_cap_mhz, f_pc) - SW_THERMAL_MHZ_PER_S_PER_C * excess * dt
-            np.copyto(self.sw_thermal_cap_mhz, np.maximum(lowered, self.f_min), where=over)
+            lowered = np.minimum(self.sw_thermal_cap_mhz[hot], f_pc[hot]) - SW_THERMAL_MHZ_PER_S_PER_C * excess * dt
+            self.sw_thermal_cap_mhz[hot] = np.maximum(lowered, self.f_min[hot])
         capped = np.less(self.sw_thermal_cap_mhz, self._f_max_m1)
         if capped.any():
             cool = capped & (self.sensed_c < self.max_operating_c - SW_THERMAL_HYSTERESIS_C)
