@@ -211,8 +211,11 @@ class FleetPhysics:
         self.sw_thermal_cap_mhz = self.f_max.copy()  # the driver's (software thermal) cap
         self.lost = np.zeros(n_gpu, bool)  # shut down at its shutdown temperature; stays lost until reset
         self.lost_util = np.zeros(n_gpu)  # the utilisation a lost GPU had (its job's demand, restored by reset)
-        self.power_w = self.tdp_w * self.util + self.idle_w * (1.0 - self.util)
-        self.temp_c = np.full(n_gpu, supply_c) + self.power_w * r_nominal
+        # Start in the steady state: the die where supply + R·P(T) holds with P's leakage at that temperature.
+        self.temp_c = np.full(n_gpu, supply_c) + self.tdp_w * r_nominal
+        for _ in range(8):  # a contraction (R·dP/dT ≈ 0.1): eight rounds settle it to well under 0.01 °C
+            self.power_w = self.static_w + self._leakage(self.temp_c) + self.dynamic_max_w * self.util
+            self.temp_c = supply_c + self.power_w * r_nominal
         self.sensed_c = self.temp_c.copy()
         r_hbm_nominal = (R_HBM_K_PER_W + R_FLOW_K_PER_W) * REFERENCE_TDP_W / self.tdp_w
         self.hbm_c = np.full(n_gpu, supply_c) + self.power_w * r_hbm_nominal
