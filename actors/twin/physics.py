@@ -262,7 +262,8 @@ class FleetPhysics:
         for _ in range(n_sub):
             self._advance(dt / n_sub)
         if len(self.step_ms):
-            self.step_ms = self.job_step_ms(self._b.ratio)
+            # A lost GPU computes nothing and holds no barrier: its job is interrupted (``lost``), not slowed.
+            self.step_ms = self.job_step_ms(np.where(self.lost, 1.0, self._b.ratio))
 
     def _advance(self, dt: float) -> None:
         """One sub-step of at most ``MAX_SUBSTEP_S``: controllers, power, die, HBM, sensor."""
