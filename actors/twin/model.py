@@ -105,6 +105,13 @@ class TwinModel:
         self.index: dict[str, int] = {}
         self.node_of: list[str] = []
         self.models: list[str] = []
+        # Per node (numbered as first seen, GPUs' or a cooling unit's): the latest supply (°C), coolant flow
+        # (fraction of nominal) and fan speed (%) of the unit that cools it, NaN unknown; set as CoolingSamples
+        # arrive, read by the fold through gpu_node without a Python loop per GPU.
+        self.node_ix: dict[str, int] = {}
+        self.node_cool = np.zeros((3, 0))
+        self.gpu_node = np.zeros(0, np.int64)
+        self._unit_nodes: dict[str, set[str]] = {}  # CoolingWatch.node_unit the other way round
         self.latest = np.zeros(0)  # latest raw reading
         self.latest_t = np.zeros(0)
         self.power_w = np.zeros(0)
@@ -151,11 +158,14 @@ class TwinModel:
             self.names.append(name)
             self.node_of.append(node)
             self.models.append(model)
+            self._node(node)
             profs.append(profile(model))
             events += self._unknown_model(name, node, model, float(ts[j]))
         k = len(rows)
         add = lambda a, v: np.concatenate([a, np.broadcast_to(np.asarray(v, a.dtype), k)])  # noqa: E731
         per = lambda attr: np.array([getattr(p, attr) for p in profs], float)  # noqa: E731
+        self.gpu_node = np.concatenate([self.gpu_node, [self.node_ix[roster.nodes[k]] for k in rows.tolist()]]
+                                       ).astype(np.int64)
         self.latest, self.latest_t = add(self.latest, temp_c), add(self.latest_t, ts)  # NaN: no temperature yet
         self.power_w, self.clock_mhz = add(self.power_w, 0.0), add(self.clock_mhz, 0.0)
         self.slowdown_c, self.max_op_c = add(self.slowdown_c, per("slowdown_c")), add(self.max_op_c,
@@ -198,9 +208,9 @@ class TwinModel:
                                                                          float) else need(v, int, f"threshold {k}")
                            for k, v in need(d["th"], dict, "thresholds").items() if k not in RETIRED_THRESHOLDS})
         m = cls(sensor_tau_s=num(d["sensor_tau_s"], "sensor tau"), thresholds=th)
-        if "xs" in need(d["est"], dict, "estimator"):
+        if "bank" in need(d["est"], dict, "estimator"):
             m.est = ThermalEstimator.from_state(d["est"], n)
-        else:  # a checkpoint of the observer before the model-based filter: its filters start afresh
+        else:  # a checkpoint of an earlier observer (no screen and bank slots): its filters start afresh
             m.est.grow(n)
         m.signals = GpuSignals.from_state(d["signals"], n)
         m.net = NetworkModel.from_state(d["net"])
@@ -209,6 +219,11 @@ class TwinModel:
         m.node_of, m.models = strs(d["node_of"], "nodes"), strs(d["models"], "models")
         if len(m.index) != n or len(m.node_of) != n or len(m.models) != n:
             raise StateError("gpu names, nodes and models disagree in number (or a name repeats)")
+        m.gpu_node = np.array([m._node(node) for node in m.node_of], np.int64)
+        for node, unit in m.cooling.node_unit.items():
+            m._unit_nodes.setdefault(unit, set()).add(node)
+        for s in m.cooling.units.values():
+            m._cool_nodes(s, {})
         m.reason = np.zeros(n, np.int64)
         for i, r in need(d["reasons"], dict, "reasons").items():
             if not 0 <= need(i, int, "gpu index") < n:
@@ -255,7 +270,9 @@ class TwinModel:
                 continue
             self.now = max(self.now, s.ts)
             if isinstance(s, CoolingSample):
+                moved = {n: u for n in s.serves if (u := self.cooling.node_unit.get(n, s.unit)) != s.unit}
                 events += self.cooling.ingest(s, self.th)
+                self._cool_nodes(s, moved)
             elif isinstance(s, LinkSample | JobSample):
                 events += self.net.ingest(s, self.clock_mhz, self.index)
             elif isinstance(s, ActionResult):
@@ -311,21 +328,34 @@ class TwinModel:
         if has_t.any():
             t_idx, t_ts, t_y = (idx, ts, y) if has_t.all() else (idx[has_t], ts[has_t], y[has_t])
             self.latest[t_idx] = t_y
-            cool = np.array([self._cooling_of(self.node_of[i]) for i in t_idx.tolist()], float).reshape(-1, 3)
-            self.est.update(t_idx, t_ts, t_y, self.power_w[t_idx], *cool.T)
+            cool = self.node_cool[:, self.gpu_node[t_idx]]
+            self.est.update(t_idx, t_ts, t_y, self.slowdown_c[t_idx], self.power_w[t_idx], *cool)
             self.gpu_hist.push(t_idx, t_ts, t_y)
             events += self._detect_thermal(t_idx, t_ts)
         events += self.signals.detect(self.frame(), idx, cols, dt)
         return events
 
-    def _cooling_of(self, node: str) -> tuple[float, float, float]:
-        """(supply °C, coolant flow to ``node`` as a fraction of nominal, fan %) from the latest reading of the unit
-        that cools it; NaN for what the twin does not know (no such unit, or a unit that does not report it)."""
-        unit = self.cooling.units.get(self.cooling.node_unit.get(node, ""))
-        if unit is None:
-            return np.nan, np.nan, np.nan
-        flow = (unit.flow_frac or {}).get(node)
-        return unit.supply_c, np.nan if flow is None else flow, np.nan if unit.fan_pct is None else unit.fan_pct
+    def _node(self, node: str) -> int:
+        """The number of ``node`` (a new node gets the next, with its cooling unknown)."""
+        k = self.node_ix.get(node)
+        if k is None:
+            k = self.node_ix[node] = len(self.node_ix)
+            self.node_cool = np.concatenate([self.node_cool, np.full((3, 1), np.nan)], axis=1)
+        return k
+
+    def _cool_nodes(self, s: CoolingSample, moved: dict[str, str]) -> None:
+        """The nodes unit ``s.unit`` cools (``CoolingWatch.node_unit``, which ``s`` has just updated; ``moved``: the
+        nodes it took over from another unit) take its latest supply, flow to each node and fan speed; NaN for what
+        the unit does not report."""
+        for node, unit in moved.items():
+            self._unit_nodes[unit].discard(node)
+        nodes = self._unit_nodes.setdefault(s.unit, set())
+        nodes.update(s.serves)
+        flows = s.flow_frac or {}
+        fan = np.nan if s.fan_pct is None else s.fan_pct
+        for node in nodes:
+            flow = flows.get(node)
+            self.node_cool[:, self._node(node)] = (s.supply_c, np.nan if flow is None else flow, fan)
 
     def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
         th, est = self.th, self.est
