@@ -27,8 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from actors.twin.estimator import EstimatorConfig, ThermalEstimator
 from actors.twin.model import TwinModel
-from actors.twin.physics import THROTTLE_REASONS, FleetPhysics, Topology
+from actors.twin.physics import TAU_DIE_S, THROTTLE_REASONS, FleetPhysics, Topology
 from cluster.telemetry.samples import GpuColumns, GpuRoster, JobSample
 
 #: Every subset of the physics' throttle reasons, in its order: code = bitmask over THROTTLE_REASONS.
@@ -69,30 +70,62 @@ class Fleet:
         return [cols, *jobs]
 
 
-def floor_step(fleet: Fleet) -> Callable[[list], None]:
-    """The fused minimum of an ingest-and-detect tick (see the module docstring) over the fleet's arrays."""
-    p = fleet.p
-    n, tau, r, q, dt = len(p.temp_c), 15.0, 0.5**2, 0.05, 1.0
-    a = np.exp(-dt / tau)
-    q00, q01, q11 = q * dt / 3, q * dt / 2, q * dt  # a fixed process noise: the floor's own choice
-    s, T = p.sensed_c.copy(), p.sensed_c.copy()
-    P00, P01, P11 = np.full(n, r), np.zeros(n), np.full(n, 25.0)
-    streak = np.zeros(n, np.int64)
+def floor_step(fleet: Fleet, watched: int) -> Callable[[list], None]:
+    """The fused minimum of an ingest-and-detect tick (see the module docstring) over the fleet's arrays, with the
+    bank over ``watched`` GPUs."""
+    p, cfg = fleet.p, EstimatorConfig()
+    n, dt, td, ts_ = len(p.temp_c), 1.0, TAU_DIE_S, 15.0
+    a_s, a_d = np.exp(-dt / ts_), np.exp(-dt / td)
+    kap = td / (td - ts_) * (a_d - a_s)
+    q, rv, fit_v = cfg.screen_die_psd * dt, cfg.noise_c**2, (cfg.fit_var_c2 + cfg.noise_c**2) * cfg.fit_corr_s / dt
+    s, die = p.sensed_c.copy(), p.sensed_c.copy()
+    p00, p01, p11 = np.full(n, rv), np.zeros(n), np.full(n, 25.0)
+    inlet, b, r = np.full(n, 25.0), p.sensed_c - 25.0 - cfg.r_prior * p.power_w, np.full(n, cfg.r_prior)
+    cbb, cbr, crr = np.full(n, cfg.offset_sd**2), np.zeros(n), np.full(n, cfg.r_sd**2)
+    pd, td_in, ps, ts_in = p.power_w.copy(), inlet.copy(), p.power_w.copy(), inlet.copy()
+    streak = np.zeros(k := max(watched, 1), np.int64)
     job, n_jobs = np.maximum(p.job_of_gpu, 0), max(len(p.step_ms), 1)
+    # The bank's own arithmetic (ThermalEstimator._step, _summarise, _crossing) on `watched` contiguous slots.
+    bank = ThermalEstimator()
+    bank.grow(k)
+    rows = np.arange(k)
+    bank.power[:], bank.p_bar[:], bank.inlet[:], bank.started[:] = p.power_w[:k], p.power_w[:k], 25.0, True
+    bank._start(rows, bank._take(rows), np.zeros(k), p.sensed_c[:k])
+    every, lim_k, dt_k = slice(0, k), p.slowdown_c[:k], np.full(k, dt)
 
     def step(samples: list) -> None:
         cols = samples[0]
-        y = cols.temp_c
-        s_p = a * s + (1 - a) * T
-        p00 = a * a * P00 + 2 * a * (1 - a) * P01 + (1 - a) ** 2 * P11 + q00
-        p01 = a * P01 + (1 - a) * P11 + q01
-        p11 = P11 + q11
-        k0, k1 = p00 / (p00 + r), p01 / (p00 + r)
+        y, pw = cols.temp_c, cols.power_w
+        # the screen: 2-state filter, driven toward its fitted steady state
+        t_ss = inlet + b + r * pw
+        s_p = a_s * s + kap * die + (1.0 - a_s - kap) * t_ss
+        d_p = a_d * die + (1.0 - a_d) * t_ss
+        P00 = a_s * a_s * p00 + 2.0 * a_s * kap * p01 + kap * kap * (p11 + q / 3.0)
+        P01 = a_s * a_d * p01 + kap * (a_d * p11 + q / 2.0)
+        P11 = a_d * a_d * p11 + q
+        k0, k1 = P00 / (P00 + rv), P01 / (P00 + rv)
         e = y - s_p
-        s[:] = s_p + k0 * e
-        T[:] += k1 * e
-        P00[:], P01[:], P11[:] = p00 - k0 * p00, p01 - k0 * p01, p11 - k1 * p01
-        hot = T >= p.slowdown_c
+        s[:], die[:] = s_p + k0 * e, d_p + k1 * e
+        p00[:], p01[:], p11[:] = P00 - k0 * P00, P01 - k0 * P01, P11 - k1 * P01
+        # and its fit of the steady state (recursive least squares on the lagged inputs)
+        pd[:] += (1.0 - a_d) * (pw - pd)
+        td_in[:] += (1.0 - a_d) * (inlet - td_in)
+        ps[:] = a_s * ps + kap * pd + (1.0 - a_s - kap) * pw
+        ts_in[:] = a_s * ts_in + kap * td_in + (1.0 - a_s - kap) * inlet
+        cbb[:] += cfg.offset_psd * dt
+        crr[:] += cfg.r_psd * dt
+        hb, hr = cbb + ps * cbr, cbr + ps * crr
+        S = hb + ps * hr + fit_v
+        kb, kr = hb / S, hr / S
+        e = y - ts_in - b - r * ps
+        b[:], r[:] = b + kb * e, r + kr * e
+        cbb[:], cbr[:], crr[:] = cbb - kb * hb, cbr - kb * hr, crr - kr * hr
+        (die >= p.slowdown_c - cfg.enter_margin_c) | (t_ss >= p.slowdown_c - cfg.enter_margin_ss_c)  # the watch
+        # the bank over the watched
+        bank._step(rows, every, dt_k, y[:k])
+        bank._summarise(rows, every)
+        prob, _ = bank._crossing(rows, every, lim_k, cfg.horizon_s)
+        hot = prob >= 0.5
         streak[:] = np.where(hot, streak + 1, 0)
         np.bincount(job, weights=cols.sm_clock_mhz, minlength=n_jobs)
 
@@ -123,24 +156,29 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     args = ap.parse_args()
     head = "twin" if args.what == "twin" else "physics"
-    print(f"{'GPUs':>8} {'jobs':>5} {head + ' GPU-steps/s':>21} {'floor GPU-steps/s':>18} {'ratio':>6} {'events':>7}")
+    print(f"{'GPUs':>8} {'jobs':>5} {'watched':>8} {head + ' GPU-steps/s':>21} {'floor GPU-steps/s':>18} {'ratio':>6}"
+          f" {'events':>7}")
     for n in (int(x) for x in args.sizes.split(",")):
         fleet = Fleet(n, args.nodes_per_job, args.hot)
         twin = TwinModel()
         for _ in range(args.warmup):
             twin.ingest(fleet.tick())
-        floor_fn = floor_step(fleet)
+        floor_fn = floor_step(fleet, twin.est.k)  # the bank over as many GPUs as the twin watches now
         if args.what == "twin":
             fn: Callable[[list], object] = twin.ingest
         else:
             fn = lambda _samples, p=fleet.p: p.step(1.0)  # noqa: E731
         slice_s = args.seconds / args.slices
-        runs = [(_timed(fn, fleet, slice_s), _timed(floor_fn, fleet, slice_s)) for _ in range(args.slices)]
+        runs, watched = [], []
+        for _ in range(args.slices):
+            runs.append((_timed(fn, fleet, slice_s), _timed(floor_fn, fleet, slice_s)))
+            watched.append(twin.est.k)
         rate = float(np.median([r for (r, _), _ in runs]))
         floor = float(np.median([f for _, (f, _) in runs]))
         ratio = float(np.median([r / f for (r, _), (f, _) in runs]))
         events = sum(e for (_, e), _ in runs)
-        print(f"{n:>8} {len(fleet.topo.jobs):>5} {rate:>21,.0f} {floor:>18,.0f} {ratio:>6.2f} {events:>7}")
+        print(f"{n:>8} {len(fleet.topo.jobs):>5} {np.mean(watched):>8,.0f} {rate:>21,.0f} {floor:>18,.0f}"
+              f" {ratio:>6.2f} {events:>7}")
 
 
 if __name__ == "__main__":

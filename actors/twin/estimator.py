@@ -96,7 +96,7 @@ class EstimatorConfig:
     fit_var_c2: float = 1.0  # the screen's die about its steady-state fit (°C²), its error lasting fit_corr_s
     fit_corr_s: float = 30.0
     enter_margin_c: float = 12.0  # watched from a screened die this close to the line
-    enter_margin_ss_c: float = 12.0  # or a screened steady state (+1σ) at the present inputs this close
+    enter_margin_ss_c: float = 12.0  # or a screened steady state at the present inputs this close
     exit_margin_c: float = 15.0  # released after both have been further than this under the line
     exit_hold_s: float = 3600.0  # for this long (a bank keeps what it has learnt through ordinary load changes)
 
@@ -366,20 +366,17 @@ class ThermalEstimator:
         self.fit_p[2, ix] = np.where(fresh, cfg.r_sd**2, crr - kr * hr)
         self.lagged[:, ix] = np.where(fresh, np.stack([p0, inlet, p0, inlet]), np.stack([pd, td_in, ps, ts_in]))
 
-    def steady_c(self, ix: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The screen's mean and σ of where the die settles at the present power and supply,
-        ``T_in + b̂ + r̂·P̄`` (σ from the fit's covariance: large at a power far from those it has seen)."""
-        p = np.nan_to_num(self.p_bar[ix], nan=0.0)
-        var = self.fit_p[0, ix] + 2.0 * p * self.fit_p[1, ix] + p * p * self.fit_p[2, ix]
-        return self.inlet[ix] + self.b_hat[ix] + self.r_hat[ix] * p, np.sqrt(np.maximum(var, 0.0))
+    def steady_c(self, ix: slice | np.ndarray) -> np.ndarray:
+        """The screen's estimate of where the die settles at the present power and supply, ``T_in + b̂ + r̂·P̄``."""
+        return self.inlet[ix] + self.b_hat[ix] + self.r_hat[ix] * np.nan_to_num(self.p_bar[ix], nan=0.0)
 
     def _watch(self, idx: np.ndarray, ix: slice | np.ndarray, ts: np.ndarray, y: np.ndarray, limit_c: np.ndarray,
                fresh: np.ndarray) -> None:
         """GPUs enter the watch set when the screen says they may come near the line, leave after ``exit_hold_s``
         clear of it; screen views for the GPUs screened only."""
         cfg = self.cfg
-        (t_inf, sd), lim = self.steady_c(ix), np.asarray(limit_c, float)
-        die, t_ss = self.sc[ix, 1], t_inf + sd
+        t_ss, lim = self.steady_c(ix), np.asarray(limit_c, float)
+        die = self.sc[ix, 1]
         held = self.slot[ix] >= 0
         near = (die >= lim - cfg.enter_margin_c) | (t_ss >= lim - cfg.enter_margin_ss_c)
         clear = (die < lim - cfg.exit_margin_c) & (t_ss < lim - cfg.exit_margin_c)
@@ -399,7 +396,7 @@ class ThermalEstimator:
                 self._enter(g[~new], sl[~new])
         self.x[ix, 0], self.x[ix, 1] = self.sc[ix, 0], die
         a = np.exp(-cfg.horizon_s / TAU_DIE_S)
-        self.proj[ix] = t_inf + (die - t_inf) * a
+        self.proj[ix] = t_ss + (die - t_ss) * a
 
     def _take(self, g: np.ndarray) -> np.ndarray:
         """Bank slots for GPUs ``g`` (at the end of those in use; the arrays double when full)."""
@@ -438,7 +435,7 @@ class ThermalEstimator:
         x = np.zeros((len(idx), 5))
         cfg, p = self.cfg, np.nan_to_num(self.p_bar[idx], nan=0.0)
         x[:, S], x[:, M], x[:, T], x[:, R] = s, die, die, cfg.r_prior
-        x[:, B] = self.steady_c(idx)[0] - self.inlet[idx] - cfg.r_prior * p
+        x[:, B] = self.steady_c(idx) - self.inlet[idx] - cfg.r_prior * p
         P = np.zeros((len(idx), 5, 5))
         P[:, S, S], P[:, M, M], P[:, T, T] = p00, p11 + 4.0, p11 + 25.0
         P[:, S, M] = P[:, M, S] = P[:, S, T] = P[:, T, S] = p01

@@ -354,8 +354,8 @@ class TwinModel:
         flows = s.flow_frac or {}
         fan = np.nan if s.fan_pct is None else s.fan_pct
         for node in nodes:
-            flow = flows.get(node)
-            self.node_cool[:, self._node(node)] = (s.supply_c, np.nan if flow is None else flow, fan)
+            flow, k = flows.get(node), self._node(node)  # (the node's number first: a new node grows node_cool)
+            self.node_cool[:, k] = (s.supply_c, np.nan if flow is None else flow, fan)
 
     def _detect_thermal(self, idx: np.ndarray, ts: np.ndarray) -> list[Event]:
         th, est = self.th, self.est
