@@ -9,11 +9,15 @@ temperature, power, power limit, clock, throttle-reason code and XID, one roster
 ``JobSample`` per job; what is timed is ``TwinModel.ingest`` alone: the fleet's physics and the building of the
 columns and job samples (the telemetry source's work) are not. Link samples are not sent (see the docs).
 
-The floor is the least numpy work an ingest-and-detect tick does per GPU, fused, on the same arrays: a 2-state
-(sensor, die) Kalman update written element-wise for one fixed tick (predict, gain, correct: about 30 array
-operations), a threshold compare of the die estimate against the slowdown line with a confirmation streak, and
-the jobs' reduction of their GPUs' clocks by ``np.bincount``. The ratio is twin over floor; slices of the two
-alternate (the machine is shared and noisy) and the median ratio is kept.
+The floor is the least numpy work an ingest-and-detect tick does for what the twin computes, fused, on the same
+arrays and without gathers or scatters: the screen for every GPU (the estimator's 2-state [sensor, die] Kalman
+update and its steady-state fit written element-wise for one fixed tick, ~100 array operations) and the watch
+compare; the hypothesis bank's own arithmetic (``ThermalEstimator._step``, ``_summarise`` and ``_crossing``: the
+batched 5×5 matrix products) over as many GPUs as the twin watches after the warm-up, on contiguous slots; the
+bank's probability against the warning threshold with a confirmation streak; and the jobs' reduction of their
+GPUs' clocks by ``np.bincount``. The ratio is twin over floor; slices of the two alternate (the machine is shared
+and noisy) and the median ratio is kept. The ``watched`` column is the twin's watched GPUs, averaged over the
+slices.
 
 ``--what physics`` times the simulator's ``FleetPhysics.step`` instead (with the same jobs and hot nodes).
 Usage: ``python bench/twin_step.py [--what twin|physics] [--seconds S]``.
