@@ -474,7 +474,7 @@ class ThermalEstimator:
         self.Ps[slot] = P[:, None, :, :]
         self.lw[slot] = 0.0
 
-    def _smooth_power(self, idx: np.ndarray, ts: np.ndarray, power: np.ndarray) -> None:
+    def _smooth_power(self, idx: np.ndarray | slice, ts: np.ndarray, power: np.ndarray) -> None:
         """The power the projection holds: a mean over ``power_smooth_s`` (a job's step-to-step jitter averages out
         in the die), and the jitter's variance, which the projection adds as the uncertainty of that mean."""
         dt = np.clip(ts - self.t[idx], 0.0, None)

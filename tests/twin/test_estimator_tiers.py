@@ -25,35 +25,47 @@ def plant(power: np.ndarray, dt: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     return die, sensor
 
 
-def test_only_gpus_near_the_line_hold_a_bank_slot_and_a_cooled_one_is_released_after_the_hold() -> None:
-    t = np.arange(0.0, 900.0, 0.1)
-    powers = {
-        "far": np.full_like(t, 200.0),  # settles at 51 °C: 38 °C under the line
-        "rising": np.where(t < 300.0, 300.0, 700.0),  # 59 °C, then a step to settle at 91 °C (over the line)
-        "cooling": np.where(t < 300.0, 650.0, 150.0),  # 87 °C (2 under), then 47 °C
-    }
-    truth = {g: plant(p) for g, p in powers.items()}
+T_GRID = np.arange(0.0, 900.0, 0.1)
+POWERS = {
+    "far": np.full_like(T_GRID, 200.0),  # settles at 51 °C: 38 °C under the line
+    "rising": np.where(T_GRID < 300.0, 300.0, 700.0),  # 59 °C, then a step to settle at 91 °C (over the line)
+    "cooling": np.where(T_GRID < 300.0, 650.0, 150.0),  # 87 °C (2 under), then 47 °C
+}
+TRUTH = {g: plant(p) for g, p in POWERS.items()}
+NAMES = {g: f"n{k}/gpu0" for k, g in enumerate(POWERS)}
+
+
+def feed(twin: TwinModel, one_by_one: bool = False) -> tuple[dict[str, list[int]], dict[str, float], list]:
+    """A reading a second of every GPU (in one round, or ``one_by_one`` in rounds of one GPU) and its unit's supply
+    every 5 s; each GPU's bank slot after every second, when each was first warned, and every event."""
     rng = np.random.default_rng(5)
-    twin = TwinModel(estimator=EstimatorConfig(exit_hold_s=HOLD_S))
-    names = {g: f"n{k}/gpu0" for k, g in enumerate(powers)}
-    slots: dict[str, list[int]] = {g: [] for g in powers}
+    slots: dict[str, list[int]] = {g: [] for g in POWERS}
     warned: dict[str, float] = {}
-    for k in range(10, len(t), 10):  # one reading a second
-        ts = float(round(t[k], 1))
-        batch: list = []
-        if k % 50 == 0:
-            batch += [CoolingSample(kind="cooling", ts=ts, unit=f"cu{j}", supply_c=SUPPLY_C, setpoint_c=SUPPLY_C,
-                                    serves=(f"n{j}",)) for j in range(len(powers))]
-        batch += [GpuSample(kind="gpu", ts=ts, node=f"n{j}", gpu=0, model="H100-SXM", power_w=float(powers[g][k]),
-                            temp_c=round(float(truth[g][1][k] + rng.normal(0.0, 0.2)), 2))
-                  for j, g in enumerate(powers)]
-        for e in twin.ingest(batch):
+    events: list = []
+    for k in range(10, len(T_GRID), 10):
+        ts = float(round(T_GRID[k], 1))
+        cooling = [CoolingSample(kind="cooling", ts=ts, unit=f"cu{j}", supply_c=SUPPLY_C, setpoint_c=SUPPLY_C,
+                                 serves=(f"n{j}",)) for j in range(len(POWERS))] if k % 50 == 0 else []
+        gpus = [GpuSample(kind="gpu", ts=ts, node=f"n{j}", gpu=0, model="H100-SXM", power_w=float(POWERS[g][k]),
+                          temp_c=round(float(TRUTH[g][1][k] + rng.normal(0.0, 0.2)), 2))
+                for j, g in enumerate(POWERS)]
+        batches = [cooling, *[[s] for s in gpus]] if one_by_one else [cooling + gpus]
+        new = [e for batch in batches for e in twin.ingest(batch)]
+        events += new
+        for e in new:
             if e.kind == "thermal_slowdown_predicted":
-                warned.setdefault(next(g for g in powers if names[g] == e.subject), ts)
-        for g in powers:
-            slots[g].append(int(twin.est.slot[twin.index[names[g]]]))
+                warned.setdefault(next(g for g in POWERS if NAMES[g] == e.subject), e.ts)
+        for g in POWERS:
+            slots[g].append(int(twin.est.slot[twin.index[NAMES[g]]]))
+    return slots, warned, events
+
+
+def test_only_gpus_near_the_line_hold_a_bank_slot_and_a_cooled_one_is_released_after_the_hold() -> None:
+    t, truth, names = T_GRID, TRUTH, NAMES
+    twin = TwinModel(estimator=EstimatorConfig(exit_hold_s=HOLD_S))
+    slots, warned, _ = feed(twin)
     seconds = t[10::10]
-    far, rising, cooling = (np.array(slots[g]) for g in powers)
+    far, rising, cooling = (np.array(slots[g]) for g in POWERS)
     # far below the line: screened only, never a bank slot, never warned; its views come from the screen
     assert (far == -1).all() and "far" not in warned
     i_far = twin.index[names["far"]]
@@ -74,3 +86,17 @@ def test_only_gpus_near_the_line_hold_a_bank_slot_and_a_cooled_one_is_released_a
     again = TwinModel.from_state(twin.to_state())
     assert np.array_equal(again.est.slot, twin.est.slot) and np.array_equal(again.est.xs[: again.est.k],
                                                                             twin.est.xs[: twin.est.k])
+
+
+def test_rounds_of_one_gpu_and_rounds_of_every_gpu_give_the_same_estimates() -> None:
+    """A round of every GPU in order works on whole arrays and slot slices; a round of some GPUs goes through their
+    indices. The same readings either way: the same slots, warnings and estimates."""
+    cfg = EstimatorConfig(exit_hold_s=HOLD_S)
+    a, b = TwinModel(estimator=cfg), TwinModel(estimator=cfg)
+    slots_a, warned_a, events_a = feed(a)
+    slots_b, warned_b, events_b = feed(b, one_by_one=True)
+    assert slots_a == slots_b and warned_a == warned_b and "rising" in warned_a
+    assert [e.to_json() for e in events_a] == [e.to_json() for e in events_b]
+    for name in ("x", "proj", "sc", "b_hat", "r_hat", "slot"):
+        assert np.array_equal(getattr(a.est, name), getattr(b.est, name)), name
+    assert np.array_equal(a.est.xs[: a.est.k], b.est.xs[: b.est.k]) and a.est.k == 1
