@@ -100,3 +100,25 @@ def test_rounds_of_one_gpu_and_rounds_of_every_gpu_give_the_same_estimates() -> 
     for name in ("x", "proj", "sc", "b_hat", "r_hat", "slot"):
         assert np.array_equal(getattr(a.est, name), getattr(b.est, name)), name
     assert np.array_equal(a.est.xs[: a.est.k], b.est.xs[: b.est.k]) and a.est.k == 1
+
+
+def test_a_gpus_inlet_is_its_units_latest_supply_and_follows_its_node_to_another_unit() -> None:
+    """The fold reads each GPU's cooling from per-node arrays set as cooling samples arrive (no lookup per GPU)."""
+    twin = TwinModel()
+
+    def tick(ts: float, *units: tuple[str, float, tuple[str, ...]], **extra: object) -> None:
+        twin.ingest([*(CoolingSample(kind="cooling", ts=ts, unit=u, supply_c=c, setpoint_c=c, serves=nodes, **extra)
+                       for u, c, nodes in units),
+                     *(GpuSample(kind="gpu", ts=ts, node=n, gpu=0, model="H100-SXM", power_w=300.0, temp_c=50.0)
+                       for n in ("n1", "n2", "n3"))])
+
+    tick(1.0, ("cua", 20.0, ("n1", "n2")))
+    assert twin.est.inlet.tolist() == [20.0, 20.0, EstimatorConfig().inlet_prior_c]  # n3: no unit known
+    tick(2.0, ("cub", 30.0, ("n2",)), ("cua", 21.0, ("n1", "n2")))  # n2 back to cua in the same batch
+    assert twin.est.inlet.tolist()[:2] == [21.0, 21.0]
+    tick(3.0, ("cub", 31.0, ("n2", "n3")))  # n2 and n3 move to cub
+    tick(4.0, ("cua", 22.0, ("n1",)), flow_frac={"n1": 0.5}, fan_pct=60.0)  # cua's readings no longer reach n2
+    assert twin.est.inlet.tolist() == [22.0, 31.0, 31.0]
+    assert twin.node_cool[:, twin.node_ix["n1"]].tolist() == [22.0, 0.5, 60.0]
+    again = TwinModel.from_state(twin.to_state())  # the per-node arrays are rebuilt from the checkpoint
+    assert np.array_equal(again.node_cool, twin.node_cool, equal_nan=True)
