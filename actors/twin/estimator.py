@@ -69,8 +69,8 @@ lags, and a bank trusting it false-alarmed; equal weights) and does not wait ``s
 from ``T`` toward ``T∞``, so it reaches the line within the horizon only if ``max(T, T∞)`` does; the bank's
 probability reaches 0.5 (below p*) when its mean of that is about at the line. The screen estimates both, and a
 change of power or supply shows in its ``T_ss`` at the same reading (both enter it directly), so no GPU goes from
-clear to warned between two readings. Measured with every GPU watched (``bench/early_warning.py``'s traces; every tick at which the bank's
-probability was ≥ 0.5): the screen's ``max(T̂, T_ss)`` was at most 3.8 °C under the line (35,834 ticks of seeds
+clear to warned between two readings. Measured with every GPU watched (``bench/early_warning.py``'s traces;
+every tick at which the bank's probability was ≥ 0.5): the screen's ``max(T̂, T_ss)`` was at most 3.8 °C under the line (35,834 ticks of seeds
 9000–9099: max 3.76 °C, 99.9th percentile 0.97 °C; 17,066 held-out ticks of seeds 73100–73149: max 3.41 °C). A
 4 °C margin would therefore cover the alarm itself. It is 13 °C because a bank needs its history: its hypothesis
 weights and its ``r`` are learnt through the GPU's ordinary load changes, and a bank started from the screen just
