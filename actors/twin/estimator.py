@@ -65,21 +65,20 @@ under the line for ``exit_hold_s``. Its bank starts from the screen (sensor and 
 the present power is the screen's; ``r`` at the prior with the prior's σ: the fit's ``r̂`` is off by its nominal
 lags, and a bank trusting it false-alarmed; equal weights) and does not wait ``settle_s``.
 
-*Why a GPU outside the watch set has crossing probability 0.* With its inputs held, the die moves monotonically
-from ``T`` toward ``T∞``, so it reaches the line within the horizon only if ``max(T, T∞)`` does; the bank's
-probability reaches 0.5 (below p*) when its mean of that is about at the line. The screen estimates both, and a
-change of power or supply shows in its ``T_ss`` at the same reading (both enter it directly), so no GPU goes from
-clear to warned between two readings. Measured with every GPU watched (``bench/early_warning.py``'s traces;
-every tick at which the bank's probability was ≥ 0.5): the screen's ``max(T̂, T_ss)`` was at most 3.8 °C under the line (35,834 ticks of seeds
-9000–9099: max 3.76 °C, 99.9th percentile 0.97 °C; 17,066 held-out ticks of seeds 73100–73149: max 3.41 °C). A
-4 °C margin would therefore cover the alarm itself. It is 13 °C because a bank needs its history: its hypothesis
-weights and its ``r`` are learnt through the GPU's ordinary load changes, and a bank started from the screen just
-before an event is worse (every bank restarted from the screen 10 s before the held-out events: 3 of 50 settling
-GPUs falsely warned, median lead 9.8 s instead of 11.2 s; enter margins of 12 and 13 °C: 3 and 1 false alarms in
-100 settling GPUs on seeds 9000–9099, 1 with every GPU watched). The hour's hold keeps that history through load
-changes. The price: every GPU at work within 13 °C of its line is watched; the bench's fleet at 74 °C (15 under,
-sensor noise 0.3 °C: its screened die peaks at 75.9 °C) is not.
-"""
+*Why a GPU outside the watch set has crossing probability 0.* With its inputs held, the die moves monotonically from
+``T`` toward ``T∞``, so it reaches the line within the horizon only if ``max(T, T∞)`` does; the bank's probability
+reaches 0.5 (below p*) when its mean of that is about at the line. The screen estimates both, and a change of power or
+supply shows in its ``T_ss`` at the same reading (both enter it directly), so no GPU goes from clear to warned between
+two readings. Measured with every GPU watched (``bench/early_warning.py``'s traces; every tick at which the bank's
+probability was ≥ 0.5): the screen's ``max(T̂, T_ss)`` was at most 3.8 °C under the line (35,834 ticks of seeds
+9000–9099: max 3.76 °C, 99.9th percentile 0.97 °C; 17,066 held-out ticks of seeds 73100–73149: max 3.41 °C). A 4 °C
+margin would therefore cover the alarm itself. It is 13 °C because a bank needs its history: its hypothesis weights
+and its ``r`` are learnt through the GPU's ordinary load changes, and a bank started from the screen just before an
+event is worse (every bank restarted from the screen 10 s before the held-out events: 3 of 50 settling GPUs falsely
+warned, median lead 9.8 s instead of 11.2 s; enter margins of 12 and 13 °C: 3 and 1 false alarms in 100 settling GPUs
+on seeds 9000–9099, 1 with every GPU watched). The hour's hold keeps that history through load changes. The price:
+every GPU at work within 13 °C of its line is watched; the bench's fleet at 74 °C (15 under, sensor noise 0.3 °C: its
+screened die peaks at 75.9 °C) is not. """
 
 from __future__ import annotations
 
