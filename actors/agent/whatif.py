@@ -111,22 +111,24 @@ def _run(action: Action | None, facts: Mapping[str, Any], tau: float, line: floa
 def _physics(action: Action | None, facts: Mapping[str, Any], tau: float) -> FleetPhysics:
     """The hottest GPU's node (GPU 0 the hottest, the others like it), with ``action`` applied (None: as it is)."""
     p = FleetPhysics(Topology.build(1, NODE_GPUS, model=str(facts.get("model", "H100-SXM"))), sensor_tau_s=tau)
-    # The load the reported power shows: at full clock, P = idle + (TDP − idle)·util.
-    span = float(p.tdp_w[0] - p.idle_w[0])
-    p.util[:] = float(np.clip((float(facts["power_w"]) - float(p.idle_w[0])) / span, 0.0, 1.0))
-    p.power_w[:] = p.idle_w + span * p.util
-    p.setpoint_c[:] = float(facts["setpoint_c"])
-    p.supply_c[:] = p.supply_sensed_c[:] = float(facts["supply_c"])
-    p.capacity_loss_c[:] = loss_explaining(float(facts["supply_c"]), float(facts["setpoint_c"]),
-                                           float(p.power_w.sum() / p.loop.rated_w[0]))
-    if isinstance(facts.get("flow_frac"), int | float):
-        p.flow_frac[:] = float(facts["flow_frac"])
     est = facts.get("est_c", facts.get("sensed_c"))
     sensed = facts.get("sensed_c", est)
     if isinstance(est, int | float):
         p.temp_c[:] = float(est)
     if isinstance(sensed, int | float):
         p.sensed_c[:] = float(sensed)
+    # The load the reported power shows, by the plant's own power law at full clock and the die's temperature now:
+    # P = static + leakage(T) + dynamic·util. (Not idle + (TDP − idle)·util: leakage grows with the die, so that
+    # line would run a cool GPU tens of watts under what it reported.)
+    leak = p._leakage(p.temp_c.copy())
+    p.util[:] = np.clip((float(facts["power_w"]) - p.static_w - leak) / p.dynamic_max_w, 0.0, 1.0)
+    p.power_w[:] = p.static_w + leak + p.dynamic_max_w * p.util
+    p.setpoint_c[:] = float(facts["setpoint_c"])
+    p.supply_c[:] = p.supply_sensed_c[:] = float(facts["supply_c"])
+    p.capacity_loss_c[:] = loss_explaining(float(facts["supply_c"]), float(facts["setpoint_c"]),
+                                           float(p.power_w.sum() / p.loop.rated_w[0]))
+    if isinstance(facts.get("flow_frac"), int | float):
+        p.flow_frac[:] = float(facts["flow_frac"])
     if action is not None:
         kind = action.kind
         if kind == "set_cooling_setpoint":

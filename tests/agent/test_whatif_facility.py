@@ -10,7 +10,7 @@ import pytest
 from actors.agent.bounds import DEFAULT_DEW_POINT_C, check_bounds, step_bounds
 from actors.agent.whatif import NODE_GPUS, THERMAL_KINDS, predict
 from actors.twin.loop import FAN_SHARE, PUMP_SHARE, cop
-from actors.twin.physics import R_BASE_K_PER_W, R_FLOW_K_PER_W
+from actors.twin.physics import LEAK_DOUBLING_C, LEAK_SHARE, R_BASE_K_PER_W, R_FLOW_K_PER_W
 from knowledge.documents import ActionTemplate
 from policies.actions import parse_action
 
@@ -19,6 +19,18 @@ FACTS = {"setpoint_c": 25.0, "supply_c": 25.0, "power_w": 400.0, "max_operating_
          "node": "n01", "est_c": 53.0, "sensed_c": 53.0, "model": "H100-SXM"}
 R = R_BASE_K_PER_W + R_FLOW_K_PER_W  # die to coolant at nominal flow and fan speed
 TDP_W = 700.0
+
+
+def settled(supply_c: float, power_w: float, die_c: float) -> tuple[float, float]:
+    """The die and power a GPU settles at: ``T = supply + R·P(T)``, where ``P`` is the ``power_w`` it reported with
+    its die at ``die_c`` plus the change in its leakage (LEAK_SHARE of TDP at slowdown, doubling every
+    LEAK_DOUBLING_C; the plant's documented law), solved by iteration (a contraction: R·dP/dT ≈ 0.05)."""
+    leak = lambda t: LEAK_SHARE * TDP_W * 2 ** ((t - FACTS["slowdown_c"]) / LEAK_DOUBLING_C)  # noqa: E731
+    t = supply_c + power_w * R
+    for _ in range(50):
+        p = power_w + leak(t) - leak(die_c)
+        t = supply_c + p * R
+    return t, p
 
 ACTIONS = {
     "set_cooling_setpoint": {"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 22.0},
@@ -32,7 +44,9 @@ ACTIONS = {
 def test_the_what_if_runs_the_power_the_gpu_reports_not_its_tdp() -> None:
     setpoint = parse_action(ACTIONS["set_cooling_setpoint"])
     at_400 = predict(setpoint, FACTS)
-    at_650 = predict(setpoint, {**FACTS, "power_w": 650.0})
+    # Each GPU settled at the power it reports (the plant's leakage depends on the die, so a GPU reporting 650 W
+    # with its die at 53 °C would warm and draw more: the facts are those of a GPU already there).
+    at_650 = predict(setpoint, {**FACTS, "power_w": 650.0, "est_c": 25.0 + 650.0 * R, "sensed_c": 25.0 + 650.0 * R})
     assert at_400 is not None and at_650 is not None
     assert at_400.without_action == pytest.approx(25.0 + 400.0 * R, abs=0.15)  # the die at supply + P·R
     assert at_650.without_action == pytest.approx(25.0 + 650.0 * R, abs=0.15)
@@ -50,13 +64,19 @@ def test_every_what_if_reports_the_die_the_facility_kw_and_the_pue() -> None:
 
 
 def test_a_colder_setpoint_cools_the_die_by_as_much_and_costs_chiller_kw() -> None:
+    """3 °C colder supply: the die drops those 3 °C and a little more (a cooler die leaks less, ~0.2 °C here), and
+    the chiller removes about the same heat at a worse COP."""
     p = predict(parse_action(ACTIONS["set_cooling_setpoint"]), FACTS)
     assert p is not None
-    assert p.die_change_c == pytest.approx(-3.0, abs=0.15)
-    it_w = NODE_GPUS * 400.0
-    chiller_kw = (it_w / float(cop(22.0)) - it_w / float(cop(25.0))) / 1000  # the same heat at a worse COP
-    assert p.facility_kw_change == pytest.approx(chiller_kw, abs=0.005) and p.facility_kw_change > 0
-    assert p.pue_change == pytest.approx(chiller_kw * 1000 / it_w, abs=0.002)
+    (die_25, w_25), (die_22, w_22) = settled(25.0, 400.0, 53.0), settled(22.0, 400.0, 53.0)
+    assert die_22 - die_25 < -3.1  # the leakage's share is one the what-if must show, not round away
+    assert p.die_change_c == pytest.approx(die_22 - die_25, abs=0.1)
+    it_25, it_22 = NODE_GPUS * w_25, NODE_GPUS * w_22
+    chiller_kw = (it_22 / float(cop(22.0)) - it_25 / float(cop(25.0))) / 1000  # ~ the same heat at a worse COP
+    assert p.facility_kw_change == pytest.approx(chiller_kw, abs=0.002) and p.facility_kw_change > 0
+    movers_w = (PUMP_SHARE + FAN_SHARE) * NODE_GPUS * TDP_W  # pumps and fans at nominal speed, unchanged
+    pue = lambda it, supply: 1 + (it / float(cop(supply)) + movers_w) / it  # noqa: E731
+    assert p.pue_change == pytest.approx(pue(it_22, 22.0) - pue(it_25, 25.0), abs=0.002)
 
 
 def test_faster_fans_follow_the_affinity_law() -> None:
