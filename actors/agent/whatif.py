@@ -40,8 +40,9 @@ CLOCK_NOTE_MHZ = 15.0  # a change of the hottest GPU's clock the text mentions (
 
 @dataclass(frozen=True)
 class _Outcome:
-    """One run over the horizon: when the hottest GPU's sensed temperature got under the line (None: never), where
-    its sensor, die and clock ended, the die's peak over the horizon's second half, and the facility at the end."""
+    """One run over the horizon: when the hottest GPU's sensed temperature got under the line for good (None: it
+    ends the horizon over it), where its sensor, die and clock ended, the die's peak over the horizon's second
+    half, and the facility at the end."""
 
     within: float | None
     sensed: float
@@ -98,7 +99,11 @@ def _run(action: Action | None, facts: Mapping[str, Any], tau: float, line: floa
     within, peak = None, float("-inf")
     for t in range(1, HORIZON_S + 1):
         p.step(1.0)
-        if within is None and p.sensed_c[0] < line and t > 5:
+        # "Back under" is where the sensor gets under the line and stays there to the horizon: a sensor still on
+        # its way up (an early warning comes while it reads under the line) has not been brought under by anything.
+        if p.sensed_c[0] >= line:
+            within = None
+        elif within is None and t > 5:
             within = float(t)
         if t > HORIZON_S // 2:
             peak = max(peak, float(p.temp_c[0]))

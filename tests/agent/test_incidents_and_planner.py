@@ -109,7 +109,8 @@ def test_a_step_that_cannot_be_followed_is_not_proposed(kb: KnowledgeBase) -> No
 def test_proposal_carries_a_what_if_from_the_twin_physics(kb: KnowledgeBase) -> None:
     """The what-if runs the twin's physics forward with the step's own value, and says so when the step alone
     cannot offset the fault (2–4 °C colder supply against half the coolant flow): its checkable claim is then the
-    weaker one, short of slowdown."""
+    weaker one, short of slowdown. The model-based warning comes while the sensor still reads under 84 °C on its way
+    up, so this also checks that a sensor not yet over the line is not taken as "back under" it."""
     from actors.agent.whatif import predict
 
     book = IncidentBook()
