@@ -78,6 +78,16 @@ class Thresholds:
     llm_backlog_at: int = 4
 
 
+def warn_now(prob: np.ndarray, streak: np.ndarray, th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """The early warning's decision, per GPU: ``(streak, sure)`` after one more reading whose crossing probability
+    (:meth:`actors.twin.estimator.ThermalEstimator.crossing`) is ``prob``; ``streak`` counts readings in a row at or
+    above ``th.warn_p``, and the warning is ``sure`` once it reaches ``th.warn_confirm_ticks``. One function so
+    that :meth:`TwinModel._detect_thermal` and the fleet-outcome bench (``bench/fleet_outcome.py``, which cannot
+    afford the twin's ingest path) decide alike."""
+    streak = np.where(prob >= th.warn_p, streak + 1, 0)
+    return streak, streak >= th.warn_confirm_ticks
+
+
 class TwinModel:
     """Estimated state of every GPU and cooling unit seen so far, plus detector state for hysteresis."""
 
@@ -362,9 +372,7 @@ class TwinModel:
         sensed, filt, true_c, proj = self.latest[idx], est.sensor(idx), est.true_c(idx), est.proj[idx]
         slowdown, max_op = self.slowdown_c[idx], self.max_op_c[idx]
         prob, eta_all = est.crossing(idx, slowdown)
-        heading = prob >= th.warn_p
-        self.streak[idx] = np.where(heading, self.streak[idx] + 1, 0)
-        sure = self.streak[idx] >= th.warn_confirm_ticks
+        self.streak[idx], sure = warn_now(prob, self.streak[idx], th)
         events: list[Event] = []
         fire = idx[sure & ~self.predicted[idx] & ~self.slowed[idx]
                    & (sensed < slowdown) & (filt < slowdown)]
