@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.twin.estimator import ThermalEstimator
-from actors.twin.model import Thresholds
+from actors.twin.model import Thresholds, warn_now
 from actors.twin.physics import NOMINAL_FAN_PCT, FleetPhysics, Topology
 from policies.actions import DrainNode, SetCoolingSetpoint, SetFanSpeed, SetPowerLimit
 from policies.policy import Executed, Policy, load_policy
@@ -214,6 +214,7 @@ class Outcome:
     barrier_gpu_h: float = 0.0
     job_gpu_h: float = 0.0
     energy_mwh: float = 0.0
+    facility_mwh: float = 0.0
     throttle_onsets: int = 0
     warned_first: int = 0
     leads_s: list[float] = field(default_factory=list)
@@ -225,6 +226,11 @@ class Outcome:
     @property
     def goodput(self) -> float:
         return 1.0 - (self.slow_gpu_h + self.failure_gpu_h + self.requeue_gpu_h) / self.job_gpu_h
+
+    @property
+    def pue(self) -> float:
+        """(IT + facility) / IT energy over the run (IT: the GPUs; facility: chillers, pumps and fans)."""
+        return (self.energy_mwh + self.facility_mwh) / self.energy_mwh if self.energy_mwh > 0 else 1.0
 
     @property
     def ettr(self) -> float:
@@ -262,7 +268,8 @@ class FleetRun:
         self.est = ThermalEstimator(p.sensor_tau_s)
         self.est.grow(len(self.names))
         n = len(self.names)
-        self.streak, self.streak_t0 = np.zeros(n, int), np.zeros(n)
+        self.streak = np.zeros(n, int)
+        self.reset_at = np.full(n, np.inf)  # when a lost GPU is reset (its job's restart)
         self.predicted, self.slowed, self.alarm = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
         self.calm_since = np.full(n, np.inf)
         self.t = 0.0
@@ -361,21 +368,24 @@ class FleetRun:
         p = self.p
         job_up = np.append(self.job_down_until <= self.t, False)  # index -1 (no job) is idle
         util = (job_up[p.job_of_gpu] & ~self.drained[p.gpu_node]).astype(float)
-        lost = getattr(p, "lost", None)  # GPUs that reached shutdown (a physics that has the state)
-        if lost is not None:
-            util[np.asarray(lost, bool)] = 0.0
+        util[p.lost] = 0.0  # off the bus until reset
         if not np.array_equal(util, p.util):
             p.util[:] = util
 
     def _lost_gpus(self) -> None:
-        """A GPU the physics reports lost (shutdown temperature) interrupts its job like any failure."""
-        lost = getattr(self.p, "lost", None)
-        if lost is None:
-            return
-        new = np.flatnonzero(np.asarray(lost, bool) & ~self.lost_seen)
+        """A GPU the physics reports lost (shutdown temperature) interrupts its job like any failure; it is reset
+        (``nvidia-smi -r``) when its job restarts, and shuts down again if its cooling has not been fixed."""
+        p = self.p
+        back = np.flatnonzero(p.lost & (self.reset_at <= self.t))
+        if len(back):
+            p.reset(back)
+            self.lost_seen[back] = False
+            self.reset_at[back] = np.inf
+        new = np.flatnonzero(p.lost & ~self.lost_seen)
         for i in new:
             self.out.gpus_lost += 1
-            self._restart(int(self.p.job_of_gpu[i]), self.sc.checkpoint_s / 2, "failure")
+            self._restart(int(p.job_of_gpu[i]), self.sc.checkpoint_s / 2, "failure")
+            self.reset_at[i] = self.t + self.sc.restart_s
         self.lost_seen[new] = True
 
     # --- detection --------------------------------------------------------------------------------------
@@ -393,13 +403,15 @@ class FleetRun:
         if not len(idx):
             return
         ts, y, slowdown = np.full(len(idx), self.t), reading[idx], p.slowdown_c[idx]
-        est.update(idx, ts, y)
+        node = p.gpu_node[idx]
+        unit = p.node_unit[node]
+        # What the twin's ingest hands the estimator: the GPU's power, its unit's sensed supply, its node's flow and
+        # its unit's fan speed (the cooling unit's own report).
+        est.update(idx, ts, y, slowdown, power=p.power_w[idx], supply=p.supply_sensed_c[unit],
+                   flow=p.flow_frac[node], fan=p.fan_pct[unit])
         filt, true_c, proj = est.sensor(idx), est.true_c(idx), est.proj[idx]
-        heading = (proj >= slowdown) & (true_c >= slowdown - th.warn_margin_c)
-        self.streak[idx] = np.where(heading, self.streak[idx] + 1, 0)
-        self.streak_t0[idx] = np.where(self.streak[idx] == 1, ts, self.streak_t0[idx])
-        sure = (self.streak[idx] >= th.confirm_ticks) | (
-            (self.streak[idx] >= th.confirm_min_ticks) & (ts - self.streak_t0[idx] >= th.confirm_s))
+        prob, _ = est.crossing(idx, slowdown)
+        self.streak[idx], sure = warn_now(prob, self.streak[idx], th)
         fire = idx[sure & ~self.predicted[idx] & ~self.slowed[idx] & (y < slowdown) & (filt < slowdown)]
         self.predicted[fire] = self.alarm[fire] = True
         self.last_warn[fire] = self.t
@@ -435,7 +447,7 @@ class FleetRun:
         p = self.p
         now = p.fan_pct.copy()
         p.fan_pct[:] = fans
-        r = p._node_r()
+        r = p._node_r()[0]  # die → coolant (the second is HBM's)
         p.fan_pct[:] = now
         return r
 
@@ -514,7 +526,7 @@ class FleetRun:
             gpus = p.gpu_node == n
             # A spare takes the node's place in the job: cool, at full clock (its own energy is not counted).
             p.thermal_cap_mhz[gpus] = p.f_max[gpus]
-            p.temp_c[gpus] = p.sensed_c[gpus] = p.supply_c[p.node_unit[n]] + p.idle_w[gpus] * p._node_r()[n]
+            p.temp_c[gpus] = p.sensed_c[gpus] = p.supply_c[p.node_unit[n]] + p.idle_w[gpus] * p._node_r()[0][n]
             self._restart(int(p.job_of_gpu[np.flatnonzero(gpus)[0]]), 0.0, "requeue")  # checkpointed first
 
     # --- accounting -------------------------------------------------------------------------------------
@@ -525,6 +537,7 @@ class FleetRun:
         self.out.job_gpu_h += float(self.job_n.sum()) * dt / 3600.0
         self.out.hw_slowdown_gpu_h += float((p.thermal_capped & (p.util > 0)).sum()) * dt / 3600.0
         self.out.slow_gpu_h += float((self.job_n * (1.0 - healthy_ms / p.step_ms))[up].sum()) * dt / 3600.0
+        self.out.facility_mwh += p.loop.reading.facility_kw * dt / 3.6e6
         steps = dt * 1e3 / p.step_ms
         self.out.barrier_gpu_h += float((p.jitter_wait_gpu_s * steps)[up].sum()) / 3600.0
 
@@ -537,15 +550,17 @@ def run(sc: Scenario, faults: list[Fault] | None = None, only: tuple[str, ...] |
 
 def table(outcomes: list[Outcome]) -> str:
     """The outcome as a Markdown table."""
-    head = ("| responder | GPU-h lost: slow steps | failures | requeues | goodput | ETTR | energy (MWh) "
-            "| GPU-h in hw slowdown | throttle onsets (warned first, median lead) | actions (refused) "
+    head = ("| responder | GPU-h lost: slow steps | failures | requeues | goodput | ETTR | GPU energy (MWh) "
+            "| facility (MWh), PUE | GPUs lost (shutdown) | GPU-h in hw slowdown "
+            "| throttle onsets (warned first, median lead) | actions (refused) "
             "| barrier wait (GPU-h) |")
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 13]
     for o in outcomes:
         lead = f"{np.median(o.leads_s):.0f} s" if o.leads_s else "–"
         acts = ", ".join(f"{k} {v}" for k, v in sorted(o.actions.items())) or "none"
         rows.append(f"| {o.name} | {o.slow_gpu_h:,.1f} | {o.failure_gpu_h:,.1f} | {o.requeue_gpu_h:,.1f} "
-                    f"| {o.goodput:.4f} | {o.ettr:.4f} | {o.energy_mwh:,.2f} | {o.hw_slowdown_gpu_h:,.1f} "
+                    f"| {o.goodput:.4f} | {o.ettr:.4f} | {o.energy_mwh:,.2f} | {o.facility_mwh:,.2f}, {o.pue:.3f} "
+                    f"| {o.gpus_lost} | {o.hw_slowdown_gpu_h:,.1f} "
                     f"| {o.throttle_onsets} ({o.warned_first}, {lead}) | {acts} ({o.refused}) "
                     f"| {o.barrier_gpu_h:,.1f} |")
     return "\n".join(rows)
