@@ -34,25 +34,32 @@ undone.
 - cooling and thermal events. No public per-unit rate exists at this granularity; these are *assumptions*,
   sized so a week at 1,024 GPUs has a few of each (scale them with ``--thermal-scale``): a cooling unit losing
   capacity (supply drifting ``CAPACITY_LOSS_C`` above its setpoint over 10–60 min, repaired after 4 h) once per
-  unit per 14 days; part of a unit's fan array failing (fans held at 10–25 %, repaired after 8 h) once per unit
-  per 30 days; a node's cold plates losing flow (thermal resistance rising as flow falls to 30–60 % over
-  1–6 h, repaired 12 h later) once per node per 180 days. The physics keeps one thermal resistance per node,
-  so a cold plate's or interface's degradation is modelled at node granularity.
+  unit per 14 days (through the coolant loop, ``actors.twin.loop``: the unit removes ``G·loss`` less heat, so a
+  fully loaded unit's supply settles ``loss`` above its setpoint and a less loaded one lower); part of a
+  unit's fan array failing (fans held at 10–25 %, repaired after 8 h) once per unit per 30 days; a node's
+  cold plates losing flow (thermal resistance rising as flow falls to 30–60 % over 1–6 h, repaired 12 h
+  later) once per node per 180 days. The physics keeps one thermal resistance per node (die and HBM), so a cold
+  plate's or interface's degradation is modelled at node granularity.
 
 **Detection.** The real twin (``TwinModel.ingest``) takes a ``GpuSample`` per GPU per tick: a week at 1,024
 GPUs is ~18 M samples per responder, hours of pydantic alone. So the bench applies the twin's detection rule
-to the simulated sensor instead: the twin's own observer (``ThermalEstimator``, sensor τ 15 s, 0.3 °C noise)
-and its warning, confirmation and recovery rule with its thresholds (``TwinModel._detect_thermal``), on GPUs
-whose reading is within ``TRACK_BELOW_C`` of the slowdown line (the rule needs the estimated die within 3 °C of
-it, so the others cannot warn).
+to the simulated sensor instead: the twin's own observer (``ThermalEstimator``, sensor τ 15 s, 0.3 °C noise; fed
+what the twin's ingest feeds it: each GPU's power, its unit's sensed supply, its node's flow and its unit's fan
+speed) and the twin's own warning decision (``actors.twin.model.warn_now``, the function
+``TwinModel._detect_thermal`` calls: the crossing probability at or above ``warn_p`` on ``warn_confirm_ticks``
+readings in a row) with its thresholds, and ``_detect_thermal``'s slowdown and recovery rule, on GPUs whose reading
+is within ``TRACK_BELOW_C`` of the slowdown line (the estimator watches only GPUs within a few degrees of it, so
+the others cannot warn). A GPU that reaches its shutdown temperature is lost (``FleetPhysics.lost``): its job
+restarts like on any failure and the GPU is reset when the job does.
 
 **Metrics.** Jobs are data-parallel over ``--nodes-per-job`` nodes and step in lockstep (``job_step_ms``:
 ``actors.twin.collectives``), so one slow GPU slows its whole job. *Slow steps* is GPU-hours lost to steps
 longer than the healthy 100 ms (thermal throttling and the remedies' own power caps); *failures* the restarts
 and lost work of interruptions; *requeues* the restarts of drains; *goodput* the share of the jobs' GPU-hours
 that advanced training; *ETTR* the effective training time ratio of the Llama 3 paper (time training on
-progress kept / wall time: slow steps still count as training); *energy* the GPUs' own (MWh; spares and
-facility excluded); *barrier* the GPU-hours spent waiting for the slowest GPU's jitter (the same in every row
+progress kept / wall time: slow steps still count as training); *energy* the GPUs' own (MWh; spares
+excluded) and the facility's (chillers, pumps and fans of the coolant loops, ``CoolantLoop.reading``), with the
+week's PUE; *barrier* the GPU-hours spent waiting for the slowest GPU's jitter (the same in every row
 when nothing is slow; it is part of the healthy step).
 
 Usage: ``python bench/fleet_outcome.py [--seed S] [--gpus N] [--days D] [--tick-s T]``

@@ -19,7 +19,8 @@ from bench.fleet_outcome import INTERRUPTIONS_PER_GPU_DAY, Fault, Scenario, draw
 SMALL = Scenario(gpus=64, days=0.25, seed=17801, nodes_per_unit=4, nodes_per_job=4)  # 8 nodes, 2 units, 2 jobs
 SLOW_COOLING = [
     # unit cu01 loses 22 °C of capacity over 15 min from t = 30 min: the twin sees its supply drift (3 °C over
-    # setpoint after ~2 min) well before any die reaches slowdown (~11 min in); repaired 4 h later
+    # setpoint after ~3 min, through the coolant loop's heat balance) well before any die reaches slowdown (~13 min
+    # in); repaired 4 h later
     Fault("capacity_loss", 1800.0, 0, 22.0, ramp_s=900.0, repair_s=4 * 3600.0),
     Fault("interruption", 3600.0, 40, 600.0, cause="faulty GPU"),  # job02 loses 10 min of work and restarts
 ]
