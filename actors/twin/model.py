@@ -201,6 +201,7 @@ class TwinModel:
             "sensor_tau_s": self.sensor_tau_s, "th": vars(self.th), "est": self.est.to_state(),
             "signals": self.signals.to_state(), "net": self.net.to_state(), "gpu_hist": self.gpu_hist.to_state(),
             **self.cooling.to_state(), "names": list(self.names), "node_of": list(self.node_of),
+            "cool_nodes": list(self.node_ix),
             "models": list(self.models),
             "reasons": {i: list(self.reason_sets[c]) for i, c in enumerate(self.reason.tolist())},
             **arrays_to_state(self, self.ARRAYS),
@@ -229,6 +230,8 @@ class TwinModel:
         m.node_of, m.models = strs(d["node_of"], "nodes"), strs(d["models"], "models")
         if len(m.index) != n or len(m.node_of) != n or len(m.models) != n:
             raise StateError("gpu names, nodes and models disagree in number (or a name repeats)")
+        for node in strs(d.get("cool_nodes", []), "cooled nodes"):  # absent in older checkpoints
+            m._node(node)  # the same numbers as before the checkpoint, so node_cool is the same array
         m.gpu_node = np.array([m._node(node) for node in m.node_of], np.int64)
         for node, unit in m.cooling.node_unit.items():
             m._unit_nodes.setdefault(unit, set()).add(node)
@@ -363,7 +366,7 @@ class TwinModel:
         nodes.update(s.serves)
         flows = s.flow_frac or {}
         fan = np.nan if s.fan_pct is None else s.fan_pct
-        for node in nodes:
+        for node in sorted(nodes):  # a set's order differs between processes: number new nodes in a fixed one
             flow, k = flows.get(node), self._node(node)  # (the node's number first: a new node grows node_cool)
             self.node_cool[:, k] = (s.supply_c, np.nan if flow is None else flow, fan)
 
