@@ -256,7 +256,7 @@ class IncidentBook:
         if isinstance(proj, int | float) and proj >= f.get("peak_projected_c", float("-inf")):
             f["peak_projected_c"] = proj
             f["gpu"] = d.get("gpu", ev.subject)
-            for k in ("power_w", "est_c", "sensed_c", "model"):
+            for k in ("power_w", "clock_mhz", "est_c", "sensed_c", "model"):
                 f[k] = d.get(k)
 
     @staticmethod

@@ -25,7 +25,7 @@ import numpy as np
 
 from actors.agent.proposals import Prediction
 from actors.twin.loop import loss_explaining
-from actors.twin.physics import FleetPhysics, Topology
+from actors.twin.physics import V_KNEE_FRAC, FleetPhysics, Topology
 from policies.actions import Action
 
 HORIZON_S = 900
@@ -122,11 +122,17 @@ def _physics(action: Action | None, facts: Mapping[str, Any], tau: float) -> Fle
         p.temp_c[:] = float(est)
     if isinstance(sensed, int | float):
         p.sensed_c[:] = float(sensed)
-    # The load the reported power shows, by the plant's own power law at full clock and the die's temperature now:
-    # P = static + leakage(T) + dynamic·util. (Not idle + (TDP − idle)·util: leakage grows with the die, so that
-    # line would run a cool GPU tens of watts under what it reported.)
+    # The load the reported power shows, by the plant's own power law at the clock it reported and the die's
+    # temperature now: P = static + leakage(T) + dynamic·util·share(f). (Not idle + (TDP − idle)·util: leakage
+    # grows with the die, so that line would run a cool GPU tens of watts under what it reported. And not at full
+    # clock: a GPU its slowdown has cut draws far less than its job asks, and an action that gives the clock back
+    # gives that power back too.)
     leak = p._leakage(p.temp_c.copy())
-    p.util[:] = np.clip((float(facts["power_w"]) - p.static_w - leak) / p.dynamic_max_w, 0.0, 1.0)
+    clock = facts.get("clock_mhz")
+    x = float(np.clip(float(clock) / p.f_max[0], 0.0, 1.0)) if isinstance(clock, int | float) and clock > 0 else 1.0
+    share = x**3 if x >= V_KNEE_FRAC else x * V_KNEE_FRAC**2  # the plant's dynamic power at that clock
+    p.util[:] = np.clip((float(facts["power_w"]) - p.static_w - leak) / (p.dynamic_max_w * max(share, 1e-3)),
+                        0.0, 1.0)
     p.power_w[:] = p.static_w + leak + p.dynamic_max_w * p.util
     p.setpoint_c[:] = float(facts["setpoint_c"])
     p.supply_c[:] = p.supply_sensed_c[:] = float(facts["supply_c"])

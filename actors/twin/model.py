@@ -433,6 +433,7 @@ class TwinModel:
             "slowdown_c": float(self.slowdown_c[i]),
             "max_operating_c": float(self.max_op_c[i]),
             "power_w": _f(self.power_w[i]),
+            "clock_mhz": _f(self.clock_mhz[i]),
         }
 
     def _est(self, i: int, v: float, digits: int | None = None) -> float | None:
