@@ -114,3 +114,16 @@ def test_a_step_allowing_a_colder_supply_is_narrowed_to_the_dew_point() -> None:
     bounds, problems = step_bounds(t, {"unit": "cu01"})
     assert problems == [] and bounds["supply_c"].lo == DEFAULT_DEW_POINT_C
     assert "dew point" in bounds["supply_c"].text
+
+
+def test_a_throttled_gpus_power_is_read_at_the_clock_it_reported() -> None:
+    # n01 at half flow with its dies cut by the hardware slowdown (the embedded demo fault, as the twin reported it
+    # at sim second 66): 482 W at 1300 MHz is a full job at a cut clock, not a light one. Read at full clock it
+    # would settle far under max operating, and the what-if would promise what the plant does not do.
+    hot = {**FACTS, "flow_frac": 0.5, "power_w": 482.5, "est_c": 90.4, "sensed_c": 86.2}
+    setpoint = parse_action({"kind": "set_cooling_setpoint", "unit": "cu01", "supply_c": 21.0})
+    at_full_clock = predict(setpoint, hot)
+    at_its_clock = predict(setpoint, {**hot, "clock_mhz": 1300.0})
+    assert at_full_clock is not None and at_its_clock is not None
+    assert at_its_clock.settles_at > at_full_clock.settles_at + 10, (at_its_clock.text, at_full_clock.text)
+    assert at_its_clock.metric == "max_est_c", "half a flow is not brought back under the line by 4 °C"
